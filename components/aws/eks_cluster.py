@@ -1,0 +1,208 @@
+"""EKS control plane with its IAM, KMS, logging, OIDC, access entries, add-ons and node groups."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+
+import pulumi
+import pulumi_aws as aws
+import pulumi_kubernetes as k8s
+
+from components.aws.iam import partition_of, service_trust_policy
+from components.aws.node_group import ManagedNodeGroup, NodeGroupArgs
+
+
+@dataclass(frozen=True)
+class NodePoolSpec:
+    """A node pool without the cluster wiring (which :class:`EksCluster` fills in)."""
+
+    instance_types: list[str]
+    ami_type: str
+    capacity_type: str = "ON_DEMAND"
+    min_size: int = 1
+    desired_size: int = 1
+    max_size: int = 3
+    gpus_per_node: int = 0
+    disk_size_gb: int = 100
+    labels: dict[str, str] = field(default_factory=dict)
+    taints: list[dict[str, str]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class EksClusterArgs:
+    """Inputs of :class:`EksCluster`."""
+
+    cluster_name: str
+    """EKS cluster name."""
+    region: str
+    """AWS region (used in the kubeconfig and ARNs)."""
+    vpc_id: pulumi.Input[str]
+    private_subnet_ids: pulumi.Input[list[str]]
+    """Subnets for the control-plane ENIs and all nodes."""
+    node_pools: dict[str, NodePoolSpec]
+    """Managed node groups keyed by stable pool name; ``system`` hosts add-ons."""
+    kubernetes_version: str = "1.33"
+    endpoint_public_access: bool = True
+    """The private endpoint is always on; prod turns the public one off."""
+    public_access_cidrs: list[str] = field(default_factory=lambda: ["0.0.0.0/0"])
+    admin_principal_arns: list[str] = field(default_factory=list)
+    """IAM principals given cluster admin through access entries; empty: the creator at bootstrap."""
+    log_types: list[str] = field(default_factory=lambda: ["api", "audit", "authenticator"])
+    log_retention_days: int = 30
+    protect: bool = False
+    """Deletion protection on the cluster and Pulumi ``protect`` on it and its KMS key."""
+    tags: dict[str, str] = field(default_factory=dict)
+
+
+# Add-ons needed before nodes can join (networking, identity) vs after (coredns needs nodes).
+# https://docs.aws.amazon.com/eks/latest/userguide/workloads-add-ons-available-eks.html
+_PRE_NODE_ADDONS = {
+    # enableNetworkPolicy makes the VPC CNI enforce NetworkPolicy objects (off by default).
+    "vpc-cni": {"enableNetworkPolicy": "true"},
+    "kube-proxy": None,
+    "eks-pod-identity-agent": None,
+}
+_POST_NODE_ADDONS = {"coredns": None}
+
+_NODE_POLICIES = ("AmazonEKSWorkerNodePolicy", "AmazonEC2ContainerRegistryReadOnly", "AmazonEKS_CNI_Policy")
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^a-zA-Z0-9-]+", "-", text).strip("-")[-40:]
+
+
+def render_kubeconfig(cluster_name: str, region: str, endpoint: str, ca_data: str) -> str:
+    """A kubeconfig that authenticates with ``aws eks get-token`` (no long-lived secret inside)."""
+    return json.dumps({
+        "apiVersion": "v1", "kind": "Config", "current-context": cluster_name,
+        "clusters": [{"name": cluster_name, "cluster": {"server": endpoint, "certificate-authority-data": ca_data}}],
+        "contexts": [{"name": cluster_name, "context": {"cluster": cluster_name, "user": cluster_name}}],
+        "users": [{"name": cluster_name, "user": {"exec": {
+            "apiVersion": "client.authentication.k8s.io/v1beta1", "command": "aws",
+            "args": ["eks", "get-token", "--cluster-name", cluster_name, "--region", region, "--output", "json"],
+        }}}],
+    })
+
+
+class EksCluster(pulumi.ComponentResource):
+    """An EKS cluster ready for GPU workloads.
+
+    Creates: cluster and node IAM roles with their policy attachments, a KMS key (and alias)
+    encrypting Kubernetes secrets, the control-plane ``LogGroup``, the ``aws.eks.Cluster`` (API
+    authentication mode, private endpoint), an IAM OIDC provider for IRSA, access entries for
+    admins, the add-ons vpc-cni (network policy on), kube-proxy, eks-pod-identity-agent and
+    coredns, one :class:`ManagedNodeGroup` per pool, and a ``kubernetes.Provider``.
+    """
+
+    cluster_name: pulumi.Output[str]
+    endpoint: pulumi.Output[str]
+    oidc_provider_arn: pulumi.Output[str]
+    oidc_issuer_url: pulumi.Output[str]
+    kubeconfig: pulumi.Output[str]
+    """Secret output; uses ``aws eks get-token``."""
+    provider: k8s.Provider
+    """Kubernetes provider for workloads on this cluster."""
+    node_groups: dict[str, ManagedNodeGroup]
+
+    def __init__(self, name: str, args: EksClusterArgs, opts: pulumi.ResourceOptions | None = None):
+        super().__init__("tfplatform:aws:EksCluster", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        protected = pulumi.ResourceOptions(parent=self, protect=args.protect)
+        partition = partition_of(args.region)
+        managed_policy = f"arn:{partition}:iam::aws:policy"
+        tags = args.tags
+
+        cluster_role = aws.iam.Role(f"{name}-cluster-role", assume_role_policy=service_trust_policy(
+            "eks.amazonaws.com"), tags=tags, opts=child)
+        aws.iam.RolePolicyAttachment(f"{name}-cluster-policy", role=cluster_role.name,
+                                     policy_arn=f"{managed_policy}/AmazonEKSClusterPolicy", opts=child)
+
+        secrets_key = aws.kms.Key(f"{name}-secrets-key", description=f"EKS secrets of {args.cluster_name}",
+                                  enable_key_rotation=True, deletion_window_in_days=30 if args.protect else 7,
+                                  tags=tags, opts=protected)
+        aws.kms.Alias(f"{name}-secrets-key", name=f"alias/{args.cluster_name}-eks-secrets",
+                      target_key_id=secrets_key.key_id, opts=child)
+
+        # Created first so EKS does not create it with unlimited retention.
+        log_group = aws.cloudwatch.LogGroup(f"{name}-logs", name=f"/aws/eks/{args.cluster_name}/cluster",
+                                            retention_in_days=args.log_retention_days, tags=tags, opts=child)
+
+        cluster = aws.eks.Cluster(
+            f"{name}-cluster",
+            name=args.cluster_name,
+            version=args.kubernetes_version,
+            role_arn=cluster_role.arn,
+            vpc_config=aws.eks.ClusterVpcConfigArgs(
+                subnet_ids=args.private_subnet_ids,
+                endpoint_private_access=True,
+                endpoint_public_access=args.endpoint_public_access,
+                public_access_cidrs=args.public_access_cidrs if args.endpoint_public_access else None),
+            encryption_config=aws.eks.ClusterEncryptionConfigArgs(
+                provider=aws.eks.ClusterEncryptionConfigProviderArgs(key_arn=secrets_key.arn),
+                resources=["secrets"]),
+            enabled_cluster_log_types=args.log_types,
+            access_config=aws.eks.ClusterAccessConfigArgs(
+                authentication_mode="API",
+                bootstrap_cluster_creator_admin_permissions=not args.admin_principal_arns),
+            # Add-ons are managed below as aws.eks.Addon, with versions EKS picks for the cluster.
+            bootstrap_self_managed_addons=False,
+            deletion_protection=args.protect,
+            tags=tags,
+            opts=pulumi.ResourceOptions(parent=self, protect=args.protect, depends_on=[log_group]))
+
+        self.cluster_name = cluster.name
+        self.endpoint = cluster.endpoint
+        self.oidc_issuer_url = cluster.identities.apply(lambda ids: ids[0].oidcs[0].issuer)
+        oidc = aws.iam.OpenIdConnectProvider(f"{name}-oidc", url=self.oidc_issuer_url,
+                                             client_id_lists=["sts.amazonaws.com"], tags=tags, opts=child)
+        self.oidc_provider_arn = oidc.arn
+
+        for arn in args.admin_principal_arns:
+            entry = aws.eks.AccessEntry(f"{name}-admin-{_slug(arn)}", cluster_name=cluster.name,
+                                        principal_arn=arn, type="STANDARD", tags=tags, opts=child)
+            aws.eks.AccessPolicyAssociation(
+                f"{name}-admin-{_slug(arn)}", cluster_name=cluster.name, principal_arn=entry.principal_arn,
+                policy_arn=f"arn:{partition}:eks::aws:cluster-access-policy/AmazonEKSClusterAdminPolicy",
+                access_scope=aws.eks.AccessPolicyAssociationAccessScopeArgs(type="cluster"), opts=child)
+
+        pre_node = [
+            aws.eks.Addon(f"{name}-{addon}", cluster_name=cluster.name, addon_name=addon,
+                          configuration_values=json.dumps(values) if values else None,
+                          resolve_conflicts_on_create="OVERWRITE", resolve_conflicts_on_update="OVERWRITE",
+                          tags=tags, opts=child)
+            for addon, values in _PRE_NODE_ADDONS.items()
+        ]
+
+        node_role = aws.iam.Role(f"{name}-node-role", assume_role_policy=service_trust_policy(
+            "ec2.amazonaws.com"), tags=tags, opts=child)
+        attachments = [
+            aws.iam.RolePolicyAttachment(f"{name}-node-{policy}", role=node_role.name,
+                                         policy_arn=f"{managed_policy}/{policy}", opts=child)
+            for policy in _NODE_POLICIES
+        ]
+
+        self.node_groups = {}
+        for pool, spec in args.node_pools.items():
+            self.node_groups[pool] = ManagedNodeGroup(
+                f"{name}-{pool}", pool,
+                NodeGroupArgs(cluster_name=cluster.name, node_role_arn=node_role.arn,
+                              subnet_ids=args.private_subnet_ids, tags=tags, **spec.__dict__),
+                # Nodes need the CNI to become Ready and the role's policies to join.
+                opts=pulumi.ResourceOptions(parent=self, depends_on=[*pre_node, *attachments]))
+
+        for addon, values in _POST_NODE_ADDONS.items():
+            aws.eks.Addon(f"{name}-{addon}", cluster_name=cluster.name, addon_name=addon,
+                          configuration_values=json.dumps(values) if values else None,
+                          resolve_conflicts_on_create="OVERWRITE", resolve_conflicts_on_update="OVERWRITE",
+                          tags=tags, opts=pulumi.ResourceOptions(parent=self,
+                                                                 depends_on=list(self.node_groups.values())))
+
+        self.kubeconfig = pulumi.Output.secret(pulumi.Output.all(
+            cluster.name, cluster.endpoint, cluster.certificate_authority.data,
+        ).apply(lambda a: render_kubeconfig(a[0], args.region, a[1], a[2])))
+        self.provider = k8s.Provider(f"{name}-k8s", kubeconfig=self.kubeconfig, opts=child)
+
+        self.register_outputs({"cluster_name": self.cluster_name, "endpoint": self.endpoint,
+                               "oidc_provider_arn": self.oidc_provider_arn, "kubeconfig": self.kubeconfig})

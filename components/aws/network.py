@@ -1,0 +1,103 @@
+"""VPC for an EKS cluster: public and private subnets per zone, NAT for the private ones."""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+
+import pulumi
+import pulumi_aws as aws
+
+
+@dataclass(frozen=True)
+class VpcArgs:
+    """Inputs of :class:`Vpc`."""
+
+    cluster_name: str
+    """EKS cluster name, used in the subnet discovery tag ``kubernetes.io/cluster/<name>``."""
+    zones: list[str]
+    """Availability zones; one public and one private subnet each, keyed by zone name."""
+    cidr: str = "10.0.0.0/16"
+    """VPC CIDR. Private subnets get /(n+3) blocks (pods take VPC IPs with the VPC CNI), public /(n+6)."""
+    single_nat_gateway: bool = True
+    """One NAT gateway for all zones (cheaper) or one per zone (a zone outage keeps egress)."""
+    tags: dict[str, str] = field(default_factory=dict)
+    """Extra tags on every resource."""
+
+
+def subnet_cidrs(cidr: str, zones: list[str]) -> dict[str, tuple[str, str]]:
+    """``zone -> (private_cidr, public_cidr)``; private blocks are large because pods use VPC IPs."""
+    net = ipaddress.IPv4Network(cidr)
+    private = list(net.subnets(new_prefix=net.prefixlen + 3))
+    # The last private-sized block is carved into small public subnets (NAT and load balancers only).
+    public = list(private[-1].subnets(new_prefix=net.prefixlen + 6))
+    return {zone: (str(private[i]), str(public[i])) for i, zone in enumerate(zones)}
+
+
+class Vpc(pulumi.ComponentResource):
+    """A VPC spread over zones.
+
+    Creates: ``aws.ec2.Vpc``, an ``InternetGateway``; per zone a public and a private ``Subnet``
+    tagged for load-balancer discovery; one or per-zone ``Eip`` + ``NatGateway``; route tables
+    and their associations.
+    """
+
+    vpc_id: pulumi.Output[str]
+    private_subnet_ids: pulumi.Output[list[str]]
+    public_subnet_ids: pulumi.Output[list[str]]
+
+    def __init__(self, name: str, args: VpcArgs, opts: pulumi.ResourceOptions | None = None):
+        super().__init__("tfplatform:aws:Vpc", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        tags = {**args.tags}
+        cidrs = subnet_cidrs(args.cidr, args.zones)
+
+        vpc = aws.ec2.Vpc(f"{name}-vpc", cidr_block=args.cidr, enable_dns_hostnames=True,
+                          enable_dns_support=True, tags={**tags, "Name": name}, opts=child)
+        igw = aws.ec2.InternetGateway(f"{name}-igw", vpc_id=vpc.id, tags={**tags, "Name": name}, opts=child)
+        public_rt = aws.ec2.RouteTable(
+            f"{name}-public", vpc_id=vpc.id,
+            routes=[aws.ec2.RouteTableRouteArgs(cidr_block="0.0.0.0/0", gateway_id=igw.id)],
+            tags={**tags, "Name": f"{name}-public"}, opts=child)
+
+        # Subnet discovery tags: https://docs.aws.amazon.com/eks/latest/userguide/network-load-balancing.html
+        cluster_tag = {f"kubernetes.io/cluster/{args.cluster_name}": "shared"}
+        public_subnets: dict[str, aws.ec2.Subnet] = {}
+        private_subnets: dict[str, aws.ec2.Subnet] = {}
+        for zone, (private_cidr, public_cidr) in cidrs.items():
+            public_subnets[zone] = aws.ec2.Subnet(
+                f"{name}-public-{zone}", vpc_id=vpc.id, cidr_block=public_cidr, availability_zone=zone,
+                map_public_ip_on_launch=False,
+                tags={**tags, **cluster_tag, "Name": f"{name}-public-{zone}", "kubernetes.io/role/elb": "1"},
+                opts=child)
+            aws.ec2.RouteTableAssociation(f"{name}-public-{zone}", subnet_id=public_subnets[zone].id,
+                                          route_table_id=public_rt.id, opts=child)
+            private_subnets[zone] = aws.ec2.Subnet(
+                f"{name}-private-{zone}", vpc_id=vpc.id, cidr_block=private_cidr, availability_zone=zone,
+                tags={**tags, **cluster_tag, "Name": f"{name}-private-{zone}",
+                      "kubernetes.io/role/internal-elb": "1"},
+                opts=child)
+
+        nat_zones = args.zones[:1] if args.single_nat_gateway else args.zones
+        nats: dict[str, aws.ec2.NatGateway] = {}
+        for zone in nat_zones:
+            eip = aws.ec2.Eip(f"{name}-nat-{zone}", domain="vpc", tags={**tags, "Name": f"{name}-nat-{zone}"},
+                              opts=child)
+            nats[zone] = aws.ec2.NatGateway(
+                f"{name}-nat-{zone}", allocation_id=eip.id, subnet_id=public_subnets[zone].id,
+                tags={**tags, "Name": f"{name}-nat-{zone}"},
+                opts=pulumi.ResourceOptions(parent=self, depends_on=[igw]))
+        for zone, subnet in private_subnets.items():
+            nat = nats.get(zone, nats[nat_zones[0]])
+            rt = aws.ec2.RouteTable(
+                f"{name}-private-{zone}", vpc_id=vpc.id,
+                routes=[aws.ec2.RouteTableRouteArgs(cidr_block="0.0.0.0/0", nat_gateway_id=nat.id)],
+                tags={**tags, "Name": f"{name}-private-{zone}"}, opts=child)
+            aws.ec2.RouteTableAssociation(f"{name}-private-{zone}", subnet_id=subnet.id,
+                                          route_table_id=rt.id, opts=child)
+
+        self.vpc_id = vpc.id
+        self.private_subnet_ids = pulumi.Output.all(*[s.id for s in private_subnets.values()])
+        self.public_subnet_ids = pulumi.Output.all(*[s.id for s in public_subnets.values()])
+        self.register_outputs({"vpc_id": self.vpc_id, "private_subnet_ids": self.private_subnet_ids,
+                               "public_subnet_ids": self.public_subnet_ids})

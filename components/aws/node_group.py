@@ -1,0 +1,148 @@
+"""One EKS managed node group, CPU or NVIDIA GPU, able to scale from zero."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+import pulumi
+import pulumi_aws as aws
+
+POOL_LABEL = "tfplatform.io/node-pool"
+"""Node label carrying the pool's key; workloads select pools with it."""
+GPU_TAINT_KEY = "nvidia.com/gpu"
+GPU_RESOURCE = "nvidia.com/gpu"
+
+# Kubernetes spelling of the EKS API's taint effects, for the autoscaler's node-template tags.
+_K8S_EFFECT = {"NO_SCHEDULE": "NoSchedule", "NO_EXECUTE": "NoExecute",
+               "PREFER_NO_SCHEDULE": "PreferNoSchedule"}
+
+
+@dataclass(frozen=True)
+class NodeGroupArgs:
+    """Inputs of :class:`ManagedNodeGroup` (one entry of the stack's ``nodePools`` map)."""
+
+    cluster_name: pulumi.Input[str]
+    """Name of the EKS cluster."""
+    node_role_arn: pulumi.Input[str]
+    """Instance role of the nodes."""
+    subnet_ids: pulumi.Input[list[str]]
+    """Private subnets to place nodes in."""
+    instance_types: list[str]
+    """EC2 instance types (several widen spot capacity)."""
+    ami_type: str
+    """``AL2023_x86_64_NVIDIA`` for GPU pools (driver and toolkit included), else ``AL2023_x86_64_STANDARD``."""
+    capacity_type: str = "ON_DEMAND"
+    """``ON_DEMAND`` or ``SPOT``."""
+    min_size: int = 1
+    desired_size: int = 1
+    max_size: int = 3
+    gpus_per_node: int = 0
+    """GPUs per node: > 0 adds the GPU taint, labels and scale-from-zero tags."""
+    disk_size_gb: int = 100
+    """Encrypted gp3 root volume size."""
+    labels: dict[str, str] = field(default_factory=dict)
+    """Extra node labels (the pool label is always added)."""
+    taints: list[dict[str, str]] = field(default_factory=list)
+    """Extra taints as ``{key, value, effect}`` with EKS effects (``NO_SCHEDULE``, ...)."""
+    tags: dict[str, str] = field(default_factory=dict)
+
+
+def node_labels(pool: str, args: NodeGroupArgs) -> dict[str, str]:
+    labels = {POOL_LABEL: pool, **args.labels}
+    if args.gpus_per_node:
+        labels["nvidia.com/gpu.present"] = "true"
+    return labels
+
+
+def node_taints(args: NodeGroupArgs) -> list[dict[str, str]]:
+    taints = list(args.taints)
+    if args.gpus_per_node and not any(t["key"] == GPU_TAINT_KEY for t in taints):
+        # Keeps non-GPU pods off expensive nodes; GPU pods tolerate it.
+        taints.append({"key": GPU_TAINT_KEY, "value": "true", "effect": "NO_SCHEDULE"})
+    return taints
+
+
+def autoscaler_node_template_tags(pool: str, args: NodeGroupArgs) -> dict[str, str]:
+    """Auto Scaling group tags that let cluster-autoscaler scale this group up from zero nodes.
+
+    With no node running, the autoscaler builds a node template from these tags; managed node
+    groups do not add them (https://github.com/kubernetes/autoscaler/issues/4998,
+    https://github.com/aws/containers-roadmap/issues/724).
+    """
+    prefix = "k8s.io/cluster-autoscaler/node-template"
+    tags = {f"{prefix}/label/{k}": v for k, v in node_labels(pool, args).items()}
+    for taint in node_taints(args):
+        tags[f"{prefix}/taint/{taint['key']}"] = f"{taint['value']}:{_K8S_EFFECT[taint['effect']]}"
+    if args.gpus_per_node:
+        tags[f"{prefix}/resources/{GPU_RESOURCE}"] = str(args.gpus_per_node)
+    return tags
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^a-zA-Z0-9-]+", "-", text).strip("-")
+
+
+class ManagedNodeGroup(pulumi.ComponentResource):
+    """An EKS managed node group.
+
+    Creates: an ``aws.ec2.LaunchTemplate`` (IMDSv2 only with hop limit 1, so pods cannot take the
+    node role; encrypted gp3 root volume), the ``aws.eks.NodeGroup`` (labels, taints, rolling
+    updates of a third of the nodes) and one ``aws.autoscaling.Tag`` per node-template tag.
+    """
+
+    node_group_name: pulumi.Output[str]
+    asg_name: pulumi.Output[str]
+
+    def __init__(self, name: str, pool: str, args: NodeGroupArgs,
+                 opts: pulumi.ResourceOptions | None = None):
+        super().__init__("tfplatform:aws:ManagedNodeGroup", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+
+        launch_template = aws.ec2.LaunchTemplate(
+            f"{name}-lt",
+            description=f"EKS node group {pool}",
+            update_default_version=True,
+            metadata_options=aws.ec2.LaunchTemplateMetadataOptionsArgs(
+                http_endpoint="enabled", http_tokens="required", http_put_response_hop_limit=1),
+            block_device_mappings=[aws.ec2.LaunchTemplateBlockDeviceMappingArgs(
+                device_name="/dev/xvda",
+                ebs=aws.ec2.LaunchTemplateBlockDeviceMappingEbsArgs(
+                    volume_size=args.disk_size_gb, volume_type="gp3", encrypted="true",
+                    delete_on_termination="true"))],
+            tag_specifications=[aws.ec2.LaunchTemplateTagSpecificationArgs(
+                resource_type="instance", tags={**args.tags, "Name": name})],
+            tags=args.tags,
+            opts=child)
+
+        group = aws.eks.NodeGroup(
+            f"{name}",
+            cluster_name=args.cluster_name,
+            node_role_arn=args.node_role_arn,
+            subnet_ids=args.subnet_ids,
+            ami_type=args.ami_type,
+            capacity_type=args.capacity_type,
+            instance_types=args.instance_types,
+            launch_template=aws.eks.NodeGroupLaunchTemplateArgs(
+                id=launch_template.id, version=launch_template.latest_version.apply(str)),
+            scaling_config=aws.eks.NodeGroupScalingConfigArgs(
+                min_size=args.min_size, desired_size=args.desired_size, max_size=args.max_size),
+            update_config=aws.eks.NodeGroupUpdateConfigArgs(max_unavailable_percentage=33),
+            labels=node_labels(pool, args),
+            taints=[aws.eks.NodeGroupTaintArgs(**t) for t in node_taints(args)],
+            tags={**args.tags, "tfplatform.io/node-pool": pool},
+            # The cluster-autoscaler owns the desired size after creation; without this every
+            # `pulumi up` would reset it (terraform-aws-eks does the same).
+            opts=pulumi.ResourceOptions(parent=self, ignore_changes=["scalingConfig.desiredSize"]))
+
+        self.node_group_name = group.node_group_name
+        self.asg_name = group.resources.apply(lambda resources: resources[0].autoscaling_groups[0].name)
+
+        for key, value in autoscaler_node_template_tags(pool, args).items():
+            aws.autoscaling.Tag(
+                f"{name}-ca-{_slug(key.removeprefix('k8s.io/cluster-autoscaler/node-template/'))}",
+                autoscaling_group_name=self.asg_name,
+                tag=aws.autoscaling.TagTagArgs(key=key, value=value, propagate_at_launch=False),
+                opts=child)
+
+        self.register_outputs({"node_group_name": self.node_group_name, "asg_name": self.asg_name})

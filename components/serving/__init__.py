@@ -1,0 +1,1 @@
+"""Cloud-agnostic TF Serving on Kubernetes: model server, autoscaling, network policy."""

@@ -1,0 +1,158 @@
+"""Run the real Pulumi program on Pulumi's own mock engine and record everything it registers.
+
+``pulumi.runtime.set_mocks`` replaces the engine and the providers; the program itself is
+unchanged. The stock ``MockMonitor`` drops parents, dependencies and options (pulumi#14421),
+so :class:`RecordingMonitor` captures them from each ``RegisterResource`` request.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import runpy
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pulumi
+from pulumi.runtime import mocks, rpc
+from pulumi.runtime.settings import get_root_resource, set_root_resource
+from pulumi.runtime.sync_await import _sync_await
+
+ACCOUNT_ID = "123456789012"
+SECRET = "[secret]"
+
+
+@dataclass
+class RecordedResource:
+    urn: str
+    type: str
+    name: str
+    parent: str
+    custom: bool
+    inputs: dict[str, Any]
+    dependencies: list[str]
+    protect: bool
+    provider: str
+
+
+@dataclass
+class Recording:
+    stack: str
+    project: str
+    resources: list[RecordedResource] = field(default_factory=list)
+    outputs: dict[str, Any] = field(default_factory=dict)
+    stack_urn: str = ""
+
+    def of_type(self, type_token: str) -> list[RecordedResource]:
+        return [r for r in self.resources if r.type == type_token]
+
+    def one(self, type_token: str, name: str) -> RecordedResource:
+        matches = [r for r in self.resources if r.type == type_token and r.name == name]
+        if len(matches) != 1:
+            raise LookupError(f"{len(matches)} resources of type {type_token} named {name}")
+        return matches[0]
+
+    def by_urn(self, urn: str) -> RecordedResource | None:
+        return next((r for r in self.resources if r.urn == urn), None)
+
+
+def plain(value: Any) -> Any:
+    """Wire form -> plain JSON: secrets masked, integral floats back to ints (the wire has only floats)."""
+    if rpc.is_rpc_secret(value):
+        return SECRET
+    if isinstance(value, dict):
+        return {k: plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain(v) for v in value]
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+def _short_hash(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:7]
+
+
+class PlanMocks(mocks.Mocks):
+    """Answers like the providers would, with deterministic physical names and ARNs."""
+
+    def new_resource(self, args: mocks.MockResourceArgs) -> tuple[str, dict]:
+        state = dict(args.inputs)
+        name, token = args.name, args.typ
+        physical = f"{name}-{_short_hash(token + name)}"
+        if token.startswith("aws:"):
+            service = token.split(":")[1].split("/")[0]
+            state.setdefault("arn", f"arn:aws:{service}:us-east-1:{ACCOUNT_ID}:{physical}")
+        if token == "aws:s3/bucket:Bucket":
+            state.setdefault("bucket", physical)
+            state["arn"] = f"arn:aws:s3:::{state['bucket']}"
+        elif token == "aws:iam/role:Role":
+            state.setdefault("name", physical)
+            state["arn"] = f"arn:aws:iam::{ACCOUNT_ID}:role/{state['name']}"
+        elif token == "aws:kms/key:Key":
+            state["keyId"] = physical
+        elif token == "aws:eks/cluster:Cluster":
+            issuer = f"https://oidc.eks.us-east-1.amazonaws.com/id/{_short_hash(name).upper()}"
+            state.update(endpoint=f"https://{_short_hash(name)}.gr7.us-east-1.eks.amazonaws.com",
+                         certificateAuthority={"data": "bW9jay1jYQ=="},
+                         identities=[{"oidcs": [{"issuer": issuer}]}])
+        elif token == "aws:iam/openIdConnectProvider:OpenIdConnectProvider":
+            state["arn"] = f"arn:aws:iam::{ACCOUNT_ID}:oidc-provider/{str(state.get('url', '')).removeprefix('https://')}"
+        elif token == "aws:eks/nodeGroup:NodeGroup":
+            state.update(nodeGroupName=physical,
+                         resources=[{"autoscalingGroups": [{"name": f"eks-{physical}"}]}])
+        elif token == "aws:ec2/launchTemplate:LaunchTemplate":
+            state["latestVersion"] = 1
+        return f"{physical}-id", state
+
+    def call(self, args: mocks.MockCallArgs) -> tuple[dict, None]:
+        # The program makes no invokes; an unexpected one must fail loudly, not return {}.
+        raise NotImplementedError(f"the offline plan does not answer invoke {args.token}")
+
+
+class RecordingMonitor(mocks.MockMonitor):
+    """A MockMonitor that also keeps each registration's parent, dependencies and options."""
+
+    def __init__(self, recording: Recording):
+        super().__init__(PlanMocks())
+        self.recording = recording
+
+    def RegisterResource(self, request):  # noqa: N802 (gRPC method name)
+        response = super().RegisterResource(request)
+        urn = self.make_urn(request.parent, request.type, request.name)
+        if request.type == "pulumi:pulumi:Stack":
+            self.recording.stack_urn = urn
+            return response
+        self.recording.resources.append(RecordedResource(
+            urn=urn, type=request.type, name=request.name, parent=request.parent, custom=request.custom,
+            inputs=plain(rpc.deserialize_properties(request.object, keep_unknowns=True)),
+            dependencies=list(request.dependencies), protect=bool(request.protect),
+            provider=request.provider))
+        return response
+
+
+def run_program(program: Path, stack: str, project: str, config: dict[str, str],
+                secret_keys: list[str]) -> Recording:
+    """Execute ``program`` (a ``__main__.py``) on the mock engine with ``config``.
+
+    Raises whatever the program raises (``pulumi.RunError`` for a config error).
+    """
+    recording = Recording(stack=stack, project=project)
+    set_root_resource(None)
+    pulumi.runtime.set_mocks(PlanMocks(), project=project, stack=stack, preview=False,
+                             monitor=RecordingMonitor(recording))
+    pulumi.runtime.set_all_config(config, secret_keys)
+    from pulumi.runtime.stack import run_pulumi_func
+
+    _sync_await(run_pulumi_func(lambda: runpy.run_path(str(program), run_name="__main__")))
+    root = get_root_resource()
+    recording.outputs = _sync_await(_resolve_outputs(getattr(root, "outputs", {})))
+    return recording
+
+
+async def _resolve_outputs(outputs: dict[str, Any]) -> dict[str, Any]:
+    resolved = {}
+    for key, value in outputs.items():
+        output = pulumi.Output.from_input(value)
+        resolved[key] = SECRET if await output.is_secret() else plain(await output.future())
+    return resolved

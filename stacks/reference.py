@@ -1,0 +1,83 @@
+"""The config reference, derived from ``StackSettings`` (single source of truth).
+
+``python -m stacks docs`` prints the README's config table; tests check that the README and
+``Pulumi.yaml`` agree with it.
+"""
+
+from __future__ import annotations
+
+import json
+import typing
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel
+
+from stacks.settings import NodePool, Model, StackSettings
+
+_PULUMI_TYPES = {str: "string", bool: "boolean", int: "integer", list: "array"}
+
+
+@dataclass(frozen=True)
+class ConfigKey:
+    key: str
+    pulumi_type: str | None
+    """``string``/``boolean``/``integer``/``array``, or None for objects (declared with ``value:``)."""
+    item_type: str | None
+    default: Any
+    description: str
+
+
+def _pulumi_type(annotation: Any) -> tuple[str | None, str | None]:
+    origin = typing.get_origin(annotation)
+    if origin is typing.Literal:
+        return "string", None
+    if origin is list:
+        (item,) = typing.get_args(annotation)
+        item_origin = typing.get_origin(item)
+        if item_origin is typing.Annotated:
+            item = typing.get_args(item)[0]
+        if typing.get_origin(item) is typing.Literal:
+            return "array", "string"
+        return "array", _PULUMI_TYPES.get(item)
+    return _PULUMI_TYPES.get(annotation), None
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, BaseModel):
+        return value.model_dump(by_alias=True, exclude_defaults=True)
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    return value
+
+
+def config_keys(model: type[BaseModel] = StackSettings) -> list[ConfigKey]:
+    keys = []
+    for name, field in model.model_fields.items():
+        pulumi_type, item_type = _pulumi_type(field.annotation)
+        default = field.get_default(call_default_factory=True)
+        keys.append(ConfigKey(field.alias or name, pulumi_type, item_type, _jsonable(default),
+                              field.description or ""))
+    return keys
+
+
+def markdown_table(model: type[BaseModel] = StackSettings) -> str:
+    rows = ["| key | type | default | description |", "| --- | --- | --- | --- |"]
+    for key in config_keys(model):
+        type_name = key.pulumi_type or "object"
+        if key.item_type:
+            type_name = f"array of {key.item_type}"
+        default = json.dumps(key.default)
+        if len(default) > 60:
+            default = "see `Pulumi.yaml`"
+        rows.append(f"| `{key.key}` | {type_name} | `{default}` | {key.description} |")
+    return "\n".join(rows)
+
+
+def reference_markdown() -> str:
+    """The whole config reference section of the README."""
+    return "\n\n".join([
+        "Top-level keys (namespace `tfserving-platform:`):", markdown_table(StackSettings),
+        "Each entry of `nodePools` (key = pool name):", markdown_table(NodePool),
+        "Each entry of `models` (key = model name):", markdown_table(Model),
+    ])

@@ -1,0 +1,315 @@
+"""The typed settings of one stack, validated before any resource is registered.
+
+Every field's alias is its Pulumi config key (under the ``tfserving-platform`` namespace);
+``description`` is the documentation (README's config reference is generated from it, and
+``Pulumi.yaml`` declares the same keys with the same defaults: both are checked by tests).
+
+Only pydantic is needed here, so the model tooling can validate a stack file without Pulumi.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from components.model_contract import (
+    DEFAULT_MODELS_PREFIX,
+    MODEL_NAME_PATTERN,
+    VERSION_LABEL_PATTERN,
+)
+from stacks.aws_catalog import (
+    CPU_AMI_TYPE,
+    GPU_AMI_TYPE,
+    GPU_COUNT,
+    LOG_RETENTION_DAYS,
+    AmiType,
+    CapacityType,
+    ClusterLogType,
+    TaintEffect,
+    is_gpu_instance,
+)
+
+PROJECT = "tfserving-platform"
+"""The Pulumi project name, which is also the config namespace."""
+
+
+class FieldProblem(ValueError):
+    """Raised by cross-field validators so the error names the exact key, not just its parent."""
+
+    def __init__(self, field: str, value: object, allowed: str):
+        super().__init__(allowed)
+        self.field, self.value, self.allowed = field, value, allowed
+
+
+def _camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(part.title() for part in rest)
+
+
+class _Strict(BaseModel):
+    """Unknown keys are errors (a typo must never fall back to a default silently)."""
+
+    model_config = ConfigDict(extra="forbid", alias_generator=_camel, populate_by_name=True,
+                              frozen=True)
+
+
+_LABEL_NAME = re.compile(r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
+                         r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
+_LABEL_VALUE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$")
+_QUANTITY = re.compile(r"^[0-9]+(\.[0-9]+)?(m|Ki|Mi|Gi|Ti|k|M|G|T)?$")
+_DNS_LABEL = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
+
+
+def _check_labels(labels: dict[str, str]) -> dict[str, str]:
+    for key, value in labels.items():
+        if not _LABEL_NAME.match(key) or len(key) > 316:
+            raise FieldProblem(key, key, "a Kubernetes label key ([prefix/]name, name of at most 63 "
+                                         "alphanumerics, '-', '_' or '.')")
+        if not _LABEL_VALUE.match(value):
+            raise FieldProblem(key, value, "a Kubernetes label value (at most 63 alphanumerics, "
+                                           "'-', '_' or '.', starting and ending alphanumeric)")
+    return labels
+
+
+class Taint(_Strict):
+    """A Kubernetes taint on every node of a pool, spelled as the EKS API spells it."""
+
+    key: str = Field(description="Taint key.")
+    value: str = Field("", description="Taint value.")
+    effect: TaintEffect = Field(description="NO_SCHEDULE, NO_EXECUTE or PREFER_NO_SCHEDULE.")
+
+
+class NodePool(_Strict):
+    """One managed node group (EKS), keyed by its stable name in ``nodePools``."""
+
+    instance_types: list[Annotated[str, Field(pattern=r"^[a-z][a-z0-9-]*\.[a-z0-9-]+$")]] = Field(
+        min_length=1, description="EC2 instance types; several types widen spot capacity.")
+    capacity_type: CapacityType = Field("ON_DEMAND", description="ON_DEMAND or SPOT.")
+    min_size: int = Field(1, ge=0, le=1000, description="Minimum nodes (0 lets a GPU pool scale to zero).")
+    desired_size: int = Field(1, ge=0, le=1000, description="Nodes at creation (then owned by the autoscaler).")
+    max_size: int = Field(3, ge=1, le=1000, description="Maximum nodes.")
+    gpus_per_node: int = Field(0, ge=0, le=16, description="NVIDIA GPUs per node; > 0 makes it a GPU pool.")
+    disk_size_gb: int = Field(100, ge=20, le=16384, description="Root volume size in GiB (images and models).")
+    ami_type: AmiType | None = Field(None, description="Defaults to AL2023_x86_64_NVIDIA for GPU pools, "
+                                                       "AL2023_x86_64_STANDARD otherwise.")
+    labels: dict[str, str] = Field(default_factory=dict, description="Extra Kubernetes node labels.")
+    taints: list[Taint] = Field(default_factory=list, description="Extra taints (GPU pools always get "
+                                                                  "nvidia.com/gpu=true:NO_SCHEDULE).")
+
+    @field_validator("labels")
+    @classmethod
+    def _label_syntax(cls, labels: dict[str, str]) -> dict[str, str]:
+        return _check_labels(labels)
+
+    @model_validator(mode="after")
+    def _sizes_and_gpus(self) -> NodePool:
+        if self.min_size > self.max_size:
+            raise FieldProblem("minSize", self.min_size, f"at most maxSize ({self.max_size})")
+        if not self.min_size <= self.desired_size <= self.max_size:
+            raise FieldProblem("desiredSize", self.desired_size,
+                               f"between minSize ({self.min_size}) and maxSize ({self.max_size})")
+        gpu_types = [t for t in self.instance_types if is_gpu_instance(t)]
+        if gpu_types and len(gpu_types) != len(self.instance_types):
+            raise FieldProblem("instanceTypes", self.instance_types,
+                               "all GPU or all CPU instance types (the autoscaler needs one node shape)")
+        if gpu_types and self.gpus_per_node == 0:
+            raise FieldProblem("gpusPerNode", 0, f"at least 1: {gpu_types[0]} is a GPU instance type")
+        if self.gpus_per_node and not gpu_types:
+            raise FieldProblem("gpusPerNode", self.gpus_per_node,
+                               f"0 for CPU instance types {self.instance_types}; GPU families are "
+                               "g4dn, g5, g6, g6e, p3, p3dn, p4d, p4de, p5, p5e, p5en")
+        for instance_type in gpu_types:
+            count = GPU_COUNT.get(instance_type)
+            if count is None:
+                raise FieldProblem("instanceTypes", instance_type,
+                                   f"a known GPU instance type: {', '.join(sorted(GPU_COUNT))}")
+            if count != self.gpus_per_node:
+                raise FieldProblem("gpusPerNode", self.gpus_per_node,
+                                   f"{count}, the GPU count of {instance_type}")
+        if self.ami_type and self.gpus_per_node and self.ami_type != GPU_AMI_TYPE:
+            raise FieldProblem("amiType", self.ami_type, f"{GPU_AMI_TYPE} for a GPU pool")
+        if self.ami_type and not self.gpus_per_node and self.ami_type != CPU_AMI_TYPE:
+            raise FieldProblem("amiType", self.ami_type, f"{CPU_AMI_TYPE} for a CPU pool")
+        return self
+
+    @property
+    def is_gpu(self) -> bool:
+        return self.gpus_per_node > 0
+
+    @property
+    def resolved_ami_type(self) -> str:
+        return self.ami_type or (GPU_AMI_TYPE if self.is_gpu else CPU_AMI_TYPE)
+
+
+class Model(_Strict):
+    """One model TF Serving loads, keyed by model name in ``models``."""
+
+    version_policy: Literal["latest", "all", "specific"] = Field(
+        "latest", description="Which versions TF Serving loads: the newest N, all, or a list.")
+    latest_versions: int = Field(1, ge=1, le=100, description="N for versionPolicy latest.")
+    versions: list[Annotated[int, Field(ge=1)]] = Field(
+        default_factory=list, description="Versions to load for versionPolicy specific.")
+    labels: dict[str, Annotated[int, Field(ge=1)]] = Field(
+        default_factory=dict, description="Version labels such as stable and canary -> version.")
+
+    @model_validator(mode="after")
+    def _policy_and_labels(self) -> Model:
+        if self.version_policy == "specific" and not self.versions:
+            raise FieldProblem("versions", [], "at least one version when versionPolicy is specific")
+        if self.version_policy != "specific" and self.versions:
+            raise FieldProblem("versions", self.versions, "empty unless versionPolicy is specific")
+        if len(set(self.versions)) != len(self.versions):
+            raise FieldProblem("versions", self.versions, "distinct version numbers")
+        for label, version in self.labels.items():
+            if not re.match(VERSION_LABEL_PATTERN, label):
+                raise FieldProblem(f"labels.{label}", label, f"a label name matching {VERSION_LABEL_PATTERN}")
+            if self.version_policy == "latest":
+                raise FieldProblem(f"labels.{label}", version,
+                                   "no labels with versionPolicy latest (TF Serving may only label "
+                                   "loaded versions): use specific or all")
+            if self.version_policy == "specific" and version not in self.versions:
+                raise FieldProblem(f"labels.{label}", version,
+                                   f"one of the loaded versions {sorted(self.versions)}")
+        return self
+
+
+class StackSettings(_Strict):
+    """Everything one stack can configure. Config key = field alias (camelCase)."""
+
+    cloud: Literal["aws"] = Field("aws", description="Cloud to deploy to (`aws`; `gcp` is planned).")
+    region: str = Field("us-east-1", pattern=r"^[a-z]{2}(-gov)?-[a-z]+-[0-9]$",
+                        description="AWS region of every resource.")
+    zones: list[str] = Field(["us-east-1a", "us-east-1b"], min_length=2, max_length=6,
+                             description="Availability zones for subnets and nodes (EKS needs two or more).")
+    cluster_name: str = Field("tfserving", pattern=r"^[a-zA-Z][a-zA-Z0-9-]{0,99}$",
+                              description="EKS cluster name (unique per account and region).")
+    kubernetes_version: str = Field("1.33", pattern=r"^1\.[0-9]{2}$",
+                                    description="Kubernetes minor version of the control plane.")
+    endpoint_public_access: bool = Field(True, description="Expose the API endpoint publicly "
+                                                           "(the private endpoint is always on).")
+    public_access_cidrs: list[str] = Field(["0.0.0.0/0"], min_length=1,
+                                           description="CIDRs allowed to reach the public endpoint.")
+    cluster_admin_arns: list[Annotated[str, Field(pattern=r"^arn:aws[a-z-]*:(iam|sts)::[0-9]{12}:.+$")]] = Field(
+        default_factory=list, description="IAM principals given cluster-admin access entries; when "
+                                          "empty the creator gets admin at bootstrap.")
+    cluster_log_types: list[ClusterLogType] = Field(["api", "audit", "authenticator"],
+                                                    description="Control-plane log types sent to CloudWatch.")
+    cluster_log_retention_days: int = Field(30, description="CloudWatch retention of control-plane logs.")
+    vpc_cidr: str = Field("10.0.0.0/16", description="VPC CIDR (/16 to /20), split into per-zone subnets.")
+    single_nat_gateway: bool = Field(True, description="One NAT gateway for all zones (cheaper) "
+                                                       "instead of one per zone (zone-resilient).")
+    protect: bool = Field(False, description="Protect what holds data: Pulumi `protect` and deletion "
+                                             "protection on the cluster, bucket and KMS keys, and retain the bucket.")
+    node_pools: dict[str, NodePool] = Field(
+        default_factory=lambda: {
+            "system": NodePool(instance_types=["m6i.large"], min_size=2, desired_size=2, max_size=3),
+            "gpu": NodePool(instance_types=["g5.xlarge"], capacity_type="SPOT", min_size=0,
+                            desired_size=0, max_size=2, gpus_per_node=1),
+        },
+        description="Managed node groups keyed by stable name; `system` (CPU) is required.")
+    model_bucket_prefix: str = Field(DEFAULT_MODELS_PREFIX, pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$",
+                                     description="Key prefix of the models in the bucket (serving reads only this).")
+    model_bucket_noncurrent_days: int = Field(30, ge=1, le=3650,
+                                              description="Days before a replaced object version is deleted.")
+    bucket_force_destroy: bool = Field(False, description="Let `pulumi destroy` empty and delete the bucket.")
+    models: dict[str, Model] = Field(default_factory=lambda: {"digits": Model()},
+                                     description="Models to serve, keyed by model name.")
+    serving_namespace: str = Field("serving", pattern=_DNS_LABEL, description="Namespace of TF Serving.")
+    serving_image_version: str = Field("2.18.0", pattern=r"^[0-9]+\.[0-9]+\.[0-9]+$",
+                                       description="tensorflow/serving image tag (`-gpu` is added when GPUs are requested).")
+    serving_replicas: int = Field(1, ge=1, le=100, description="Minimum TF Serving replicas.")
+    serving_max_replicas: int = Field(3, ge=1, le=100, description="Maximum replicas the autoscaler may reach.")
+    serving_cpu: str = Field("2", description="CPU request and limit per replica (Kubernetes quantity).")
+    serving_memory: str = Field("4Gi", description="Memory request and limit per replica (Kubernetes quantity).")
+    serving_gpus: int = Field(1, ge=0, le=16, description="GPUs per replica; 0 runs the CPU image.")
+    serving_node_pool: str = Field("gpu", description="Node pool (key of nodePools) the replicas run on.")
+    allowed_namespaces: list[Annotated[str, Field(pattern=_DNS_LABEL)]] = Field(
+        default_factory=list, description="Namespaces whose pods may call the models (all others are denied).")
+    monitoring_namespace: str = Field("monitoring", pattern=_DNS_LABEL,
+                                      description="Namespace of Prometheus, allowed to scrape metrics.")
+
+    @field_validator("public_access_cidrs")
+    @classmethod
+    def _cidrs(cls, cidrs: list[str]) -> list[str]:
+        for cidr in cidrs:
+            try:
+                ipaddress.IPv4Network(cidr)
+            except ValueError:
+                raise FieldProblem(cidr, cidr, "an IPv4 CIDR such as 203.0.113.0/24") from None
+        return cidrs
+
+    @field_validator("cluster_log_retention_days")
+    @classmethod
+    def _retention(cls, days: int) -> int:
+        if days not in LOG_RETENTION_DAYS:
+            raise ValueError(f"one of CloudWatch's retention periods {list(LOG_RETENTION_DAYS)}")
+        return days
+
+    @field_validator("vpc_cidr")
+    @classmethod
+    def _vpc_cidr(cls, cidr: str) -> str:
+        try:
+            net = ipaddress.IPv4Network(cidr)
+        except ValueError:
+            raise ValueError("an IPv4 network such as 10.0.0.0/16") from None
+        if not 16 <= net.prefixlen <= 20:
+            raise ValueError("a prefix length from /16 to /20 (AWS allows /16 at most)")
+        return cidr
+
+    @field_validator("serving_cpu", "serving_memory")
+    @classmethod
+    def _quantity(cls, quantity: str) -> str:
+        if not _QUANTITY.match(quantity):
+            raise ValueError("a Kubernetes quantity such as 500m, 2, 512Mi or 4Gi")
+        return quantity
+
+    @field_validator("node_pools", "models")
+    @classmethod
+    def _keys(cls, mapping: dict) -> dict:
+        for key in mapping:
+            if not re.match(MODEL_NAME_PATTERN, key):
+                raise FieldProblem(key, key, "a name of lowercase letters, digits, '-' or '_' "
+                                             "(at most 63, starting and ending alphanumeric)")
+        return mapping
+
+    @model_validator(mode="after")
+    def _cross_fields(self) -> StackSettings:
+        for zone in self.zones:
+            if not re.match(rf"^{re.escape(self.region)}[a-z]$", zone):
+                raise FieldProblem("zones", zone, f"a zone of region {self.region} such as {self.region}a")
+        if len(set(self.zones)) != len(self.zones):
+            raise FieldProblem("zones", self.zones, "distinct zones")
+        if "system" not in self.node_pools:
+            raise FieldProblem("nodePools", sorted(self.node_pools), "a `system` pool for cluster add-ons")
+        if self.node_pools["system"].is_gpu:
+            raise FieldProblem("nodePools.system.gpusPerNode", self.node_pools["system"].gpus_per_node,
+                               "0: the system pool runs add-ons on CPU nodes")
+        if self.serving_max_replicas < self.serving_replicas:
+            raise FieldProblem("servingMaxReplicas", self.serving_max_replicas,
+                               f"at least servingReplicas ({self.serving_replicas})")
+        pool = self.node_pools.get(self.serving_node_pool)
+        if pool is None:
+            raise FieldProblem("servingNodePool", self.serving_node_pool,
+                               f"one of the nodePools keys {sorted(self.node_pools)}")
+        if self.serving_gpus > pool.gpus_per_node:
+            raise FieldProblem("servingGpus", self.serving_gpus,
+                               f"at most {pool.gpus_per_node}, the GPUs per node of pool {self.serving_node_pool!r}")
+        if self.serving_gpus and pool.max_size * (pool.gpus_per_node // self.serving_gpus) < self.serving_replicas:
+            raise FieldProblem("servingReplicas", self.serving_replicas,
+                               f"at most what pool {self.serving_node_pool!r} can hold at maxSize "
+                               f"({pool.max_size} nodes x {pool.gpus_per_node // self.serving_gpus} replicas)")
+        if not self.models:
+            raise FieldProblem("models", {}, "at least one model to serve")
+        if self.protect and self.bucket_force_destroy:
+            raise FieldProblem("bucketForceDestroy", True, "false when protect is true")
+        if not self.endpoint_public_access and self.public_access_cidrs != ["0.0.0.0/0"]:
+            raise FieldProblem("publicAccessCidrs", self.public_access_cidrs,
+                               "left unset when endpointPublicAccess is false")
+        return self
+
+    @property
+    def uses_gpus(self) -> bool:
+        return self.serving_gpus > 0
