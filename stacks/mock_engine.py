@@ -117,6 +117,14 @@ class RecordingMonitor(mocks.MockMonitor):
         super().__init__(PlanMocks())
         self.recording = recording
 
+    def make_urn(self, parent: str, type_: str, name: str) -> str:
+        """URNs as the engine makes them: the parent's whole type chain, the root stack left out."""
+        if parent:
+            parent_type = parent.split("::")[2]
+            if parent_type != "pulumi:pulumi:Stack":
+                type_ = f"{parent_type}${type_}"
+        return f"urn:pulumi:{self.recording.stack}::{self.recording.project}::{type_}::{name}"
+
     def RegisterResource(self, request):  # noqa: N802 (gRPC method name)
         response = super().RegisterResource(request)
         urn = self.make_urn(request.parent, request.type, request.name)
@@ -132,12 +140,13 @@ class RecordingMonitor(mocks.MockMonitor):
 
 
 def run_program(program: Path, stack: str, project: str, config: dict[str, str],
-                secret_keys: list[str]) -> Recording:
+                secret_keys: list[str], into: Recording | None = None) -> Recording:
     """Execute ``program`` (a ``__main__.py``) on the mock engine with ``config``.
 
-    Raises whatever the program raises (``pulumi.RunError`` for a config error).
+    Raises whatever the program raises (``pulumi.RunError`` for a config error); pass ``into``
+    to inspect what was registered before the failure.
     """
-    recording = Recording(stack=stack, project=project)
+    recording = into if into is not None else Recording(stack=stack, project=project)
     set_root_resource(None)
     pulumi.runtime.set_mocks(PlanMocks(), project=project, stack=stack, preview=False,
                              monitor=RecordingMonitor(recording))

@@ -13,7 +13,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from stacks.settings import NodePool, Model, StackSettings
+from stacks.settings import Model, NodePool, StackSettings, Taint
 
 _PULUMI_TYPES = {str: "string", bool: "boolean", int: "integer", list: "array"}
 
@@ -26,9 +26,13 @@ class ConfigKey:
     item_type: str | None
     default: Any
     description: str
+    required: bool = False
 
 
 def _pulumi_type(annotation: Any) -> tuple[str | None, str | None]:
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    if type(None) in typing.get_args(annotation) and len(args) == 1:  # Optional[X] -> X
+        annotation = args[0]
     origin = typing.get_origin(annotation)
     if origin is typing.Literal:
         return "string", None
@@ -55,9 +59,10 @@ def config_keys(model: type[BaseModel] = StackSettings) -> list[ConfigKey]:
     keys = []
     for name, field in model.model_fields.items():
         pulumi_type, item_type = _pulumi_type(field.annotation)
-        default = field.get_default(call_default_factory=True)
-        keys.append(ConfigKey(field.alias or name, pulumi_type, item_type, _jsonable(default),
-                              field.description or ""))
+        required = field.is_required()
+        default = None if required else _jsonable(field.get_default(call_default_factory=True))
+        keys.append(ConfigKey(field.alias or name, pulumi_type, item_type, default,
+                              field.description or "", required))
     return keys
 
 
@@ -67,10 +72,10 @@ def markdown_table(model: type[BaseModel] = StackSettings) -> str:
         type_name = key.pulumi_type or "object"
         if key.item_type:
             type_name = f"array of {key.item_type}"
-        default = json.dumps(key.default)
+        default = "required" if key.required else f"`{json.dumps(key.default)}`"
         if len(default) > 60:
             default = "see `Pulumi.yaml`"
-        rows.append(f"| `{key.key}` | {type_name} | `{default}` | {key.description} |")
+        rows.append(f"| `{key.key}` | {type_name} | {default} | {key.description.replace('|', '/')} |")
     return "\n".join(rows)
 
 
@@ -80,4 +85,5 @@ def reference_markdown() -> str:
         "Top-level keys (namespace `tfserving-platform:`):", markdown_table(StackSettings),
         "Each entry of `nodePools` (key = pool name):", markdown_table(NodePool),
         "Each entry of `models` (key = model name):", markdown_table(Model),
+        "Each entry of a pool's `taints`:", markdown_table(Taint),
     ])

@@ -234,11 +234,11 @@ class StackSettings(_Strict):
     @field_validator("public_access_cidrs")
     @classmethod
     def _cidrs(cls, cidrs: list[str]) -> list[str]:
-        for cidr in cidrs:
+        for index, cidr in enumerate(cidrs):
             try:
                 ipaddress.IPv4Network(cidr)
             except ValueError:
-                raise FieldProblem(cidr, cidr, "an IPv4 CIDR such as 203.0.113.0/24") from None
+                raise FieldProblem(str(index), cidr, "an IPv4 CIDR such as 203.0.113.0/24") from None
         return cidrs
 
     @field_validator("cluster_log_retention_days")

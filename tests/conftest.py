@@ -1,0 +1,57 @@
+"""Shared fixtures: the real program run on Pulumi's mock engine, once per stack and session."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from stacks.mock_engine import Recording, run_program
+from stacks.plan import ROOT, plan_stack
+from stacks.stack_files import load_stack_config
+
+
+@pytest.fixture(scope="session")
+def dev() -> Recording:
+    return plan_stack("dev")
+
+
+@pytest.fixture(scope="session")
+def prod() -> Recording:
+    return plan_stack("prod")
+
+
+def stack_file_with(tmp_path: Path, base: str = "dev", **overrides: object) -> Path:
+    """A copy of ``Pulumi.<base>.yaml`` with some project keys replaced (key without namespace)."""
+    data = yaml.safe_load((ROOT / f"Pulumi.{base}.yaml").read_text())
+    for key, value in overrides.items():
+        data["config"][f"tfserving-platform:{key}"] = value
+    path = tmp_path / f"Pulumi.{base}-variant.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+@pytest.fixture
+def plan_with(tmp_path):
+    """Plan the dev stack with some keys overridden: ``plan_with(servingGpus=0, ...)``."""
+
+    def run(base: str = "dev", **overrides: object) -> Recording:
+        path = stack_file_with(tmp_path, base, **overrides)
+        cfg = load_stack_config(ROOT / "Pulumi.yaml", path, base)
+        return run_program(ROOT / "__main__.py", base, cfg.project, cfg.config, cfg.secret_keys)
+
+    return run
+
+
+def k8s_object(recording: Recording, kind: str, name: str) -> dict:
+    """The inputs (manifest) of one Kubernetes object by kind and metadata.name."""
+    matches = [r.inputs for r in recording.resources
+               if r.inputs.get("kind") == kind and (r.inputs.get("metadata") or {}).get("name") == name]
+    assert len(matches) == 1, f"{len(matches)} {kind} named {name}"
+    return matches[0]
+
+
+def policy(text: str) -> dict:
+    return json.loads(text)

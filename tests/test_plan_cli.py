@@ -1,0 +1,92 @@
+"""`python -m stacks plan` as a user runs it: output, JSON, manifests, and bad config."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pulumi
+import pytest
+import yaml
+
+from stacks.mock_engine import Recording, run_program
+from stacks.plan import ROOT
+from stacks.stack_files import load_stack_config
+from tests.conftest import stack_file_with
+
+
+def plan(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "stacks", "plan", *args], cwd=ROOT, capture_output=True,
+                          text=True, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def dev_cli(tmp_path_factory) -> tuple[subprocess.CompletedProcess, Path]:
+    out = tmp_path_factory.mktemp("plan")
+    return plan("--stack", "dev", "--json", str(out / "plan.json"), "--manifests", str(out / "manifests")), out
+
+
+def test_plan_prints_the_tree_and_count(dev_cli):
+    result, _ = dev_cli
+    assert result.returncode == 0, result.stderr
+    for expected in ("aws:eks/cluster:Cluster  eks-cluster", "aws:eks/nodeGroup:NodeGroup  eks-gpu",
+                     "aws:eks/nodeGroup:NodeGroup  eks-system", "aws:s3/bucket:Bucket  models",
+                     "kubernetes:apps/v1:Deployment  tfserving-deployment",
+                     "kubernetes:core/v1:Service  tfserving-service"):
+        assert expected in result.stdout
+    assert " to create: " in result.stdout
+    assert "kubeconfig: [secret]" in result.stdout
+
+
+def test_plan_json_has_the_documented_shape(dev_cli, dev: Recording):
+    _, out = dev_cli
+    data = json.loads((out / "plan.json").read_text())
+    assert data["stack"] == "dev" and set(data) == {"stack", "project", "resources", "outputs"}
+    assert len(data["resources"]) == len(dev.resources)
+    for res in data["resources"]:
+        assert {"urn", "type", "name", "parent", "inputs", "dependencies"} <= set(res)
+    types = {r["type"] for r in data["resources"]}
+    assert {"aws:eks/cluster:Cluster", "kubernetes:apps/v1:Deployment", "aws:s3/bucket:Bucket"} <= types
+    cluster = next(r for r in data["resources"] if r["type"] == "aws:eks/cluster:Cluster")
+    assert cluster["parent"].endswith("tfplatform:aws:EksCluster::eks")
+
+
+def test_manifests_one_file_per_object_and_mounted_files(dev_cli):
+    _, out = dev_cli
+    manifests = out / "manifests"
+    deployment = yaml.safe_load((manifests / "serving" / "deployment-tfserving.yaml").read_text())
+    assert deployment["kind"] == "Deployment"
+    assert (manifests / "_cluster" / "namespace-serving.yaml").exists()
+    models_config = (manifests / "files" / "serving" / "tfserving-config" / "models.config").read_text()
+    assert 'name: "digits"' in models_config
+
+
+def test_prod_plan_lists_more_than_dev(dev: Recording, prod: Recording):
+    assert len(prod.resources) > len(dev.resources)  # NAT per zone, third zone's subnets
+
+
+def test_bad_config_exits_non_zero_with_one_clear_message(tmp_path: Path):
+    bad = stack_file_with(tmp_path, servingReplicas="two", cloud="azure")
+    result = plan("--stack", "dev", "--config-file", str(bad))
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr + result.stdout
+    assert "tfserving-platform:servingReplicas = 'two'" in result.stderr
+    assert "tfserving-platform:cloud = 'azure': Input should be 'aws'" in result.stderr
+
+
+def test_missing_stack_file_is_a_clear_error():
+    result = plan("--stack", "nosuchstack")
+    assert result.returncode == 2 and "Pulumi.nosuchstack.yaml: no such file" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_bad_config_registers_nothing(tmp_path: Path):
+    bad = stack_file_with(tmp_path, nodePools={"system": {"instanceTypes": ["m6i.large"], "minSize": 3,
+                                                          "maxSize": 1}})
+    cfg = load_stack_config(ROOT / "Pulumi.yaml", bad, "dev")
+    recording = Recording(stack="dev", project=cfg.project)
+    with pytest.raises(pulumi.RunError, match=r"nodePools\.system\.minSize = 3"):
+        run_program(ROOT / "__main__.py", "dev", cfg.project, cfg.config, cfg.secret_keys, into=recording)
+    assert recording.resources == []
