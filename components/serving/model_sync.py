@@ -27,15 +27,24 @@ DEST="${MODEL_DIR:-/models}"
 MARKER="__MARKER__"
 INTERVAL="${SYNC_INTERVAL_SECONDS:-45}"
 
-log() { echo "model-sync: $*"; }
+log() { echo "model-sync: $*" >&2; }
 
-# Prints the versions of model $1 whose marker exists in the bucket.
+# Prints the versions of model $1 whose marker exists in the bucket; fails when the bucket cannot
+# be listed (an empty prefix is not a failure).
 complete_versions() {
+  listing="${TMPDIR:-/tmp}/model-sync-listing-$1"
   case "$SRC" in
-    s3://*) aws s3 ls --recursive "$SRC/$1/" | awk '{print $4}' ;;
-    gs://*) gcloud storage ls "$SRC/$1/*/$MARKER" ;;
+    s3://*)
+      path="${SRC#s3://}"; bucket="${path%%/*}"; prefix="${path#"$bucket"}"; prefix="${prefix#/}"
+      aws s3api list-objects-v2 --bucket "$bucket" --prefix "${prefix:+$prefix/}$1/" \
+        --query 'Contents[].Key' --output text > "$listing" || return 1 ;;
+    gs://*)
+      if ! gcloud storage ls "$SRC/$1/*/$MARKER" > "$listing" 2> "$listing.err"; then
+        grep -q "matched no objects" "$listing.err" || { cat "$listing.err" >&2; return 1; }
+      fi ;;
     *) log "unsupported source $SRC (expected s3:// or gs://)"; return 2 ;;
-  esac | sed -n "s#^.*$1/\([0-9][0-9]*\)/$MARKER\$#\1#p" | sort -n -u
+  esac
+  tr '\t' '\n' < "$listing" | sed -n "s#^.*$1/\([0-9][0-9]*\)/$MARKER\$#\1#p" | sort -n -u
 }
 
 copy_version() { # model version
