@@ -5,10 +5,10 @@ from __future__ import annotations
 import pulumi
 import pulumi_aws as aws
 
-from components.aws.eks_cluster import EksCluster, EksClusterArgs, NodePoolSpec
+from components.aws.eks_cluster import EksCluster, EksClusterArgs
+from components.aws.node_group import POOL_LABEL, NodePoolSpec
 from components.aws.model_bucket import ModelBucket, ModelBucketArgs, ModelReaderRole, ModelReaderRoleArgs
 from components.aws.network import Vpc, VpcArgs
-from components.aws.node_group import POOL_LABEL
 from components.serving.model_server import ModelServerArgs
 from components.serving.tfserving import TfServing, TfServingArgs
 from components.serving.tfserving_config import ServedModel

@@ -11,23 +11,7 @@ import pulumi_aws as aws
 import pulumi_kubernetes as k8s
 
 from components.aws.iam import partition_of, service_trust_policy
-from components.aws.node_group import ManagedNodeGroup, NodeGroupArgs
-
-
-@dataclass(frozen=True)
-class NodePoolSpec:
-    """A node pool without the cluster wiring (which :class:`EksCluster` fills in)."""
-
-    instance_types: list[str]
-    ami_type: str
-    capacity_type: str = "ON_DEMAND"
-    min_size: int = 1
-    desired_size: int = 1
-    max_size: int = 3
-    gpus_per_node: int = 0
-    disk_size_gb: int = 100
-    labels: dict[str, str] = field(default_factory=dict)
-    taints: list[dict[str, str]] = field(default_factory=list)
+from components.aws.node_group import ManagedNodeGroup, NodeGroupArgs, NodePoolSpec
 
 
 @dataclass(frozen=True)
@@ -167,13 +151,15 @@ class EksCluster(pulumi.ComponentResource):
                 policy_arn=f"arn:{partition}:eks::aws:cluster-access-policy/AmazonEKSClusterAdminPolicy",
                 access_scope=aws.eks.AccessPolicyAssociationAccessScopeArgs(type="cluster"), opts=child)
 
-        pre_node = [
-            aws.eks.Addon(f"{name}-{addon}", cluster_name=cluster.name, addon_name=addon,
-                          configuration_values=json.dumps(values) if values else None,
-                          resolve_conflicts_on_create="OVERWRITE", resolve_conflicts_on_update="OVERWRITE",
-                          tags=tags, opts=child)
-            for addon, values in _PRE_NODE_ADDONS.items()
-        ]
+        def addon(addon_name: str, values: dict | None, depends_on: list[pulumi.Resource]) -> aws.eks.Addon:
+            # Versions are left to EKS (the default for the cluster's Kubernetes version).
+            return aws.eks.Addon(
+                f"{name}-{addon_name}", cluster_name=cluster.name, addon_name=addon_name,
+                configuration_values=json.dumps(values) if values else None,
+                resolve_conflicts_on_create="OVERWRITE", resolve_conflicts_on_update="OVERWRITE", tags=tags,
+                opts=pulumi.ResourceOptions(parent=self, depends_on=depends_on))
+
+        pre_node = [addon(a, values, []) for a, values in _PRE_NODE_ADDONS.items()]
 
         node_role = aws.iam.Role(f"{name}-node-role", assume_role_policy=service_trust_policy(
             "ec2.amazonaws.com"), tags=tags, opts=child)
@@ -188,16 +174,12 @@ class EksCluster(pulumi.ComponentResource):
             self.node_groups[pool] = ManagedNodeGroup(
                 f"{name}-{pool}", pool,
                 NodeGroupArgs(cluster_name=cluster.name, node_role_arn=node_role.arn,
-                              subnet_ids=args.private_subnet_ids, tags=tags, **spec.__dict__),
+                              subnet_ids=args.private_subnet_ids, spec=spec, tags=tags),
                 # Nodes need the CNI to become Ready and the role's policies to join.
                 opts=pulumi.ResourceOptions(parent=self, depends_on=[*pre_node, *attachments]))
 
-        for addon, values in _POST_NODE_ADDONS.items():
-            aws.eks.Addon(f"{name}-{addon}", cluster_name=cluster.name, addon_name=addon,
-                          configuration_values=json.dumps(values) if values else None,
-                          resolve_conflicts_on_create="OVERWRITE", resolve_conflicts_on_update="OVERWRITE",
-                          tags=tags, opts=pulumi.ResourceOptions(parent=self,
-                                                                 depends_on=list(self.node_groups.values())))
+        for addon_name, values in _POST_NODE_ADDONS.items():
+            addon(addon_name, values, list(self.node_groups.values()))
 
         self.kubeconfig = pulumi.Output.secret(pulumi.Output.all(
             cluster.name, cluster.endpoint, cluster.certificate_authority.data,

@@ -19,15 +19,9 @@ _K8S_EFFECT = {"NO_SCHEDULE": "NoSchedule", "NO_EXECUTE": "NoExecute",
 
 
 @dataclass(frozen=True)
-class NodeGroupArgs:
-    """Inputs of :class:`ManagedNodeGroup` (one entry of the stack's ``nodePools`` map)."""
+class NodePoolSpec:
+    """One entry of the stack's ``nodePools`` map: what the nodes are, not how they are wired."""
 
-    cluster_name: pulumi.Input[str]
-    """Name of the EKS cluster."""
-    node_role_arn: pulumi.Input[str]
-    """Instance role of the nodes."""
-    subnet_ids: pulumi.Input[list[str]]
-    """Private subnets to place nodes in."""
     instance_types: list[str]
     """EC2 instance types (several widen spot capacity)."""
     ami_type: str
@@ -45,25 +39,37 @@ class NodeGroupArgs:
     """Extra node labels (the pool label is always added)."""
     taints: list[dict[str, str]] = field(default_factory=list)
     """Extra taints as ``{key, value, effect}`` with EKS effects (``NO_SCHEDULE``, ...)."""
+
+
+@dataclass(frozen=True)
+class NodeGroupArgs:
+    """Inputs of :class:`ManagedNodeGroup`: a pool spec and the cluster it joins."""
+
+    cluster_name: pulumi.Input[str]
+    node_role_arn: pulumi.Input[str]
+    """Instance role of the nodes."""
+    subnet_ids: pulumi.Input[list[str]]
+    """Private subnets to place nodes in."""
+    spec: NodePoolSpec
     tags: dict[str, str] = field(default_factory=dict)
 
 
-def node_labels(pool: str, args: NodeGroupArgs) -> dict[str, str]:
-    labels = {POOL_LABEL: pool, **args.labels}
-    if args.gpus_per_node:
+def node_labels(pool: str, spec: NodePoolSpec) -> dict[str, str]:
+    labels = {POOL_LABEL: pool, **spec.labels}
+    if spec.gpus_per_node:
         labels["nvidia.com/gpu.present"] = "true"
     return labels
 
 
-def node_taints(args: NodeGroupArgs) -> list[dict[str, str]]:
-    taints = list(args.taints)
-    if args.gpus_per_node and not any(t["key"] == GPU_TAINT_KEY for t in taints):
+def node_taints(spec: NodePoolSpec) -> list[dict[str, str]]:
+    taints = list(spec.taints)
+    if spec.gpus_per_node and not any(t["key"] == GPU_TAINT_KEY for t in taints):
         # Keeps non-GPU pods off expensive nodes; GPU pods tolerate it.
         taints.append({"key": GPU_TAINT_KEY, "value": "true", "effect": "NO_SCHEDULE"})
     return taints
 
 
-def autoscaler_node_template_tags(pool: str, args: NodeGroupArgs) -> dict[str, str]:
+def autoscaler_node_template_tags(pool: str, spec: NodePoolSpec) -> dict[str, str]:
     """Auto Scaling group tags that let cluster-autoscaler scale this group up from zero nodes.
 
     With no node running, the autoscaler builds a node template from these tags; managed node
@@ -71,11 +77,11 @@ def autoscaler_node_template_tags(pool: str, args: NodeGroupArgs) -> dict[str, s
     https://github.com/aws/containers-roadmap/issues/724).
     """
     prefix = "k8s.io/cluster-autoscaler/node-template"
-    tags = {f"{prefix}/label/{k}": v for k, v in node_labels(pool, args).items()}
-    for taint in node_taints(args):
+    tags = {f"{prefix}/label/{k}": v for k, v in node_labels(pool, spec).items()}
+    for taint in node_taints(spec):
         tags[f"{prefix}/taint/{taint['key']}"] = f"{taint['value']}:{_K8S_EFFECT[taint['effect']]}"
-    if args.gpus_per_node:
-        tags[f"{prefix}/resources/{GPU_RESOURCE}"] = str(args.gpus_per_node)
+    if spec.gpus_per_node:
+        tags[f"{prefix}/resources/{GPU_RESOURCE}"] = str(spec.gpus_per_node)
     return tags
 
 
@@ -98,6 +104,7 @@ class ManagedNodeGroup(pulumi.ComponentResource):
                  opts: pulumi.ResourceOptions | None = None):
         super().__init__("tfplatform:aws:ManagedNodeGroup", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
+        spec = args.spec
 
         launch_template = aws.ec2.LaunchTemplate(
             f"{name}-lt",
@@ -108,7 +115,7 @@ class ManagedNodeGroup(pulumi.ComponentResource):
             block_device_mappings=[aws.ec2.LaunchTemplateBlockDeviceMappingArgs(
                 device_name="/dev/xvda",
                 ebs=aws.ec2.LaunchTemplateBlockDeviceMappingEbsArgs(
-                    volume_size=args.disk_size_gb, volume_type="gp3", encrypted="true",
+                    volume_size=spec.disk_size_gb, volume_type="gp3", encrypted="true",
                     delete_on_termination="true"))],
             tag_specifications=[aws.ec2.LaunchTemplateTagSpecificationArgs(
                 resource_type="instance", tags={**args.tags, "Name": name})],
@@ -120,16 +127,16 @@ class ManagedNodeGroup(pulumi.ComponentResource):
             cluster_name=args.cluster_name,
             node_role_arn=args.node_role_arn,
             subnet_ids=args.subnet_ids,
-            ami_type=args.ami_type,
-            capacity_type=args.capacity_type,
-            instance_types=args.instance_types,
+            ami_type=spec.ami_type,
+            capacity_type=spec.capacity_type,
+            instance_types=spec.instance_types,
             launch_template=aws.eks.NodeGroupLaunchTemplateArgs(
                 id=launch_template.id, version=launch_template.latest_version.apply(str)),
             scaling_config=aws.eks.NodeGroupScalingConfigArgs(
-                min_size=args.min_size, desired_size=args.desired_size, max_size=args.max_size),
+                min_size=spec.min_size, desired_size=spec.desired_size, max_size=spec.max_size),
             update_config=aws.eks.NodeGroupUpdateConfigArgs(max_unavailable_percentage=33),
-            labels=node_labels(pool, args),
-            taints=[aws.eks.NodeGroupTaintArgs(**t) for t in node_taints(args)],
+            labels=node_labels(pool, spec),
+            taints=[aws.eks.NodeGroupTaintArgs(**t) for t in node_taints(spec)],
             tags={**args.tags, "tfplatform.io/node-pool": pool},
             # The cluster-autoscaler owns the desired size after creation; without this every
             # `pulumi up` would reset it (terraform-aws-eks does the same).
@@ -138,7 +145,7 @@ class ManagedNodeGroup(pulumi.ComponentResource):
         self.node_group_name = group.node_group_name
         self.asg_name = group.resources.apply(lambda resources: resources[0].autoscaling_groups[0].name)
 
-        for key, value in autoscaler_node_template_tags(pool, args).items():
+        for key, value in autoscaler_node_template_tags(pool, spec).items():
             aws.autoscaling.Tag(
                 f"{name}-ca-{_slug(key.removeprefix('k8s.io/cluster-autoscaler/node-template/'))}",
                 autoscaling_group_name=self.asg_name,
