@@ -33,6 +33,8 @@ class RecordedResource:
     dependencies: list[str]
     protect: bool
     provider: str
+    ignore_changes: list[str] = field(default_factory=list)
+    retain_on_delete: bool = False
 
 
 @dataclass
@@ -135,7 +137,8 @@ class RecordingMonitor(mocks.MockMonitor):
             urn=urn, type=request.type, name=request.name, parent=request.parent, custom=request.custom,
             inputs=plain(rpc.deserialize_properties(request.object, keep_unknowns=True)),
             dependencies=list(request.dependencies), protect=bool(request.protect),
-            provider=request.provider))
+            provider=request.provider, ignore_changes=list(request.ignoreChanges),
+            retain_on_delete=bool(request.retainOnDelete)))
         return response
 
 

@@ -47,6 +47,8 @@ def test_gpu_group_can_scale_from_zero(dev: Recording):
 
 
 def test_node_groups_keep_desired_size_for_the_autoscaler_and_block_imds(dev: Recording):
+    for group in dev.of_type(NODE_GROUP):
+        assert group.ignore_changes == ["scalingConfig.desiredSize"], group.name
     for lt in dev.of_type("aws:ec2/launchTemplate:LaunchTemplate"):
         meta = lt.inputs["metadataOptions"]
         assert meta["httpTokens"] == "required" and meta["httpPutResponseHopLimit"] == 1

@@ -47,6 +47,7 @@ def test_dev_bucket_destroyable_prod_bucket_protected_and_retained(dev: Recordin
     assert dev_bucket.inputs["forceDestroy"] is True and not dev_bucket.protect
     prod_bucket = prod.one("aws:s3/bucket:Bucket", "models")
     assert prod_bucket.inputs["forceDestroy"] is False and prod_bucket.protect
+    assert prod_bucket.retain_on_delete and not dev_bucket.retain_on_delete
     assert prod.one("aws:kms/key:Key", "models-key").protect
 
 
