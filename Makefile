@@ -21,7 +21,7 @@ $(VENV)/.runtime: requirements.txt
 	$(PIP) install --quiet --disable-pip-version-check -r requirements.txt
 	touch $@
 
-$(VENV)/.test: $(VENV)/.runtime requirements-test.txt requirements-nodeps.txt
+$(VENV)/.test: $(VENV)/.runtime requirements-test.txt requirements-nodeps.txt model_tools/requirements.txt model_tools/requirements-nodeps.txt
 	$(PIP) install --quiet --disable-pip-version-check -r requirements-test.txt
 	$(PIP) install --quiet --disable-pip-version-check --no-deps -r requirements-nodeps.txt
 	touch $@

@@ -1,0 +1,399 @@
+"""promote / rollback on copies of stack files; versions checked against moto S3."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+from model_tools.cli import main
+from model_tools.publish import publish
+
+REPO = Path(__file__).resolve().parents[2]
+
+STACK = """\
+# Dev stack of the TF Serving platform.
+config:
+  aws:region: us-east-1   # region of everything
+  tfserving-platform:clusterName: tfserving-dev
+  tfserving-platform:models:
+    # The example digits classifier.
+    digits:
+      versionPolicy: specific   # latest | all | specific
+      versions: [1, 2]          # loaded versions
+      labels:
+        stable: 1   # what clients get by default
+        canary: 2
+    scorer:
+      versionPolicy: latest   # newest two
+      latestVersions: 2
+    unlabelled:
+      versionPolicy: all
+  tfserving-platform:servingReplicas: 1
+  # trailing comment
+"""
+
+
+@pytest.fixture
+def stack_file(tmp_path):
+    path = tmp_path / "Pulumi.dev.yaml"
+    path.write_text(STACK)
+    return path
+
+
+@pytest.fixture
+def published(s3_bucket, small_saved_model):
+    """digits and scorer versions 1..3 published; digits version 4 uploaded without a marker."""
+    for model in ("digits", "scorer", "unlabelled"):
+        for _ in range(3):
+            publish(str(small_saved_model), s3_bucket, model, log=lambda *a: None)
+    from model_tools.storage import open_storage
+
+    backend, base = open_storage(s3_bucket)
+    backend.put_bytes(base.key("digits", 4, "saved_model.pb"), b"half an upload")
+    return s3_bucket
+
+
+def cli(*args) -> int:
+    return main(list(map(str, args)))
+
+
+def models(path) -> dict:
+    return yaml.safe_load(Path(path).read_text())["config"]["tfserving-platform:models"]
+
+
+def assert_platform_accepts(path) -> None:
+    """The infrastructure side's own validation of each model entry accepts the edited file."""
+    settings = pytest.importorskip("stacks.settings")
+    for entry in models(path).values():
+        settings.Model.model_validate(entry)
+
+
+def changed_lines(before: str, after: str) -> list[tuple[str, str]]:
+    a, b = before.splitlines(), after.splitlines()
+    assert len(a) == len(b), "lines were added or removed"
+    return [(x, y) for x, y in zip(a, b) if x != y]
+
+
+def test_promote_canary_adds_version_and_keeps_everything_else(stack_file, published, capsys):
+    assert (
+        cli(
+            "promote",
+            "--stack-file",
+            stack_file,
+            "--model",
+            "digits",
+            "--version",
+            3,
+            "--label",
+            "canary",
+            "--bucket-uri",
+            published,
+        )
+        == 0
+    )
+    out = capsys.readouterr().out
+    assert "label 'canary' 2 -> 3" in out and "added 3 to versions" in out
+    assert "pulumi up --stack dev" in out
+    digits = models(stack_file)["digits"]
+    assert digits["labels"] == {"stable": 1, "canary": 3}
+    assert digits["versions"] == [1, 2, 3]
+    after = stack_file.read_text()
+    assert changed_lines(STACK, after) == [
+        (
+            "      versions: [1, 2]          # loaded versions",
+            "      versions: [1, 2, 3]       # loaded versions",
+        ),
+        ("        canary: 2", "        canary: 3"),
+    ]
+    assert_platform_accepts(stack_file)
+
+
+def test_promote_unpublished_or_incomplete_version_refused(stack_file, published, capsys):
+    for version in (4, 9):  # 4 has files but no _COMPLETE marker; 9 does not exist
+        assert (
+            cli(
+                "promote",
+                "--stack-file",
+                stack_file,
+                "--model",
+                "digits",
+                "--version",
+                version,
+                "--label",
+                "stable",
+                "--bucket-uri",
+                published,
+            )
+            == 2
+        )
+        err = capsys.readouterr().err
+        assert f"version {version} of model 'digits' is not published" in err
+        assert "published versions: 1, 2, 3" in err and "Traceback" not in err
+    assert stack_file.read_text() == STACK
+
+
+def test_promote_rejects_bad_label_names(stack_file, published, capsys):
+    assert (
+        cli(
+            "promote",
+            "--stack-file",
+            stack_file,
+            "--model",
+            "digits",
+            "--version",
+            2,
+            "--label",
+            "can-ary",
+            "--bucket-uri",
+            published,
+        )
+        == 2
+    )
+    assert "invalid version label 'can-ary'" in capsys.readouterr().err
+    assert stack_file.read_text() == STACK
+
+
+def test_promote_same_version_is_a_no_op(stack_file, published, capsys):
+    assert (
+        cli(
+            "promote",
+            "--stack-file",
+            stack_file,
+            "--model",
+            "digits",
+            "--version",
+            1,
+            "--bucket-uri",
+            published,
+        )
+        == 0
+    )
+    assert "already points at version 1" in capsys.readouterr().out
+    assert stack_file.read_text() == STACK
+
+
+def test_promote_new_label_on_model_without_labels(stack_file, published):
+    assert (
+        cli(
+            "promote",
+            "--stack-file",
+            stack_file,
+            "--model",
+            "unlabelled",
+            "--version",
+            2,
+            "--label",
+            "stable",
+            "--bucket-uri",
+            published,
+        )
+        == 0
+    )
+    assert models(stack_file)["unlabelled"] == {"versionPolicy": "all", "labels": {"stable": 2}}
+    assert_platform_accepts(stack_file)
+
+
+def test_latest_policy_takes_no_labels_unless_pinned(stack_file, published, capsys):
+    args = [
+        "promote",
+        "--stack-file",
+        stack_file,
+        "--model",
+        "scorer",
+        "--version",
+        3,
+        "--label",
+        "canary",
+        "--bucket-uri",
+        published,
+    ]
+    assert cli(*args) == 2
+    err = capsys.readouterr().err
+    assert "versionPolicy latest, which takes no labels" in err and "--pin" in err and "[2, 3]" in err
+    assert stack_file.read_text() == STACK
+    # --pin: latest (loads 2 and 3 of 1..3) becomes specific [2, 3], in place, then the label is set.
+    assert cli(*args, "--pin") == 0
+    assert "versionPolicy latest -> specific, versions [2, 3]" in capsys.readouterr().out
+    scorer = models(stack_file)["scorer"]
+    assert scorer == {"versionPolicy": "specific", "versions": [2, 3], "labels": {"canary": 3}}
+    assert list(scorer) == ["versionPolicy", "versions", "labels"]
+    assert "      versionPolicy: specific # newest two\n      versions: [2, 3]\n" in stack_file.read_text()
+    assert_platform_accepts(stack_file)
+    # Now specific: an older version is added to versions.
+    assert (
+        cli(
+            "promote",
+            "--stack-file",
+            stack_file,
+            "--model",
+            "scorer",
+            "--version",
+            1,
+            "--label",
+            "stable",
+            "--bucket-uri",
+            published,
+        )
+        == 0
+    )
+    assert models(stack_file)["scorer"]["versions"] == [1, 2, 3]
+    assert_platform_accepts(stack_file)
+
+
+def test_rollback_moves_stable_to_previous_published(stack_file, published, capsys):
+    assert (
+        cli(
+            "promote",
+            "--stack-file",
+            stack_file,
+            "--model",
+            "digits",
+            "--version",
+            3,
+            "--bucket-uri",
+            published,
+        )
+        == 0
+    )
+    capsys.readouterr()
+    assert cli("rollback", "--stack-file", stack_file, "--model", "digits", "--bucket-uri", published) == 0
+    out = capsys.readouterr().out
+    assert "label 'stable' 3 -> 2" in out and "pulumi up --stack dev" in out
+    assert models(stack_file)["digits"]["labels"]["stable"] == 2
+    assert (
+        cli("rollback", "--stack-file", stack_file, "--model", "digits", "--to", 1, "--bucket-uri", published)
+        == 0
+    )
+    assert models(stack_file)["digits"]["labels"]["stable"] == 1
+    assert cli("rollback", "--stack-file", stack_file, "--model", "digits", "--bucket-uri", published) == 2
+    assert "nothing to roll back to" in capsys.readouterr().err
+    assert (
+        cli("rollback", "--stack-file", stack_file, "--model", "digits", "--to", 4, "--bucket-uri", published)
+        == 2
+    )
+    assert "not published" in capsys.readouterr().err
+    assert "# what clients get by default" in stack_file.read_text()
+
+
+def test_stack_name_from_file_name(tmp_path, published, capsys, monkeypatch):
+    path = tmp_path / "Pulumi.prod-eu.yaml"
+    path.write_text(STACK)
+    monkeypatch.chdir(tmp_path)
+    assert (
+        cli(
+            "promote",
+            "--stack-file",
+            path.name,
+            "--model",
+            "digits",
+            "--version",
+            2,
+            "--bucket-uri",
+            published,
+        )
+        == 0
+    )
+    assert "\n  pulumi up --stack prod-eu\n" in capsys.readouterr().out
+    other = tmp_path / "stack.yaml"
+    other.write_text(STACK)
+    assert (
+        cli("promote", "--stack-file", other, "--model", "digits", "--version", 2, "--bucket-uri", published)
+        == 2
+    )
+    assert "expected a name like Pulumi.<stack>.yaml" in capsys.readouterr().err
+
+
+def test_unknown_model_and_missing_file(stack_file, published, tmp_path, capsys):
+    assert (
+        cli(
+            "promote",
+            "--stack-file",
+            stack_file,
+            "--model",
+            "resnet",
+            "--version",
+            1,
+            "--bucket-uri",
+            published,
+        )
+        == 2
+    )
+    err = capsys.readouterr().err
+    assert "model 'resnet' is not configured" in err and "versionPolicy: specific" in err
+    assert (
+        cli(
+            "promote",
+            "--stack-file",
+            tmp_path / "Pulumi.nope.yaml",
+            "--model",
+            "digits",
+            "--version",
+            1,
+            "--bucket-uri",
+            published,
+        )
+        == 2
+    )
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_block_style_lists_and_indentation_are_kept(tmp_path, published):
+    text = (
+        "config:\n"
+        "    tfserving-platform:models:\n"
+        "        digits:\n"
+        "            versionPolicy: specific\n"
+        "            versions:\n"
+        "                - 1   # first\n"
+        "                - 3\n"
+        "            labels:\n"
+        "                stable: 1\n"
+    )
+    path = tmp_path / "Pulumi.test.yaml"
+    path.write_text(text)
+    assert (
+        cli("promote", "--stack-file", path, "--model", "digits", "--version", 2, "--bucket-uri", published)
+        == 0
+    )
+    assert path.read_text() == text.replace(
+        "                - 3\n", "                - 2\n                - 3\n"
+    ).replace("stable: 1", "stable: 2")
+
+
+@pytest.mark.skipif(not (REPO / "Pulumi.dev.yaml").is_file(), reason="repository has no Pulumi.dev.yaml")
+def test_real_dev_stack_file_copy(tmp_path, published, capsys):
+    """The project's own dev stack: labelling version 3 changes only the digits entry."""
+    path = tmp_path / "Pulumi.dev.yaml"
+    shutil.copy(REPO / "Pulumi.dev.yaml", path)
+    before = path.read_text()
+    if "digits" not in (yaml.safe_load(before)["config"].get("tfserving-platform:models") or {}):
+        pytest.skip("dev stack does not configure the digits model")
+    assert (
+        cli(
+            "promote",
+            "--stack-file",
+            path,
+            "--model",
+            "digits",
+            "--version",
+            3,
+            "--pin",
+            "--bucket-uri",
+            published,
+        )
+        == 0
+    )
+    assert "pulumi up --stack dev" in capsys.readouterr().out
+    after = path.read_text()
+    assert models(path)["digits"]["labels"]["stable"] == 3
+    assert_platform_accepts(path)
+    comments = [line for line in before.splitlines() if line.lstrip().startswith("#")]
+    assert comments and all(c in after.splitlines() for c in comments)
+    old, new = yaml.safe_load(before)["config"], yaml.safe_load(after)["config"]
+    assert list(old) == list(new)
+    assert {k: v for k, v in old.items() if k != "tfserving-platform:models"} == {
+        k: v for k, v in new.items() if k != "tfserving-platform:models"
+    }
