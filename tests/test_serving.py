@@ -91,6 +91,11 @@ def test_rollout_never_drops_below_desired(dev: Recording, prod: Recording):
     assert k8s_object(prod, "Deployment", "tfserving")["spec"]["replicas"] == 2
 
 
+def test_autoscaler_owns_the_replica_count(dev: Recording):
+    deployment = dev.one("kubernetes:apps/v1:Deployment", "tfserving-deployment")
+    assert deployment.ignore_changes == ["spec.replicas"]
+
+
 def test_service_exposes_grpc_and_rest(dev: Recording):
     ports = {p["name"]: p["port"] for p in k8s_object(dev, "Service", "tfserving")["spec"]["ports"]}
     assert ports == {"grpc": 8500, "http": 8501}

@@ -41,6 +41,9 @@ class ModelServerArgs:
     image_version: str = "2.18.0"
     """``tensorflow/serving`` tag; ``-gpu`` is appended exactly when ``gpus`` > 0."""
     replicas: int = 1
+    """Replicas at creation; with ``autoscaled`` the autoscaler owns the count afterwards."""
+    autoscaled: bool = False
+    """An autoscaler changes ``spec.replicas``: ignore it on later updates so ``pulumi up`` does not fight it."""
     cpu: str = "2"
     """CPU request and limit (equal: Guaranteed QoS keeps latency steady)."""
     memory: str = "4Gi"
@@ -123,7 +126,9 @@ class ModelServer(pulumi.ComponentResource):
 
         deployment = k8s.apps.v1.Deployment(
             f"{name}-deployment", metadata=meta(),
-            spec=self._deployment_spec(name, args, labels, account, config), opts=child)
+            spec=self._deployment_spec(name, args, labels, account, config),
+            opts=pulumi.ResourceOptions(parent=self,
+                                        ignore_changes=["spec.replicas"] if args.autoscaled else None))
 
         service = k8s.core.v1.Service(f"{name}-service", metadata=meta(), spec=k8s.core.v1.ServiceSpecArgs(
             type="ClusterIP", selector=self.selector,

@@ -38,7 +38,8 @@ class TfServing(pulumi.ComponentResource):
 
     def __init__(self, name: str, args: TfServingArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("tfplatform:serving:TfServing", name, None, opts)
-        server_args = args.server
+        # The HorizontalPodAutoscaler below owns the replica count once the Deployment exists.
+        server_args = ModelServerArgs(**{**args.server.__dict__, "autoscaled": True})
         namespace: pulumi.Input[str] = server_args.namespace
         if args.create_namespace:
             ns = k8s.core.v1.Namespace(f"{name}-ns", metadata=k8s.meta.v1.ObjectMetaArgs(
