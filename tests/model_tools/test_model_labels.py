@@ -60,6 +60,15 @@ def cli(*args) -> int:
     return main(list(map(str, args)))
 
 
+def promote(stack_file, bucket, model, version, *extra) -> int:
+    return cli("promote", "--stack-file", stack_file, "--model", model, "--version", version,
+               "--bucket-uri", bucket, *extra)
+
+
+def rollback(stack_file, bucket, model, *extra) -> int:
+    return cli("rollback", "--stack-file", stack_file, "--model", model, "--bucket-uri", bucket, *extra)
+
+
 def models(path) -> dict:
     return yaml.safe_load(Path(path).read_text())["config"]["tfserving-platform:models"]
 
@@ -78,22 +87,7 @@ def changed_lines(before: str, after: str) -> list[tuple[str, str]]:
 
 
 def test_promote_canary_adds_version_and_keeps_everything_else(stack_file, published, capsys):
-    assert (
-        cli(
-            "promote",
-            "--stack-file",
-            stack_file,
-            "--model",
-            "digits",
-            "--version",
-            3,
-            "--label",
-            "canary",
-            "--bucket-uri",
-            published,
-        )
-        == 0
-    )
+    assert promote(stack_file, published, "digits", 3, "--label", "canary") == 0
     out = capsys.readouterr().out
     assert "label 'canary' 2 -> 3" in out and "added 3 to versions" in out
     assert "pulumi up --stack dev" in out
@@ -113,22 +107,7 @@ def test_promote_canary_adds_version_and_keeps_everything_else(stack_file, publi
 
 def test_promote_unpublished_or_incomplete_version_refused(stack_file, published, capsys):
     for version in (4, 9):  # 4 has files but no _COMPLETE marker; 9 does not exist
-        assert (
-            cli(
-                "promote",
-                "--stack-file",
-                stack_file,
-                "--model",
-                "digits",
-                "--version",
-                version,
-                "--label",
-                "stable",
-                "--bucket-uri",
-                published,
-            )
-            == 2
-        )
+        assert promote(stack_file, published, "digits", version, "--label", "stable") == 2
         err = capsys.readouterr().err
         assert f"version {version} of model 'digits' is not published" in err
         assert "published versions: 1, 2, 3" in err and "Traceback" not in err
@@ -136,62 +115,19 @@ def test_promote_unpublished_or_incomplete_version_refused(stack_file, published
 
 
 def test_promote_rejects_bad_label_names(stack_file, published, capsys):
-    assert (
-        cli(
-            "promote",
-            "--stack-file",
-            stack_file,
-            "--model",
-            "digits",
-            "--version",
-            2,
-            "--label",
-            "can-ary",
-            "--bucket-uri",
-            published,
-        )
-        == 2
-    )
+    assert promote(stack_file, published, "digits", 2, "--label", "can-ary") == 2
     assert "invalid version label 'can-ary'" in capsys.readouterr().err
     assert stack_file.read_text() == STACK
 
 
 def test_promote_same_version_is_a_no_op(stack_file, published, capsys):
-    assert (
-        cli(
-            "promote",
-            "--stack-file",
-            stack_file,
-            "--model",
-            "digits",
-            "--version",
-            1,
-            "--bucket-uri",
-            published,
-        )
-        == 0
-    )
+    assert promote(stack_file, published, "digits", 1) == 0
     assert "already points at version 1" in capsys.readouterr().out
     assert stack_file.read_text() == STACK
 
 
 def test_promote_new_label_on_model_without_labels(stack_file, published):
-    assert (
-        cli(
-            "promote",
-            "--stack-file",
-            stack_file,
-            "--model",
-            "unlabelled",
-            "--version",
-            2,
-            "--label",
-            "stable",
-            "--bucket-uri",
-            published,
-        )
-        == 0
-    )
+    assert promote(stack_file, published, "unlabelled", 2, "--label", "stable") == 0
     assert models(stack_file)["unlabelled"] == {"versionPolicy": "all", "labels": {"stable": 2}}
     assert_platform_accepts(stack_file)
 
@@ -223,57 +159,23 @@ def test_latest_policy_takes_no_labels_unless_pinned(stack_file, published, caps
     assert "      versionPolicy: specific # newest two\n      versions: [2, 3]\n" in stack_file.read_text()
     assert_platform_accepts(stack_file)
     # Now specific: an older version is added to versions.
-    assert (
-        cli(
-            "promote",
-            "--stack-file",
-            stack_file,
-            "--model",
-            "scorer",
-            "--version",
-            1,
-            "--label",
-            "stable",
-            "--bucket-uri",
-            published,
-        )
-        == 0
-    )
+    assert promote(stack_file, published, "scorer", 1, "--label", "stable") == 0
     assert models(stack_file)["scorer"]["versions"] == [1, 2, 3]
     assert_platform_accepts(stack_file)
 
 
 def test_rollback_moves_stable_to_previous_published(stack_file, published, capsys):
-    assert (
-        cli(
-            "promote",
-            "--stack-file",
-            stack_file,
-            "--model",
-            "digits",
-            "--version",
-            3,
-            "--bucket-uri",
-            published,
-        )
-        == 0
-    )
+    assert promote(stack_file, published, "digits", 3) == 0
     capsys.readouterr()
-    assert cli("rollback", "--stack-file", stack_file, "--model", "digits", "--bucket-uri", published) == 0
+    assert rollback(stack_file, published, "digits") == 0
     out = capsys.readouterr().out
     assert "label 'stable' 3 -> 2" in out and "pulumi up --stack dev" in out
     assert models(stack_file)["digits"]["labels"]["stable"] == 2
-    assert (
-        cli("rollback", "--stack-file", stack_file, "--model", "digits", "--to", 1, "--bucket-uri", published)
-        == 0
-    )
+    assert rollback(stack_file, published, "digits", "--to", 1) == 0
     assert models(stack_file)["digits"]["labels"]["stable"] == 1
-    assert cli("rollback", "--stack-file", stack_file, "--model", "digits", "--bucket-uri", published) == 2
+    assert rollback(stack_file, published, "digits") == 2
     assert "nothing to roll back to" in capsys.readouterr().err
-    assert (
-        cli("rollback", "--stack-file", stack_file, "--model", "digits", "--to", 4, "--bucket-uri", published)
-        == 2
-    )
+    assert rollback(stack_file, published, "digits", "--to", 4) == 2
     assert "not published" in capsys.readouterr().err
     assert "# what clients get by default" in stack_file.read_text()
 
@@ -282,61 +184,19 @@ def test_stack_name_from_file_name(tmp_path, published, capsys, monkeypatch):
     path = tmp_path / "Pulumi.prod-eu.yaml"
     path.write_text(STACK)
     monkeypatch.chdir(tmp_path)
-    assert (
-        cli(
-            "promote",
-            "--stack-file",
-            path.name,
-            "--model",
-            "digits",
-            "--version",
-            2,
-            "--bucket-uri",
-            published,
-        )
-        == 0
-    )
+    assert promote(path.name, published, "digits", 2) == 0
     assert "\n  pulumi up --stack prod-eu\n" in capsys.readouterr().out
     other = tmp_path / "stack.yaml"
     other.write_text(STACK)
-    assert (
-        cli("promote", "--stack-file", other, "--model", "digits", "--version", 2, "--bucket-uri", published)
-        == 2
-    )
+    assert promote(other, published, "digits", 2) == 2
     assert "expected a name like Pulumi.<stack>.yaml" in capsys.readouterr().err
 
 
 def test_unknown_model_and_missing_file(stack_file, published, tmp_path, capsys):
-    assert (
-        cli(
-            "promote",
-            "--stack-file",
-            stack_file,
-            "--model",
-            "resnet",
-            "--version",
-            1,
-            "--bucket-uri",
-            published,
-        )
-        == 2
-    )
+    assert promote(stack_file, published, "resnet", 1) == 2
     err = capsys.readouterr().err
     assert "model 'resnet' is not configured" in err and "versionPolicy: specific" in err
-    assert (
-        cli(
-            "promote",
-            "--stack-file",
-            tmp_path / "Pulumi.nope.yaml",
-            "--model",
-            "digits",
-            "--version",
-            1,
-            "--bucket-uri",
-            published,
-        )
-        == 2
-    )
+    assert promote(tmp_path / "Pulumi.nope.yaml", published, "digits", 1) == 2
     assert "does not exist" in capsys.readouterr().err
 
 
@@ -354,10 +214,7 @@ def test_block_style_lists_and_indentation_are_kept(tmp_path, published):
     )
     path = tmp_path / "Pulumi.test.yaml"
     path.write_text(text)
-    assert (
-        cli("promote", "--stack-file", path, "--model", "digits", "--version", 2, "--bucket-uri", published)
-        == 0
-    )
+    assert promote(path, published, "digits", 2) == 0
     assert path.read_text() == text.replace(
         "                - 3\n", "                - 2\n                - 3\n"
     ).replace("stable: 1", "stable: 2")
@@ -371,21 +228,7 @@ def test_real_dev_stack_file_copy(tmp_path, published, capsys):
     before = path.read_text()
     if "digits" not in (yaml.safe_load(before)["config"].get("tfserving-platform:models") or {}):
         pytest.skip("dev stack does not configure the digits model")
-    assert (
-        cli(
-            "promote",
-            "--stack-file",
-            path,
-            "--model",
-            "digits",
-            "--version",
-            3,
-            "--pin",
-            "--bucket-uri",
-            published,
-        )
-        == 0
-    )
+    assert promote(path, published, "digits", 3, "--pin") == 0
     assert "pulumi up --stack dev" in capsys.readouterr().out
     after = path.read_text()
     assert models(path)["digits"]["labels"]["stable"] == 3
