@@ -27,12 +27,15 @@ class ConfigError(Exception):
                          + "\n".join(f"  - {p}" for p in problems))
 
 
+def _field(model: Any, alias: str) -> Any:
+    """The pydantic field of ``model`` whose config key is ``alias``, or None."""
+    return next((f for f in model.model_fields.values() if f.alias == alias), None)
+
+
 def _is_plain_string(alias: str) -> bool:
     """Whether the settings declare this key as a string (then its raw text is the value)."""
-    for field in StackSettings.model_fields.values():
-        if field.alias == alias:
-            return field.annotation is str
-    return False
+    field = _field(StackSettings, alias)
+    return field is not None and field.annotation is str
 
 
 def decode_config(raw: Mapping[str, str], namespace: str = PROJECT) -> dict[str, Any]:
@@ -67,7 +70,7 @@ def _problem(error: Any, namespace: str) -> str:
     value: Any = error.get("input")
     cause = (error.get("ctx") or {}).get("error")
     if isinstance(cause, FieldProblem):
-        if cause.field not in (loc[-1] if loc else None,):
+        if not loc or loc[-1] != cause.field:
             loc.append(cause.field)
         value, allowed = cause.value, f"expected {cause.allowed}"
     elif error["type"] == "extra_forbidden":
@@ -86,7 +89,7 @@ def _known_keys(parent: list[str]) -> str:
     """Names the keys allowed beside an unknown one, so the fix is obvious."""
     model: Any = StackSettings
     for part in parent:
-        field = next((f for f in model.model_fields.values() if f.alias == part), None)
+        field = _field(model, part)
         if field is None:  # a map key such as a pool name: descend into the map's value type
             continue
         args = typing.get_args(field.annotation)

@@ -51,7 +51,7 @@ def build_aws_platform(settings: StackSettings) -> dict[str, object]:
         admin_principal_arns=list(settings.cluster_admin_arns), log_types=list(settings.cluster_log_types),
         log_retention_days=settings.cluster_log_retention_days, protect=settings.protect), opts=aws_opts)
     bucket = ModelBucket("models", ModelBucketArgs(
-        region=settings.region, prefix=settings.model_bucket_prefix,
+        prefix=settings.model_bucket_prefix,
         noncurrent_version_days=settings.model_bucket_noncurrent_days,
         force_destroy=settings.bucket_force_destroy, protect=settings.protect), opts=aws_opts)
     reader = ModelReaderRole("model-reader", ModelReaderRoleArgs(

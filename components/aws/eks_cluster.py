@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass, field
 
 import pulumi
@@ -11,7 +10,7 @@ import pulumi_aws as aws
 import pulumi_kubernetes as k8s
 
 from components.aws.iam import partition_of, service_trust_policy
-from components.aws.node_group import ManagedNodeGroup, NodeGroupArgs, NodePoolSpec
+from components.aws.node_group import ManagedNodeGroup, NodeGroupArgs, NodePoolSpec, name_slug
 
 
 @dataclass(frozen=True)
@@ -51,10 +50,6 @@ _PRE_NODE_ADDONS = {
 _POST_NODE_ADDONS = {"coredns": None}
 
 _NODE_POLICIES = ("AmazonEKSWorkerNodePolicy", "AmazonEC2ContainerRegistryReadOnly", "AmazonEKS_CNI_Policy")
-
-
-def _slug(text: str) -> str:
-    return re.sub(r"[^a-zA-Z0-9-]+", "-", text).strip("-")[-40:]
 
 
 def render_kubeconfig(cluster_name: str, region: str, endpoint: str, ca_data: str) -> str:
@@ -144,10 +139,11 @@ class EksCluster(pulumi.ComponentResource):
         self.oidc_provider_arn = oidc.arn
 
         for arn in args.admin_principal_arns:
-            entry = aws.eks.AccessEntry(f"{name}-admin-{_slug(arn)}", cluster_name=cluster.name,
+            admin = f"{name}-admin-{name_slug(arn)[-40:]}"
+            entry = aws.eks.AccessEntry(admin, cluster_name=cluster.name,
                                         principal_arn=arn, type="STANDARD", tags=tags, opts=child)
             aws.eks.AccessPolicyAssociation(
-                f"{name}-admin-{_slug(arn)}", cluster_name=cluster.name, principal_arn=entry.principal_arn,
+                admin, cluster_name=cluster.name, principal_arn=entry.principal_arn,
                 policy_arn=f"arn:{partition}:eks::aws:cluster-access-policy/AmazonEKSClusterAdminPolicy",
                 access_scope=aws.eks.AccessPolicyAssociationAccessScopeArgs(type="cluster"), opts=child)
 

@@ -16,7 +16,6 @@ from components.model_contract import DEFAULT_MODELS_PREFIX
 class ModelBucketArgs:
     """Inputs of :class:`ModelBucket`."""
 
-    region: str
     prefix: str = DEFAULT_MODELS_PREFIX
     """Key prefix under which models live; readers are limited to it."""
     noncurrent_version_days: int = 30
@@ -118,7 +117,6 @@ class ModelBucket(pulumi.ComponentResource):
         self.bucket_name = bucket.bucket
         self.bucket_arn = bucket.arn
         self.kms_key_arn = key.arn
-        self.prefix = args.prefix
         self.models_uri = bucket.bucket.apply(lambda b: f"s3://{b}/{args.prefix}")
         self.register_outputs({"bucket_name": self.bucket_name, "bucket_arn": self.bucket_arn,
                                "models_uri": self.models_uri})

@@ -85,7 +85,8 @@ def autoscaler_node_template_tags(pool: str, spec: NodePoolSpec) -> dict[str, st
     return tags
 
 
-def _slug(text: str) -> str:
+def name_slug(text: str) -> str:
+    """``text`` reduced to what reads well in a Pulumi resource name (letters, digits, dashes)."""
     return re.sub(r"[^a-zA-Z0-9-]+", "-", text).strip("-")
 
 
@@ -147,7 +148,7 @@ class ManagedNodeGroup(pulumi.ComponentResource):
 
         for key, value in autoscaler_node_template_tags(pool, spec).items():
             aws.autoscaling.Tag(
-                f"{name}-ca-{_slug(key.removeprefix('k8s.io/cluster-autoscaler/node-template/'))}",
+                f"{name}-ca-{name_slug(key.removeprefix('k8s.io/cluster-autoscaler/node-template/'))}",
                 autoscaling_group_name=self.asg_name,
                 tag=aws.autoscaling.TagTagArgs(key=key, value=value, propagate_at_launch=False),
                 opts=child)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 import pulumi
@@ -39,7 +40,7 @@ class TfServing(pulumi.ComponentResource):
     def __init__(self, name: str, args: TfServingArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("tfplatform:serving:TfServing", name, None, opts)
         # The HorizontalPodAutoscaler below owns the replica count once the Deployment exists.
-        server_args = ModelServerArgs(**{**args.server.__dict__, "autoscaled": True})
+        server_args = dataclasses.replace(args.server, autoscaled=True)
         namespace: pulumi.Input[str] = server_args.namespace
         if args.create_namespace:
             ns = k8s.core.v1.Namespace(f"{name}-ns", metadata=k8s.meta.v1.ObjectMetaArgs(
@@ -48,7 +49,7 @@ class TfServing(pulumi.ComponentResource):
                         "pod-security.kubernetes.io/warn": "restricted"}),
                 opts=pulumi.ResourceOptions(parent=self))
             namespace = ns.metadata.name
-            server_args = ModelServerArgs(**{**server_args.__dict__, "namespace": namespace})
+            server_args = dataclasses.replace(server_args, namespace=namespace)
         child = pulumi.ResourceOptions(parent=self)
 
         server = ModelServer(name, server_args, opts=child)
