@@ -7,14 +7,17 @@ PY     := $(VENV)/bin/python
 PIP    := $(VENV)/bin/pip
 STACK  ?= dev
 BUILD  := build
+# Tools the tests run besides the venv's packages (promtool, checkov in .venv-checkov); not plan's.
+TOOLS  := .stamps/tools
 
-.PHONY: plan plan-prod test lint docs clean help
+.PHONY: plan plan-prod test tools lint docs clean help
 
 help:
 	@echo "make plan [STACK=dev]  offline plan: resource tree, $(BUILD)/plan-<stack>.json, manifests"
-	@echo "make test              install test dependencies and run pytest"
+	@echo "make test              install test dependencies and tools (scripts/ensure-tools.sh), run pytest"
+	@echo "make tools             install promtool (apt), checkov (.venv-checkov), CRD schemas (npm) if missing"
 	@echo "make docs              print the config reference table for README.md"
-	@echo "make clean             remove the virtualenv and build output"
+	@echo "make clean             remove the virtualenvs, tool stamp and build output"
 
 $(VENV)/.runtime: requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -26,17 +29,24 @@ $(VENV)/.test: $(VENV)/.runtime requirements-test.txt requirements-nodeps.txt mo
 	$(PIP) install --quiet --disable-pip-version-check --no-deps -r requirements-nodeps.txt
 	touch $@
 
+$(TOOLS): scripts/ensure-tools.sh requirements-checkov.txt tests/crd_validator/package-lock.json
+	PYTHON=$(PYTHON) bash scripts/ensure-tools.sh
+	@mkdir -p $(@D)
+	touch $@
+
+tools: $(TOOLS)
+
 plan: $(VENV)/.runtime
 	$(PY) -m stacks plan --stack $(STACK) --json $(BUILD)/plan-$(STACK).json --manifests $(BUILD)/manifests-$(STACK)
 
 plan-prod:
 	$(MAKE) plan STACK=prod
 
-test: $(VENV)/.test
+test: $(VENV)/.test $(TOOLS)
 	$(PY) -m pytest
 
 docs: $(VENV)/.runtime
 	$(PY) -c "from stacks.reference import reference_markdown; print(reference_markdown())"
 
 clean:
-	rm -rf $(VENV) $(BUILD) .pytest_cache
+	rm -rf $(VENV) .venv-checkov .stamps $(BUILD) .pytest_cache tests/crd_validator/node_modules

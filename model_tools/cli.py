@@ -51,9 +51,11 @@ def _cmd_publish(a) -> int:
         a.saved_model, a.bucket_uri, a.model, version=a.version, force=a.force, progress=progress
     )
     print(
-        f"version {result.version} published; promote it with:\n"
+        f"version {result.version} published; canary it (share of traffic: the server's canaryWeight) with:\n"
+        f"  pulumi config set --path 'servers.<server>.models.{result.model}.canaryVersion' {result.version}\n"
+        f"or make it stable at once with:\n"
         f"  python -m model_tools promote --stack-file Pulumi.<stack>.yaml --model {result.model} "
-        f"--version {result.version} --label canary --bucket-uri {a.bucket_uri}"
+        f"--version {result.version} --label stable --bucket-uri {a.bucket_uri}"
     )
     return 0
 

@@ -6,6 +6,11 @@ the bucket, and at a version the model's ``versionPolicy`` loads: TF Serving ref
 versions that are not loaded, so with ``specific`` the version is added to ``versions``, and
 ``latest`` (whose loaded set changes with every publish) takes no labels at all, as the
 platform's stack validation requires; ``--pin`` turns it into ``specific`` first.
+
+Models live in the servers of the stack: ``config.tfserving-platform:servers.<server>.models.<model>``
+(model names are unique across servers, so the model name alone finds its server). While a model
+has an active ``canaryVersion`` the platform manages its ``canary`` label, so that label is not
+moved here, and no version above the canary is added to ``versions``.
 """
 
 from __future__ import annotations
@@ -21,7 +26,10 @@ from model_tools.contract import check_label, check_model_name, check_version
 from model_tools.errors import ToolError
 
 PROJECT = "tfserving-platform"
-MODELS_KEY = f"{PROJECT}:models"
+SERVERS_KEY = f"{PROJECT}:servers"
+OLD_MODELS_KEY = f"{PROJECT}:models"  # the layout before servers: a top-level map of models
+STABLE_LABEL = "stable"
+CANARY_LABEL = "canary"
 POLICIES = ("latest", "all", "specific")
 STACK_FILE_RE = re.compile(r"^Pulumi\.(?P<stack>[^/\\]+)\.ya?ml$")
 
@@ -39,6 +47,9 @@ class LabelChange:
     versions_added: list[int]
     changed: bool
     pinned: list[int] | None = None
+    server: str | None = None
+    old_implicit: bool = False  # old_version is the default stable label (highest of versions)
+    canary_promoted: int | None = None  # canaryVersion that the change put into versions
 
     def apply_command(self) -> str:
         """The command that applies the change (``cd`` first when the file is elsewhere)."""
@@ -49,18 +60,22 @@ class LabelChange:
         return cmd
 
     def summary(self) -> str:
-        old = "unset" if self.old_version is None else str(self.old_version)
-        text = f"{self.model}: label '{self.label}' {old} -> {self.new_version} in {self.stack_file}"
-        if self.pinned is not None:
-            text += f" (versionPolicy latest -> specific, versions {self.pinned})"
-        elif self.versions_added:
-            text += f" (added {', '.join(map(str, self.versions_added))} to versions)"
+        default = " (by default: the highest of versions)" if self.old_implicit else ""
         if not self.changed:
-            text = (
-                f"{self.model}: label '{self.label}' already points at version {self.new_version}; "
+            return (
+                f"{self.model}: label '{self.label}' already points at version {self.new_version}{default}; "
                 "nothing to change"
             )
-        return text
+        old = "unset" if self.old_version is None else f"{self.old_version}{default}"
+        text = f"{self.model}: label '{self.label}' {old} -> {self.new_version} in {self.stack_file}"
+        notes = [] if self.server is None else [f"server '{self.server}'"]
+        if self.pinned is not None:
+            notes.append(f"versionPolicy latest -> specific, versions {self.pinned}")
+        elif self.versions_added:
+            notes.append(f"added {', '.join(map(str, self.versions_added))} to versions")
+        if self.canary_promoted is not None:
+            notes.append(f"canaryVersion {self.canary_promoted} is now in versions: the canary is promoted")
+        return text + (f" ({'; '.join(notes)})" if notes else "")
 
 
 def stack_name(stack_file: str) -> str:
@@ -116,23 +131,57 @@ def load_stack(stack_file: str):
     return y, data, text
 
 
-def model_config(data, stack_file: str, model: str):
-    """The ``tfserving-platform:models.<model>`` mapping, or a ToolError explaining what is missing."""
+def _servers(data, stack_file: str):
+    """The ``tfserving-platform:servers`` map (or un-namespaced ``servers``), and the key it is under."""
     config = data.get("config") if hasattr(data, "get") else None
-    models = None
     if hasattr(config, "get"):  # keys without a namespace belong to the project
-        models = config.get(MODELS_KEY, config.get("models"))
-    if not hasattr(models, "get"):
-        raise ToolError(f"{stack_file} has no '{MODELS_KEY}' map under 'config'")
-    entry = models.get(model)
-    if not hasattr(entry, "get"):
-        configured = ", ".join(map(str, models)) or "none"
-        raise ToolError(
-            f"model '{model}' is not configured in {stack_file} (configured: {configured}). Add it under "
-            f"config.{MODELS_KEY} first, e.g.:\n    {model}:\n      versionPolicy: specific\n"
-            f"      versions: [1]\n      labels:\n        stable: 1"
+        for key in (SERVERS_KEY, "servers"):
+            if hasattr(config.get(key), "get"):
+                return config[key], key
+    hint = ""
+    if hasattr(config, "get") and (OLD_MODELS_KEY in config or "models" in config):
+        hint = (
+            f"; its top-level '{OLD_MODELS_KEY}' map is the old layout: models now go under a server, "
+            f"config.{SERVERS_KEY}.<server>.models"
         )
-    return entry
+    raise ToolError(f"{stack_file} has no '{SERVERS_KEY}' map under 'config'{hint}")
+
+
+def _server_models(server) -> dict:
+    models = server.get("models") if hasattr(server, "get") else None
+    return models if hasattr(models, "get") else {}
+
+
+def find_model(data, stack_file: str, model: str):
+    """(server name, the ``servers.<server>.models.<model>`` map), or a ToolError naming what is missing."""
+    servers, key = _servers(data, stack_file)
+    owners = [name for name, server in servers.items() if model in _server_models(server)]
+    if len(owners) > 1:
+        raise ToolError(
+            f"model '{model}' is configured in several servers of {stack_file} "
+            f"({', '.join(map(str, owners))}); "
+            "model names must be unique across servers, so the platform refuses this stack. Keep one"
+        )
+    if not owners:
+        configured = "; ".join(
+            f"{name}: {', '.join(map(str, _server_models(server))) or 'no models'}"
+            for name, server in servers.items()
+        ) or "no servers"
+        first = str(next(iter(servers), "default"))
+        raise ToolError(
+            f"model '{model}' is not configured in any server of {stack_file} (models per server: "
+            f"{configured}). Add it to the models of one server first, e.g. under config.{key}:\n"
+            f"    {first}:\n      models:\n        {model}:\n          versionPolicy: specific\n"
+            f"          versions: [1]   # the stable label defaults to the highest version"
+        )
+    server = owners[0]
+    entry = _server_models(servers[server])[model]
+    if not hasattr(entry, "get"):
+        raise ToolError(
+            f"model '{model}' in server '{server}' of {stack_file} must be a map (versionPolicy, "
+            "versions, labels, ...)"
+        )
+    return str(server), entry
 
 
 def _policy(entry, model: str) -> str:
@@ -147,6 +196,46 @@ def _policy(entry, model: str) -> str:
 def _latest_loaded(entry, published: list[int]) -> list[int]:
     """The versions a ``latest`` policy loads: the newest ``latestVersions`` published ones."""
     return sorted(published)[-int(entry.get("latestVersions", 1)) :]
+
+
+def _versions(entry, model: str) -> list[int]:
+    versions = entry.get("versions")
+    if versions is None:
+        return []
+    if not isinstance(versions, list):
+        raise ToolError(f"model '{model}': 'versions' must be a list of integers")
+    return [int(v) for v in versions]
+
+
+def _active_canary(entry, model: str) -> int | None:
+    """The model's ``canaryVersion`` while it is active (not yet one of ``versions``), else None."""
+    canary = entry.get("canaryVersion")
+    if canary is None:
+        return None
+    canary = int(canary)
+    return None if canary in _versions(entry, model) else canary
+
+
+def _current(entry, model: str, label: str) -> tuple[int | None, bool]:
+    """Where ``label`` points now, and whether that is the implicit ``stable`` of a specific policy."""
+    labels = entry.get("labels")
+    current = labels.get(label) if hasattr(labels, "get") else None
+    if current is not None:
+        return int(current), False
+    if label == STABLE_LABEL and _policy(entry, model) == "specific" and _versions(entry, model):
+        return max(_versions(entry, model)), True
+    return None, False
+
+
+def _refuse_managed_canary(entry, server: str, model: str, label: str) -> None:
+    canary = _active_canary(entry, model)
+    if label == CANARY_LABEL and canary is not None:
+        raise ToolError(
+            f"model '{model}' (server '{server}') has an active canaryVersion {canary}: the platform "
+            f"manages its '{CANARY_LABEL}' label while the canary runs, so it is not moved here. Change "
+            f"canaryVersion in the stack file instead (a newer version to canary it, add {canary} to "
+            "versions to promote it, or remove canaryVersion to roll the canary back)"
+        )
 
 
 def _pin(entry, versions: list[int]) -> None:
@@ -224,7 +313,8 @@ def promote(
     version = check_version(version)
     stack = stack_name(stack_file)
     y, data, _ = load_stack(stack_file)
-    entry = model_config(data, stack_file, model)
+    server, entry = find_model(data, stack_file, model)
+    _refuse_managed_canary(entry, server, model, label)
     published = _published(bucket_uri, model, storage)
     if version not in published:
         shown = ", ".join(map(str, published)) or "none"
@@ -232,7 +322,7 @@ def promote(
             f"version {version} of model '{model}' is not published in {bucket_uri} (no _COMPLETE marker; "
             f"published versions: {shown}). Publish it first with `python -m model_tools publish`"
         )
-    return _apply(y, data, stack_file, stack, entry, model, label, version, published, pin)
+    return _apply(y, data, stack_file, stack, server, entry, model, label, version, published, pin)
 
 
 def rollback(
@@ -249,9 +339,9 @@ def rollback(
     check_label(label)
     stack = stack_name(stack_file)
     y, data, _ = load_stack(stack_file)
-    entry = model_config(data, stack_file, model)
-    labels = entry.get("labels") or {}
-    current = labels.get(label) if hasattr(labels, "get") else None
+    server, entry = find_model(data, stack_file, model)
+    _refuse_managed_canary(entry, server, model, label)
+    current, _ = _current(entry, model, label)
     published = _published(bucket_uri, model, storage)
     if to is not None:
         target = check_version(to)
@@ -264,18 +354,19 @@ def rollback(
     else:
         if current is None:
             raise ToolError(f"model '{model}' has no '{label}' label in {stack_file}; use --to N to set one")
-        earlier = [v for v in published if v < int(current)]
+        earlier = [v for v in published if v < current]
         if not earlier:
             raise ToolError(
                 f"no published version of '{model}' older than {current} (published: "
                 f"{', '.join(map(str, published)) or 'none'}); nothing to roll back to"
             )
         target = earlier[-1]
-    return _apply(y, data, stack_file, stack, entry, model, label, target, published, pin)
+    return _apply(y, data, stack_file, stack, server, entry, model, label, target, published, pin)
 
 
-def _apply(y, data, stack_file, stack, entry, model, label, version, published, pin) -> LabelChange:
+def _apply(y, data, stack_file, stack, server, entry, model, label, version, published, pin) -> LabelChange:
     pinned = None
+    current, implicit = _current(entry, model, label)
     if _policy(entry, model) == "latest":
         loaded = _latest_loaded(entry, published)
         if not pin:
@@ -288,10 +379,26 @@ def _apply(y, data, stack_file, stack, entry, model, label, version, published, 
             )
         pinned = sorted(set(loaded) | {version})
         _pin(entry, pinned)
-    labels = entry.get("labels")
-    current = labels.get(label) if hasattr(labels, "get") else None
-    if pinned is None and current is not None and int(current) == version:
-        return LabelChange(stack_file, stack, model, label, version, version, [], False)
+    if pinned is None and current == version:
+        return LabelChange(
+            stack_file, stack, model, label, version, version, [], False, None, server, implicit
+        )
+    canary = _active_canary(entry, model)
+    promoted = None
+    if canary is not None and _policy(entry, model) == "specific" and version not in _versions(entry, model):
+        if version > canary:
+            raise ToolError(
+                f"model '{model}' (server '{server}') has an active canaryVersion {canary}; labelling "
+                f"version {version} would add it to versions, above the canary (TF Serving answers "
+                f"unlabelled requests from its highest version, and the platform requires canaryVersion "
+                f"to be greater than every version). Promote or remove the canary first (add {canary} to "
+                f"versions, or remove canaryVersion), or canary {version} instead (canaryVersion: {version})"
+            )
+        promoted = canary if version == canary else None
     old, added = _set_label(entry, model, label, version)
     _write(y, data, stack_file)
-    return LabelChange(stack_file, stack, model, label, old, version, added, True, pinned)
+    if old is None and implicit:
+        old = current
+    return LabelChange(
+        stack_file, stack, model, label, old, version, added, True, pinned, server, implicit, promoted
+    )

@@ -9,25 +9,44 @@ from components.aws.eks_cluster import EksCluster, EksClusterArgs
 from components.aws.node_group import POOL_LABEL, NodePoolSpec
 from components.aws.model_bucket import ModelBucket, ModelBucketArgs, ModelReaderRole, ModelReaderRoleArgs
 from components.aws.network import Vpc, VpcArgs
+from components.serving.batching import BatchingConfig, default_batching
+from components.serving.gateway import ServingGateway, ServingGatewayArgs
 from components.serving.model_server import ModelServerArgs
+from components.serving.namespace import ServingNamespace, ServingNamespaceArgs
 from components.serving.tfserving import TfServing, TfServingArgs
 from components.serving.tfserving_config import ServedModel
-from stacks.settings import PROJECT, StackSettings
+from stacks.settings import PROJECT, Server, StackSettings
 
 SERVING_NAME = "tfserving"
+"""Name of the serving service account (the bucket identity trusts exactly this one)."""
 
 
-def served_models(settings: StackSettings) -> list[ServedModel]:
+def served_models(server: Server) -> list[ServedModel]:
     return [ServedModel(name=name, version_policy=m.version_policy, latest_versions=m.latest_versions,
-                        versions=tuple(m.versions), labels=dict(m.labels))
-            for name, m in settings.models.items()]
+                        versions=tuple(m.versions), labels=m.stable_labels(), canary_version=m.canary_version)
+            for name, m in server.models.items()]
+
+
+def batching_config(server: Server) -> BatchingConfig | None:
+    """The configured batching numbers, the unset ones derived from the pod's CPU and GPUs."""
+    if not server.batching.enabled:
+        return None
+    b, d = server.batching, default_batching(server.cpu, server.gpus)
+    pick = lambda value, default: default if value is None else value  # noqa: E731
+    return BatchingConfig(max_batch_size=pick(b.max_batch_size, d.max_batch_size),
+                          batch_timeout_micros=pick(b.batch_timeout_micros, d.batch_timeout_micros),
+                          max_enqueued_batches=pick(b.max_enqueued_batches, d.max_enqueued_batches),
+                          num_batch_threads=pick(b.num_batch_threads, d.num_batch_threads),
+                          allowed_batch_sizes=tuple(b.allowed_batch_sizes),
+                          pad_variable_length_inputs=b.pad_variable_length_inputs)
 
 
 def node_pool_specs(settings: StackSettings) -> dict[str, NodePoolSpec]:
     return {name: NodePoolSpec(
         instance_types=list(p.instance_types), ami_type=p.resolved_ami_type, capacity_type=p.capacity_type,
         min_size=p.min_size, desired_size=p.desired_size, max_size=p.max_size,
-        gpus_per_node=p.gpus_per_node, disk_size_gb=p.disk_size_gb, labels=dict(p.labels),
+        gpus_per_node=p.gpus_per_node, gpu_time_slicing=p.gpu_time_slicing,
+        disk_size_gb=p.disk_size_gb, labels=dict(p.labels),
         taints=[t.model_dump() for t in p.taints]) for name, p in settings.node_pools.items()}
 
 
@@ -59,18 +78,13 @@ def build_aws_platform(settings: StackSettings) -> dict[str, object]:
         namespace=settings.serving_namespace, service_account=SERVING_NAME, bucket_arn=bucket.bucket_arn,
         kms_key_arn=bucket.kms_key_arn, prefix=settings.model_bucket_prefix), opts=aws_opts)
 
-    serving = TfServing(SERVING_NAME, TfServingArgs(
-        server=ModelServerArgs(
-            namespace=settings.serving_namespace, models=served_models(settings),
-            model_source_uri=bucket.models_uri, model_store="s3",
-            service_account_annotations=reader.service_account_annotations,
-            image_version=settings.serving_image_version, replicas=settings.serving_replicas,
-            cpu=settings.serving_cpu, memory=settings.serving_memory, gpus=settings.serving_gpus,
-            node_selector={POOL_LABEL: settings.serving_node_pool},
-            sync_env={"AWS_REGION": settings.region}),
-        max_replicas=settings.serving_max_replicas, allowed_namespaces=list(settings.allowed_namespaces),
-        monitoring_namespace=settings.monitoring_namespace),
-        opts=pulumi.ResourceOptions(providers={"kubernetes": cluster.provider}))
+    serving_opts = pulumi.ResourceOptions(providers={"kubernetes": cluster.provider})
+    namespace = ServingNamespace(SERVING_NAME, ServingNamespaceArgs(
+        name=settings.serving_namespace, service_account=SERVING_NAME,
+        service_account_annotations=reader.service_account_annotations,
+        istio_injection=settings.traffic_router == "istio"), opts=serving_opts)
+    endpoints = build_servers(settings, namespace, bucket.models_uri, "s3", {"AWS_REGION": settings.region},
+                              serving_opts)
 
     return {
         "cloud": "aws",
@@ -80,7 +94,47 @@ def build_aws_platform(settings: StackSettings) -> dict[str, object]:
         "modelBucket": bucket.bucket_name,
         "modelsUri": bucket.models_uri,
         "modelReaderRoleArn": reader.role_arn,
-        "servingNamespace": serving.namespace,
-        "servingGrpcEndpoint": serving.grpc_endpoint,
-        "servingRestEndpoint": serving.rest_endpoint,
+        "servingNamespace": namespace.namespace,
+        "servingEndpoints": endpoints["servers"],
+        **({"externalUrl": endpoints["externalUrl"]} if "externalUrl" in endpoints else {}),
     }
+
+
+def build_servers(settings: StackSettings, namespace: ServingNamespace, models_uri: pulumi.Input[str],
+                  model_store: str, sync_env: dict[str, str], opts: pulumi.ResourceOptions) -> dict:
+    """Register the serving Deployments of every server (cloud-agnostic); return their endpoints."""
+    gateway = None
+    if settings.exposure.enabled:
+        gateway = ServingGateway(SERVING_NAME, ServingGatewayArgs(
+            namespace=namespace.namespace, gateway_class_name=settings.exposure.gateway_class_name,
+            hostname=settings.exposure.hostname, tls_secret_name=settings.exposure.tls_secret_name), opts=opts)
+    endpoints: dict[str, dict] = {}
+    for key, server in settings.servers.items():
+        serving = TfServing(f"{SERVING_NAME}-{key}", TfServingArgs(
+            server=ModelServerArgs(
+                namespace=namespace.namespace, server=key, models=served_models(server),
+                model_source_uri=models_uri, model_store=model_store,
+                service_account_name=namespace.service_account_name,
+                image_version=settings.serving_image_version, image=server.image,
+                replicas=server.replicas, cpu=server.cpu, memory=server.memory, gpus=server.gpus,
+                gpu_memory_fraction=settings.gpu_memory_fraction(server), batching=batching_config(server),
+                node_selector={POOL_LABEL: server.node_pool}, sync_env=sync_env,
+                sync_interval_seconds=server.sync_interval_seconds,
+                startup_timeout_seconds=server.startup_timeout_seconds),
+            max_replicas=server.max_replicas, target_requests_per_second=server.target_requests_per_second,
+            cpu_utilization=server.cpu_utilization,
+            scale_down_stabilization_seconds=server.scale_down_stabilization_seconds,
+            canary_weight=server.canary_weight, canary_replicas=server.canary_replicas,
+            router=settings.traffic_router, gateway=gateway.listener if gateway else None,
+            allowed_namespaces=list(settings.allowed_namespaces),
+            allowed_pod_labels=dict(settings.allowed_pod_labels),
+            proxy_namespaces=list(settings.exposure.proxy_namespaces),
+            proxy_cidrs=list(settings.exposure.proxy_cidrs),
+            monitoring_namespace=settings.monitoring_namespace), opts=opts)
+        endpoints[key] = {"grpc": serving.grpc_endpoint, "rest": serving.rest_endpoint}
+        if serving.canary_grpc_endpoint is not None:
+            endpoints[key] |= {"canaryGrpc": serving.canary_grpc_endpoint, "canaryRest": serving.canary_rest_endpoint}
+    result: dict = {"servers": endpoints}
+    if gateway is not None:
+        result["externalUrl"] = gateway.url
+    return result

@@ -13,7 +13,8 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from stacks.settings import Model, NodePool, StackSettings, Taint
+from stacks.serving_settings import Batching, Exposure
+from stacks.settings import Model, NodePool, Server, StackSettings, Taint
 
 _PULUMI_TYPES = {str: "string", bool: "boolean", int: "integer", list: "array"}
 
@@ -84,6 +85,10 @@ def reference_markdown() -> str:
     return "\n\n".join([
         "Top-level keys (namespace `tfserving-platform:`):", markdown_table(StackSettings),
         "Each entry of `nodePools` (key = pool name):", markdown_table(NodePool),
-        "Each entry of `models` (key = model name):", markdown_table(Model),
         "Each entry of a pool's `taints`:", markdown_table(Taint),
+        "Each entry of `servers` (key = server name; Kubernetes objects are named `tfserving-<key>`):",
+        markdown_table(Server),
+        "Each entry of a server's `models` (key = model name, unique across servers):", markdown_table(Model),
+        "A server's `batching`:", markdown_table(Batching),
+        "`exposure`:", markdown_table(Exposure),
     ])

@@ -13,13 +13,9 @@ import ipaddress
 import re
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
-from components.model_contract import (
-    DEFAULT_MODELS_PREFIX,
-    MODEL_NAME_PATTERN,
-    VERSION_LABEL_PATTERN,
-)
+from components.model_contract import DEFAULT_MODELS_PREFIX, MODEL_NAME_PATTERN
 from stacks.aws_catalog import (
     CPU_AMI_TYPE,
     GPU_AMI_TYPE,
@@ -32,49 +28,16 @@ from stacks.aws_catalog import (
     is_gpu_instance,
 )
 
+from stacks.serving_settings import Exposure, Model, RouterKind, Server, default_gpu_fraction
+from stacks.settings_base import DNS_LABEL, FieldProblem, Strict, check_cidrs, check_labels
+
+__all__ = ["PROJECT", "FieldProblem", "Model", "NodePool", "Server", "StackSettings", "Taint"]
+
 PROJECT = "tfserving-platform"
 """The Pulumi project name, which is also the config namespace."""
 
 
-class FieldProblem(ValueError):
-    """Raised by cross-field validators so the error names the exact key, not just its parent."""
-
-    def __init__(self, field: str, value: object, allowed: str):
-        super().__init__(allowed)
-        self.field, self.value, self.allowed = field, value, allowed
-
-
-def _camel(name: str) -> str:
-    head, *rest = name.split("_")
-    return head + "".join(part.title() for part in rest)
-
-
-class _Strict(BaseModel):
-    """Unknown keys are errors (a typo must never fall back to a default silently)."""
-
-    model_config = ConfigDict(extra="forbid", alias_generator=_camel, populate_by_name=True,
-                              frozen=True)
-
-
-_LABEL_NAME = re.compile(r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
-                         r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
-_LABEL_VALUE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$")
-_QUANTITY = re.compile(r"^[0-9]+(\.[0-9]+)?(m|Ki|Mi|Gi|Ti|k|M|G|T)?$")
-_DNS_LABEL = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
-
-
-def _check_labels(labels: dict[str, str]) -> dict[str, str]:
-    for key, value in labels.items():
-        if not _LABEL_NAME.match(key) or len(key) > 316:
-            raise FieldProblem(key, key, "a Kubernetes label key ([prefix/]name, name of at most 63 "
-                                         "alphanumerics, '-', '_' or '.')")
-        if not _LABEL_VALUE.match(value):
-            raise FieldProblem(key, value, "a Kubernetes label value (at most 63 alphanumerics, "
-                                           "'-', '_' or '.', starting and ending alphanumeric)")
-    return labels
-
-
-class Taint(_Strict):
+class Taint(Strict):
     """A Kubernetes taint on every node of a pool, spelled as the EKS API spells it."""
 
     key: str = Field(description="Taint key.")
@@ -82,7 +45,7 @@ class Taint(_Strict):
     effect: TaintEffect = Field(description="NO_SCHEDULE, NO_EXECUTE or PREFER_NO_SCHEDULE.")
 
 
-class NodePool(_Strict):
+class NodePool(Strict):
     """One managed node group (EKS), keyed by its stable name in ``nodePools``."""
 
     instance_types: list[Annotated[str, Field(pattern=r"^[a-z][a-z0-9-]*\.[a-z0-9-]+$")]] = Field(
@@ -92,6 +55,8 @@ class NodePool(_Strict):
     desired_size: int = Field(1, ge=0, le=1000, description="Nodes at creation (then owned by the autoscaler).")
     max_size: int = Field(3, ge=1, le=1000, description="Maximum nodes.")
     gpus_per_node: int = Field(0, ge=0, le=16, description="NVIDIA GPUs per node; > 0 makes it a GPU pool.")
+    gpu_time_slicing: int = Field(1, ge=1, le=48, description="Pods sharing each GPU through the NVIDIA "
+                                                                "device plugin's time-slicing (1: a GPU per pod).")
     disk_size_gb: int = Field(100, ge=20, le=16384, description="Root volume size in GiB (images and models).")
     ami_type: AmiType | None = Field(None, description="Defaults to AL2023_x86_64_NVIDIA for GPU pools, "
                                                        "AL2023_x86_64_STANDARD otherwise.")
@@ -102,7 +67,7 @@ class NodePool(_Strict):
     @field_validator("labels")
     @classmethod
     def _label_syntax(cls, labels: dict[str, str]) -> dict[str, str]:
-        return _check_labels(labels)
+        return check_labels(labels)
 
     @model_validator(mode="after")
     def _sizes_and_gpus(self) -> NodePool:
@@ -144,39 +109,7 @@ class NodePool(_Strict):
         return self.ami_type or (GPU_AMI_TYPE if self.is_gpu else CPU_AMI_TYPE)
 
 
-class Model(_Strict):
-    """One model TF Serving loads, keyed by model name in ``models``."""
-
-    version_policy: Literal["latest", "all", "specific"] = Field(
-        "latest", description="Which versions TF Serving loads: the newest N, all, or a list.")
-    latest_versions: int = Field(1, ge=1, le=100, description="N for versionPolicy latest.")
-    versions: list[Annotated[int, Field(ge=1)]] = Field(
-        default_factory=list, description="Versions to load for versionPolicy specific.")
-    labels: dict[str, Annotated[int, Field(ge=1)]] = Field(
-        default_factory=dict, description="Version labels such as stable and canary -> version.")
-
-    @model_validator(mode="after")
-    def _policy_and_labels(self) -> Model:
-        if self.version_policy == "specific" and not self.versions:
-            raise FieldProblem("versions", [], "at least one version when versionPolicy is specific")
-        if self.version_policy != "specific" and self.versions:
-            raise FieldProblem("versions", self.versions, "empty unless versionPolicy is specific")
-        if len(set(self.versions)) != len(self.versions):
-            raise FieldProblem("versions", self.versions, "distinct version numbers")
-        for label, version in self.labels.items():
-            if not re.match(VERSION_LABEL_PATTERN, label):
-                raise FieldProblem(f"labels.{label}", label, f"a label name matching {VERSION_LABEL_PATTERN}")
-            if self.version_policy == "latest":
-                raise FieldProblem(f"labels.{label}", version,
-                                   "no labels with versionPolicy latest (TF Serving may only label "
-                                   "loaded versions): use specific or all")
-            if self.version_policy == "specific" and version not in self.versions:
-                raise FieldProblem(f"labels.{label}", version,
-                                   f"one of the loaded versions {sorted(self.versions)}")
-        return self
-
-
-class StackSettings(_Strict):
+class StackSettings(Strict):
     """Everything one stack can configure. Config key = field alias (camelCase)."""
 
     cloud: Literal["aws"] = Field("aws", description="Cloud to deploy to (`aws`; `gcp` is planned).")
@@ -215,31 +148,30 @@ class StackSettings(_Strict):
     model_bucket_noncurrent_days: int = Field(30, ge=1, le=3650,
                                               description="Days before a replaced object version is deleted.")
     bucket_force_destroy: bool = Field(False, description="Let `pulumi destroy` empty and delete the bucket.")
-    models: dict[str, Model] = Field(default_factory=lambda: {"digits": Model()},
-                                     description="Models to serve, keyed by model name.")
-    serving_namespace: str = Field("serving", pattern=_DNS_LABEL, description="Namespace of TF Serving.")
+    serving_namespace: str = Field("serving", pattern=DNS_LABEL, description="Namespace of TF Serving.")
     serving_image_version: str = Field("2.18.0", pattern=r"^[0-9]+\.[0-9]+\.[0-9]+$",
                                        description="tensorflow/serving image tag (`-gpu` is added when GPUs are requested).")
-    serving_replicas: int = Field(1, ge=1, le=100, description="Minimum TF Serving replicas.")
-    serving_max_replicas: int = Field(3, ge=1, le=100, description="Maximum replicas the autoscaler may reach.")
-    serving_cpu: str = Field("2", description="CPU request and limit per replica (Kubernetes quantity).")
-    serving_memory: str = Field("4Gi", description="Memory request and limit per replica (Kubernetes quantity).")
-    serving_gpus: int = Field(1, ge=0, le=16, description="GPUs per replica; 0 runs the CPU image.")
-    serving_node_pool: str = Field("gpu", description="Node pool (key of nodePools) the replicas run on.")
-    allowed_namespaces: list[Annotated[str, Field(pattern=_DNS_LABEL)]] = Field(
+    servers: dict[str, Server] = Field(
+        default_factory=lambda: {"default": Server(models={"digits": Model()})},
+        description="TF Serving Deployments keyed by stable name, each with its models, resources, "
+                    "node pool, batching, autoscaling and canary.")
+    traffic_router: RouterKind = Field("gateway-api", description="What applies canary weights: "
+                                       "`gateway-api` (HTTPRoute; needs the Gateway API CRDs), `istio` "
+                                       "(VirtualService) or `none` (no canaries).")
+    exposure: Exposure = Field(default_factory=Exposure, description="External HTTPS access through a "
+                                                                     "Gateway; off keeps the models in-cluster.")
+    allowed_namespaces: list[Annotated[str, Field(pattern=DNS_LABEL)]] = Field(
         default_factory=list, description="Namespaces whose pods may call the models (all others are denied).")
-    monitoring_namespace: str = Field("monitoring", pattern=_DNS_LABEL,
+    allowed_pod_labels: dict[str, str] = Field(
+        default_factory=dict, description="When set, only pods with these labels in allowedNamespaces may "
+                                          "call the models.")
+    monitoring_namespace: str = Field("monitoring", pattern=DNS_LABEL,
                                       description="Namespace of Prometheus, allowed to scrape metrics.")
 
     @field_validator("public_access_cidrs")
     @classmethod
     def _cidrs(cls, cidrs: list[str]) -> list[str]:
-        for index, cidr in enumerate(cidrs):
-            try:
-                ipaddress.IPv4Network(cidr)
-            except ValueError:
-                raise FieldProblem(str(index), cidr, "an IPv4 CIDR such as 203.0.113.0/24") from None
-        return cidrs
+        return check_cidrs(cidrs)
 
     @field_validator("cluster_log_retention_days")
     @classmethod
@@ -259,14 +191,12 @@ class StackSettings(_Strict):
             raise ValueError("a prefix length from /16 to /20 (AWS allows /16 at most)")
         return cidr
 
-    @field_validator("serving_cpu", "serving_memory")
+    @field_validator("allowed_pod_labels")
     @classmethod
-    def _quantity(cls, quantity: str) -> str:
-        if not _QUANTITY.match(quantity):
-            raise ValueError("a Kubernetes quantity such as 500m, 2, 512Mi or 4Gi")
-        return quantity
+    def _pod_labels(cls, labels: dict[str, str]) -> dict[str, str]:
+        return check_labels(labels)
 
-    @field_validator("node_pools", "models")
+    @field_validator("node_pools")
     @classmethod
     def _keys(cls, mapping: dict) -> dict:
         for key in mapping:
@@ -274,6 +204,16 @@ class StackSettings(_Strict):
                 raise FieldProblem(key, key, "a name of lowercase letters, digits, '-' or '_' "
                                              "(at most 63, starting and ending alphanumeric)")
         return mapping
+
+    @field_validator("servers")
+    @classmethod
+    def _server_names(cls, servers: dict) -> dict:
+        for key in servers:
+            # Kubernetes names tfserving-<key>-canary must stay within 63 characters.
+            if not re.match(r"^[a-z0-9]([-a-z0-9]{0,38}[a-z0-9])?$", key):
+                raise FieldProblem(key, key, "a name of lowercase letters, digits and '-' (at most 40, "
+                                             "starting and ending alphanumeric)")
+        return servers
 
     @model_validator(mode="after")
     def _cross_fields(self) -> StackSettings:
@@ -287,22 +227,7 @@ class StackSettings(_Strict):
         if self.node_pools["system"].is_gpu:
             raise FieldProblem("nodePools.system.gpusPerNode", self.node_pools["system"].gpus_per_node,
                                "0: the system pool runs add-ons on CPU nodes")
-        if self.serving_max_replicas < self.serving_replicas:
-            raise FieldProblem("servingMaxReplicas", self.serving_max_replicas,
-                               f"at least servingReplicas ({self.serving_replicas})")
-        pool = self.node_pools.get(self.serving_node_pool)
-        if pool is None:
-            raise FieldProblem("servingNodePool", self.serving_node_pool,
-                               f"one of the nodePools keys {sorted(self.node_pools)}")
-        if self.serving_gpus > pool.gpus_per_node:
-            raise FieldProblem("servingGpus", self.serving_gpus,
-                               f"at most {pool.gpus_per_node}, the GPUs per node of pool {self.serving_node_pool!r}")
-        if self.serving_gpus and pool.max_size * (pool.gpus_per_node // self.serving_gpus) < self.serving_replicas:
-            raise FieldProblem("servingReplicas", self.serving_replicas,
-                               f"at most what pool {self.serving_node_pool!r} can hold at maxSize "
-                               f"({pool.max_size} nodes x {pool.gpus_per_node // self.serving_gpus} replicas)")
-        if not self.models:
-            raise FieldProblem("models", {}, "at least one model to serve")
+        self._check_servers()
         if self.protect and self.bucket_force_destroy:
             raise FieldProblem("bucketForceDestroy", True, "false when protect is true")
         if not self.endpoint_public_access and self.public_access_cidrs != ["0.0.0.0/0"]:
@@ -310,6 +235,62 @@ class StackSettings(_Strict):
                                "left unset when endpointPublicAccess is false")
         return self
 
-    @property
-    def uses_gpus(self) -> bool:
-        return self.serving_gpus > 0
+    def _check_servers(self) -> None:
+        if not self.servers:
+            raise FieldProblem("servers", {}, "at least one server")
+        owners: dict[str, str] = {}
+        demand: dict[str, int] = {}
+        for name, server in self.servers.items():
+            key = f"servers.{name}"
+            for model in server.models:
+                if model in owners:
+                    raise FieldProblem(f"{key}.models.{model}", model,
+                                       f"a model name not already served by servers.{owners[model]} "
+                                       "(clients and routes address models by name)")
+                owners[model] = name
+            pool = self.node_pools.get(server.node_pool)
+            if pool is None:
+                raise FieldProblem(f"{key}.nodePool", server.node_pool,
+                                   f"one of the nodePools keys {sorted(self.node_pools)}")
+            if server.gpus > pool.gpus_per_node:
+                raise FieldProblem(f"{key}.gpus", server.gpus,
+                                   f"at most {pool.gpus_per_node}, the GPUs per node of pool {server.node_pool!r}")
+            if pool.is_gpu and not server.gpus:
+                raise FieldProblem(f"{key}.gpus", 0, f"at least 1 on GPU pool {server.node_pool!r} (its nodes "
+                                                     "are tainted for GPU pods; use a CPU pool for CPU serving)")
+            if pool.gpu_time_slicing > 1 and server.gpus > 1:
+                raise FieldProblem(f"{key}.gpus", server.gpus,
+                                   f"1 on pool {server.node_pool!r}, whose GPUs are time-sliced")
+            if server.gpu_memory_fraction and server.gpu_memory_fraction * pool.gpu_time_slicing > 1:
+                raise FieldProblem(f"{key}.gpuMemoryFraction", server.gpu_memory_fraction,
+                                   f"at most {1 / pool.gpu_time_slicing:.2f}: {pool.gpu_time_slicing} pods "
+                                   f"share each GPU of pool {server.node_pool!r}")
+            if server.has_canary and self.traffic_router == "none":
+                model = next(m for m, spec in server.models.items() if spec.canary_active)
+                raise FieldProblem(f"{key}.models.{model}.canaryVersion",
+                                   server.models[model].canary_version,
+                                   "unset while trafficRouter is none (nothing would apply canaryWeight): "
+                                   "set trafficRouter to gateway-api or istio")
+            pods = server.replicas + (server.canary_replicas if server.has_canary else 0)
+            demand[server.node_pool] = demand.get(server.node_pool, 0) + pods * server.gpus
+        for pool_name, gpus in demand.items():
+            pool = self.node_pools[pool_name]
+            capacity = pool.max_size * pool.gpus_per_node * pool.gpu_time_slicing
+            if pool.is_gpu and gpus > capacity:
+                raise FieldProblem(f"nodePools.{pool_name}.maxSize", pool.max_size,
+                                   f"enough for the {gpus} GPUs the servers' minimum replicas (and canaries) "
+                                   f"request ({capacity} at maxSize)")
+        if self.exposure.enabled and not (self.exposure.proxy_namespaces or self.exposure.proxy_cidrs):
+            raise FieldProblem("exposure.proxyNamespaces", [],
+                               "the namespaces of the gateway's proxy pods, or proxyCidrs for a load "
+                               "balancer outside the cluster (the network policy denies everything else)")
+        if self.allowed_pod_labels and not self.allowed_namespaces:
+            raise FieldProblem("allowedPodLabels", self.allowed_pod_labels,
+                               "unset unless allowedNamespaces names the namespaces those pods run in")
+
+    def gpu_memory_fraction(self, server: Server) -> float | None:
+        """The fraction passed to TF Serving: the configured one, or a share of a time-sliced GPU."""
+        slices = self.node_pools[server.node_pool].gpu_time_slicing
+        if server.gpu_memory_fraction is not None or not server.gpus:
+            return server.gpu_memory_fraction
+        return default_gpu_fraction(slices) if slices > 1 else None

@@ -10,7 +10,8 @@ from stacks.mock_engine import Recording
 def test_only_components_and_the_aws_provider_sit_at_the_top(dev: Recording):
     top = [r for r in dev.resources if not r.parent or r.parent == dev.stack_urn]
     assert {r.type for r in top if r.custom} == {"pulumi:providers:aws"}
-    assert {r.name for r in top if not r.custom} == {"network", "eks", "models", "model-reader", "tfserving"}
+    assert {r.name for r in top if not r.custom} == {"network", "eks", "models", "model-reader", "tfserving",
+                                                     "tfserving-default", "tfserving-cpu"}
     for r in dev.resources:
         if r.custom and not r.type.startswith("pulumi:providers:aws"):
             parent = dev.by_urn(r.parent)

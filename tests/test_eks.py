@@ -124,3 +124,14 @@ def test_admin_access_entries_are_keyed_by_principal(plan_with):
     assert assoc["policyArn"].endswith(":cluster-access-policy/AmazonEKSClusterAdminPolicy")
     cluster = rec.one("aws:eks/cluster:Cluster", "eks-cluster").inputs
     assert cluster["accessConfig"]["bootstrapClusterCreatorAdminPermissions"] is False
+
+
+def test_time_sliced_gpu_pool_advertises_slices_to_the_autoscaler(plan_with):
+    rec = plan_with(nodePools={"system": {"instanceTypes": ["m6i.large"], "minSize": 2, "desiredSize": 2},
+                               "gpu": {"instanceTypes": ["g5.xlarge"], "gpusPerNode": 1, "gpuTimeSlicing": 4,
+                                       "minSize": 0, "desiredSize": 0, "maxSize": 2}})
+    tags = asg_tags(rec, "gpu")
+    assert tags[f"{CA_PREFIX}resources/nvidia.com/gpu"] == "4"
+    labels = rec.one(NODE_GROUP, "eks-gpu").inputs["labels"]
+    assert labels["nvidia.com/device-plugin.config"] == "time-slicing-4"
+    assert "nvidia.com/device-plugin.config" not in rec.one(NODE_GROUP, "eks-system").inputs["labels"]

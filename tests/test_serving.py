@@ -1,140 +1,392 @@
-"""TF Serving on Kubernetes as the program renders it (mock engine)."""
+"""TF Serving on Kubernetes as the program renders it (mock engine): one test group per concern."""
 
 from __future__ import annotations
 
-from stacks.mock_engine import Recording
+import textwrap
+from pathlib import Path
+
+from google.protobuf import text_format
+from tensorflow_serving.config import model_server_config_pb2
+
+from components.serving.metrics_adapter import RPS_METRIC
+from components.serving.model_sync import render_sync_spec
+from components.serving.tfserving_config import ServedModel
+from stacks.mock_engine import Recording, run_program
+from stacks.plan import ROOT
 from tests.conftest import k8s_object
+from tests.crd_validation import validate_custom_resources
+from tests.tf_serving_protos import parse_batching
+
+STABLE, CANARY, CPU = "tfserving-default", "tfserving-default-canary", "tfserving-cpu"
+PINNED_DIGITS = {"versionPolicy": "specific", "versions": [1]}
 
 
-def pod_spec(rec: Recording) -> dict:
-    return k8s_object(rec, "Deployment", "tfserving")["spec"]["template"]["spec"]
+def pod_spec(rec: Recording, name: str = STABLE) -> dict:
+    return k8s_object(rec, "Deployment", name)["spec"]["template"]["spec"]
 
 
-def server(rec: Recording) -> dict:
-    return next(c for c in pod_spec(rec)["containers"] if c["name"] == "tfserving")
+def server(rec: Recording, name: str = STABLE) -> dict:
+    return next(c for c in pod_spec(rec, name)["containers"] if c["name"] == "tfserving")
 
 
-def test_gpu_image_exactly_when_gpus_requested(dev: Recording, plan_with):
-    gpu = server(dev)
-    assert gpu["image"] == "docker.io/tensorflow/serving:2.18.0-gpu"
+def config_file(rec: Recording, name: str, key: str) -> str:
+    return k8s_object(rec, "ConfigMap", f"{name}-config")["data"][key]
+
+
+def model_config(rec: Recording, name: str = STABLE) -> dict:
+    parsed = text_format.Parse(config_file(rec, name, "models.config"), model_server_config_pb2.ModelServerConfig())
+    return {c.name: c for c in parsed.model_config_list.config}
+
+
+def of_kind(rec: Recording, kind: str) -> list[dict]:
+    return [r.inputs for r in rec.resources if r.inputs.get("kind") == kind]
+
+
+def dev_servers(**default: object) -> dict:
+    """The dev stack's servers with some keys of the `default` server replaced."""
+    return {"servers": {
+        "default": {"nodePool": "gpu", "gpus": 1, "batching": {"enabled": True},
+                    "models": {"digits": {**PINNED_DIGITS, "canaryVersion": 2}}, **default},
+        "cpu": {"nodePool": "system", "gpus": 0, "cpu": "1", "memory": "2Gi", "models": {"digits-cpu": {}}}}}
+
+
+# 1. Many models, versions and labels; several deployments -----------------------------------
+
+def test_a_server_serves_several_models_from_the_stack_config(dev: Recording, prod: Recording):
+    for rec in (dev, prod):
+        configs = model_config(rec)
+        assert list(configs) == ["digits", "digits-latest"]
+        assert list(configs["digits"].model_version_policy.specific.versions) == [1]
+        assert dict(configs["digits"].version_labels) == {"stable": 1}
+        assert configs["digits-latest"].model_version_policy.latest.num_versions == 2
+        assert configs["digits-latest"].base_path == "/models/digits-latest"
+
+
+def test_several_deployments_each_with_resources_and_pool(dev: Recording):
+    gpu, cpu = server(dev, STABLE), server(dev, CPU)
+    assert pod_spec(dev, STABLE)["nodeSelector"] == {"tfplatform.io/node-pool": "gpu"}
+    assert pod_spec(dev, CPU)["nodeSelector"] == {"tfplatform.io/node-pool": "system"}
+    assert cpu["resources"]["limits"] == {"cpu": "1", "memory": "2Gi"}
     assert gpu["resources"]["limits"]["nvidia.com/gpu"] == "1"
-    assert pod_spec(dev)["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
-    assert pod_spec(dev)["nodeSelector"] == {"tfplatform.io/node-pool": "gpu"}
-
-    cpu_rec = plan_with(servingGpus=0, servingNodePool="system")
-    cpu = server(cpu_rec)
-    assert cpu["image"] == "docker.io/tensorflow/serving:2.18.0"
-    assert "nvidia.com/gpu" not in cpu["resources"]["limits"]
-    assert "tolerations" not in pod_spec(cpu_rec)
-    assert pod_spec(cpu_rec)["nodeSelector"] == {"tfplatform.io/node-pool": "system"}
+    assert list(model_config(dev, CPU)) == ["digits-cpu"]
+    assert {h["metadata"]["name"] for h in of_kind(dev, "HorizontalPodAutoscaler")} == {STABLE, CPU}
 
 
-def test_server_flags_config_and_metrics(dev: Recording):
+# 2. Batching ---------------------------------------------------------------------------------
+
+def test_batching_flags_and_file_only_when_enabled(dev: Recording, plan_with):
     args = server(dev)["args"]
-    assert "--model_config_file=/etc/tfserving/models.config" in args
-    assert "--monitoring_config_file=/etc/tfserving/monitoring.config" in args
-    assert "--model_config_file_poll_wait_seconds=60" in args
-    assert {"--port=8500", "--rest_api_port=8501"} <= set(args)
-    assert server(dev)["command"] == ["tensorflow_model_server"]
+    assert "--enable_batching=true" in args
+    assert "--batching_parameters_file=/etc/tfserving/batching.config" in args
+    off = plan_with(**dev_servers(batching={"enabled": False}))
+    assert not any("batching" in a for a in server(off)["args"])
+    assert "batching.config" not in k8s_object(off, "ConfigMap", f"{STABLE}-config")["data"]
 
 
-def test_probes_wait_for_model_load(dev: Recording):
-    c = server(dev)
-    assert c["startupProbe"]["tcpSocket"]["port"] == "http"
-    assert c["startupProbe"]["periodSeconds"] * c["startupProbe"]["failureThreshold"] >= 600
-    assert c["readinessProbe"]["httpGet"]["path"] == "/v1/models/digits"
-    assert "livenessProbe" in c
-    assert c["lifecycle"]["preStop"]["sleep"]["seconds"] > 0
-    assert pod_spec(dev)["terminationGracePeriodSeconds"] > c["lifecycle"]["preStop"]["sleep"]["seconds"]
+def test_batching_defaults_follow_the_tuning_guide(dev: Recording):
+    gpu = parse_batching(config_file(dev, STABLE, "batching.config"))  # 2 CPUs, 1 GPU
+    assert (gpu.num_batch_threads.value, gpu.max_enqueued_batches.value) == (2, 2)
+    assert (gpu.batch_timeout_micros.value, gpu.max_batch_size.value) == (1000, 32)
+    cpu = parse_batching(config_file(dev, CPU, "batching.config"))  # 1 CPU, no GPU
+    assert (cpu.num_batch_threads.value, cpu.batch_timeout_micros.value) == (1, 0)
 
 
-def test_every_container_runs_restricted(dev: Recording):
-    spec = pod_spec(dev)
-    assert spec["securityContext"]["runAsNonRoot"] is True
-    assert spec["securityContext"]["runAsUser"] >= 10000
-    assert spec["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
-    assert spec["automountServiceAccountToken"] is False
-    containers = spec["containers"] + spec["initContainers"]
-    assert len(containers) == 3
-    for c in containers:
-        sc = c["securityContext"]
-        assert sc["readOnlyRootFilesystem"] is True, c["name"]
-        assert sc["allowPrivilegeEscalation"] is False, c["name"]
-        assert sc["capabilities"] == {"drop": ["ALL"]}, c["name"]
-        assert c["resources"]["limits"]["memory"] == c["resources"]["requests"]["memory"], c["name"]
-        assert ":" in c["image"] and not c["image"].endswith(":latest"), c["name"]
+def test_batching_values_from_config(prod: Recording):
+    params = parse_batching(config_file(prod, STABLE, "batching.config"))
+    assert params.max_batch_size.value == 64 and params.batch_timeout_micros.value == 2000
+    assert list(params.allowed_batch_sizes) == [8, 16, 32, 64]
 
 
-def test_namespace_enforces_restricted_pod_security(dev: Recording):
-    ns = k8s_object(dev, "Namespace", "serving")
-    assert ns["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
+# 3. Hot model sync ---------------------------------------------------------------------------
 
-
-def test_models_synced_from_bucket_into_shared_volume(dev: Recording):
+def test_init_waits_and_sidecar_keeps_syncing(dev: Recording):
     spec = pod_spec(dev)
     init, sidecar = spec["initContainers"]
-    assert init["command"][-1] == "once" and "restartPolicy" not in init
+    assert init["command"][-1] == "wait" and "restartPolicy" not in init
     assert sidecar["command"][-1] == "loop" and sidecar["restartPolicy"] == "Always"
     env = {e["name"]: e["value"] for e in init["env"]}
     assert env["MODEL_SOURCE_URI"] == dev.outputs["modelsUri"]
-    assert env["MODEL_NAMES"] == "digits"
+    assert env["MODEL_SPEC_FILE"] == "/etc/tfserving/sync.models"
+    assert 30 <= int(env["SYNC_INTERVAL_SECONDS"]) <= 60
     assert init["image"].startswith("docker.io/amazon/aws-cli:")
-    volumes = {v["name"]: v for v in spec["volumes"]}
-    assert "emptyDir" in volumes["models"]
-    mounts = {m["name"]: m for m in server(dev)["volumeMounts"]}
-    assert mounts["models"]["readOnly"] is True
+    assert {m["name"]: m.get("readOnly", False) for m in server(dev)["volumeMounts"]}["models"] is True
 
 
-def test_rollout_never_drops_below_desired(dev: Recording, prod: Recording):
-    strategy = k8s_object(dev, "Deployment", "tfserving")["spec"]["strategy"]
+def test_sync_spec_matches_what_tf_serving_loads(dev: Recording):
+    expected = render_sync_spec([ServedModel("digits", "specific", versions=(1,)),
+                                 ServedModel("digits-latest", "latest", latest_versions=2)])
+    assert config_file(dev, STABLE, "sync.models") == expected
+    canary = config_file(dev, CANARY, "sync.models")
+    assert canary == render_sync_spec([ServedModel("digits", "specific", versions=(1, 2)),
+                                       ServedModel("digits-latest", "latest", latest_versions=2)])
+
+
+def test_tf_serving_polls_for_new_versions_and_config(dev: Recording, plan_with):
+    args = server(dev)["args"]
+    assert "--model_config_file_poll_wait_seconds=60" in args
+    assert "--file_system_poll_wait_seconds=30" in args
+    rec = plan_with(**dev_servers(syncIntervalSeconds=120))
+    env = {e["name"]: e["value"] for e in pod_spec(rec)["initContainers"][1]["env"]}
+    assert env["SYNC_INTERVAL_SECONDS"] == "120"
+
+
+def test_the_bucket_scheme_picks_the_sync_tool(tmp_path: Path):
+    program = tmp_path / "__main__.py"
+    program.write_text(textwrap.dedent("""
+        from components.serving.model_server import ModelServer, ModelServerArgs
+        from components.serving.tfserving_config import ServedModel
+        ModelServer("gcs", ModelServerArgs(namespace="serving", server="gcs", models=[ServedModel("m")],
+                    model_source_uri="gs://bucket/models", model_store="gs", service_account_name="tfserving"))
+    """))
+    import sys
+    sys.path.insert(0, str(ROOT))
+    rec = run_program(program, "test", "tfserving-platform", {}, [])
+    init = pod_spec(rec, "gcs")["initContainers"][0]
+    assert init["image"].startswith("gcr.io/google.com/cloudsdktool/google-cloud-cli:")
+    assert {"name": "MODEL_SOURCE_URI", "value": "gs://bucket/models"} in init["env"]
+
+
+# 4. Readiness that means "loaded" ------------------------------------------------------------
+
+def test_probes_wait_for_model_load(dev: Recording, plan_with):
+    c = server(dev)
+    assert c["startupProbe"]["tcpSocket"]["port"] == "http"
+    assert c["startupProbe"]["periodSeconds"] * c["startupProbe"]["failureThreshold"] >= 600
+    assert c["readinessProbe"]["exec"]["command"] == ["/bin/bash", "/etc/tfserving/ready.sh"]
+    assert "ready.sh" in k8s_object(dev, "ConfigMap", f"{STABLE}-config")["data"]
+    assert c["livenessProbe"]["tcpSocket"]["port"] == "grpc"
+    slow = server(plan_with(**dev_servers(startupTimeoutSeconds=1800)))
+    assert slow["startupProbe"]["periodSeconds"] * slow["startupProbe"]["failureThreshold"] == 1800
+
+
+# 5. Graceful shutdown and spread -------------------------------------------------------------
+
+def test_graceful_shutdown_and_spread(dev: Recording):
+    spec, c = pod_spec(dev), server(dev)
+    pause = c["lifecycle"]["preStop"]["sleep"]["seconds"]
+    assert 10 <= pause < spec["terminationGracePeriodSeconds"] <= 60
+    keys = [t["topologyKey"] for t in spec["topologySpreadConstraints"]]
+    assert keys == ["topology.kubernetes.io/zone", "kubernetes.io/hostname"]
+    strategy = k8s_object(dev, "Deployment", STABLE)["spec"]["strategy"]
     assert strategy["rollingUpdate"]["maxUnavailable"] == 0
-    assert k8s_object(prod, "Deployment", "tfserving")["spec"]["replicas"] == 2
-
-
-def test_autoscaler_owns_the_replica_count(dev: Recording):
-    deployment = dev.one("kubernetes:apps/v1:Deployment", "tfserving-deployment")
-    assert deployment.ignore_changes == ["spec.replicas"]
-
-
-def test_service_exposes_grpc_and_rest(dev: Recording):
-    ports = {p["name"]: p["port"] for p in k8s_object(dev, "Service", "tfserving")["spec"]["ports"]}
-    assert ports == {"grpc": 8500, "http": 8501}
-    assert dev.outputs["servingGrpcEndpoint"] == "tfserving.serving.svc.cluster.local:8500"
-
-
-def test_hpa_and_pdb(dev: Recording, prod: Recording):
-    hpa = k8s_object(prod, "HorizontalPodAutoscaler", "tfserving")["spec"]
-    assert (hpa["minReplicas"], hpa["maxReplicas"]) == (2, 6)
-    assert {m["resource"]["name"] for m in hpa["metrics"]} == {"cpu", "memory"}
-    assert hpa["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": "tfserving"}
-    pdb = k8s_object(dev, "PodDisruptionBudget", "tfserving")["spec"]
+    pdb = k8s_object(dev, "PodDisruptionBudget", STABLE)["spec"]
     assert pdb["maxUnavailable"] == 1
+    assert pdb["selector"]["matchLabels"] == k8s_object(dev, "Deployment", STABLE)["spec"]["selector"]["matchLabels"]
+
+
+def test_autoscaler_owns_the_stable_replica_count(dev: Recording, prod: Recording):
+    assert dev.one("kubernetes:apps/v1:Deployment", f"{STABLE}-deployment").ignore_changes == ["spec.replicas"]
+    assert dev.one("kubernetes:apps/v1:Deployment", f"{CANARY}-deployment").ignore_changes == []
+    assert k8s_object(prod, "Deployment", STABLE)["spec"]["replicas"] == 2
+
+
+# 6. Autoscaling on requests per second -------------------------------------------------------
+
+def test_hpa_scales_on_requests_per_second_and_cpu(dev: Recording, prod: Recording):
+    for rec, target, bounds in ((dev, "20", (1, 2)), (prod, "100", (2, 6))):
+        hpa = k8s_object(rec, "HorizontalPodAutoscaler", STABLE)["spec"]
+        assert (hpa["minReplicas"], hpa["maxReplicas"]) == bounds
+        assert hpa["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": STABLE}
+        pods = next(m["pods"] for m in hpa["metrics"] if m["type"] == "Pods")
+        assert pods["metric"]["name"] == RPS_METRIC
+        assert pods["target"] == {"type": "AverageValue", "averageValue": target}
+        assert any(m["type"] == "Resource" and m["resource"]["name"] == "cpu" for m in hpa["metrics"])
+        assert hpa["behavior"]["scaleDown"]["stabilizationWindowSeconds"] == 300
+
+
+def test_rps_target_can_be_turned_off_or_fractional(plan_with):
+    off = k8s_object(plan_with(**dev_servers(targetRequestsPerSecond=None)), "HorizontalPodAutoscaler", STABLE)
+    assert [m["type"] for m in off["spec"]["metrics"]] == ["Resource"]
+    frac = k8s_object(plan_with(**dev_servers(targetRequestsPerSecond=2.5)), "HorizontalPodAutoscaler", STABLE)
+    assert frac["spec"]["metrics"][1]["pods"]["target"]["averageValue"] == "2500m"
+
+
+# 7. Canary and A/B ---------------------------------------------------------------------------
+
+def test_canary_deployment_serves_stable_and_canary_versions(dev: Recording):
+    configs = model_config(dev, CANARY)
+    assert list(configs["digits"].model_version_policy.specific.versions) == [1, 2]
+    assert dict(configs["digits"].version_labels) == {"stable": 1, "canary": 2}
+    assert k8s_object(dev, "Deployment", CANARY)["spec"]["replicas"] == 1
+    assert k8s_object(dev, "Service", STABLE)["spec"]["selector"]["app.kubernetes.io/instance"] == STABLE
+    assert k8s_object(dev, "Service", CANARY)["spec"]["selector"]["app.kubernetes.io/instance"] == CANARY
+
+
+def test_canary_route_weights_and_pinned_paths(dev: Recording, prod: Recording):
+    for rec, weights in ((dev, [80, 20]), (prod, [95, 5])):
+        (route,) = of_kind(rec, "HTTPRoute")
+        assert route["spec"]["parentRefs"] == [{"group": "", "kind": "Service", "name": STABLE, "port": 8501}]
+        pinned, split = route["spec"]["rules"]
+        assert [b["name"] for b in pinned["backendRefs"]] == [CANARY]
+        paths = {m["path"]["value"] for m in pinned["matches"]}
+        assert "/v1/models/digits/labels/canary:predict" in paths and "/v1/models/digits/versions/2" in paths
+        assert [(b["name"], b["weight"]) for b in split["backendRefs"]] == list(zip([STABLE, CANARY], weights))
+
+
+def test_promotion_is_one_change(plan_with):
+    promoted = plan_with(**dev_servers(models={"digits": {"versionPolicy": "specific", "versions": [2],
+                                                          "canaryVersion": 2}}))
+    assert not [d for d in of_kind(promoted, "Deployment") if d["metadata"]["name"] == CANARY]
+    assert not of_kind(promoted, "HTTPRoute")
+    digits = model_config(promoted)["digits"]
+    assert list(digits.model_version_policy.specific.versions) == [2]
+    assert dict(digits.version_labels) == {"stable": 2}
+
+
+def test_rollback_is_one_change(plan_with):
+    rolled_back = plan_with(**dev_servers(models={"digits": PINNED_DIGITS}))
+    assert {d["metadata"]["name"] for d in of_kind(rolled_back, "Deployment")} == {STABLE, CPU}
+    assert dict(model_config(rolled_back)["digits"].version_labels) == {"stable": 1}
+
+
+def test_label_changes_roll_the_pods_but_new_versions_do_not(dev: Recording, plan_with):
+    def checksum(rec: Recording) -> str:
+        return k8s_object(rec, "Deployment", STABLE)["spec"]["template"]["metadata"]["annotations"][
+            "tfplatform.io/restart-checksum"]
+
+    more_versions = plan_with(**dev_servers(models={"digits": {**PINNED_DIGITS, "canaryVersion": 2},
+                                                    "digits-latest": {"latestVersions": 3}}))
+    relabelled = plan_with(**dev_servers(models={"digits": {"versionPolicy": "specific", "versions": [1, 2],
+                                                            "labels": {"stable": 2}}}))
+    assert checksum(more_versions) == checksum(plan_with(**dev_servers(models={
+        "digits": {**PINNED_DIGITS, "canaryVersion": 2}, "digits-latest": {"latestVersions": 2}})))
+    assert checksum(relabelled) != checksum(dev)
+
+
+def test_istio_mesh_gets_a_virtual_service(plan_with):
+    rec = plan_with(trafficRouter="istio")
+    (vs,) = of_kind(rec, "VirtualService")
+    assert not of_kind(rec, "HTTPRoute")
+    assert vs["spec"]["hosts"] == [f"{STABLE}.serving.svc.cluster.local"]
+    pinned, weighted = vs["spec"]["http"]
+    assert [r["weight"] for r in weighted["route"]] == [80, 20]
+    assert validate_custom_resources([vs]) == [None]
+    assert k8s_object(rec, "Namespace", "serving")["metadata"]["labels"]["istio-injection"] == "enabled"
+    egress = k8s_object(rec, "NetworkPolicy", f"{STABLE}-allow")["spec"]["egress"]
+    assert any(p["port"] == 15012 for rule in egress for p in rule["ports"])
+
+
+# 8. Clients ----------------------------------------------------------------------------------
+
+def test_in_cluster_endpoints_are_outputs(dev: Recording):
+    endpoints = dev.outputs["servingEndpoints"]
+    assert endpoints["default"]["grpc"] == f"{STABLE}.serving.svc.cluster.local:8500"
+    assert endpoints["default"]["rest"] == f"http://{STABLE}.serving.svc.cluster.local:8501"
+    assert endpoints["default"]["canaryGrpc"] == f"{CANARY}.serving.svc.cluster.local:8500"
+    assert "canaryGrpc" not in endpoints["cpu"]
+    ports = {p["name"]: p["port"] for p in k8s_object(dev, "Service", STABLE)["spec"]["ports"]}
+    assert ports == {"grpc": 8500, "http": 8501}
+    assert "externalUrl" not in dev.outputs and not of_kind(dev, "Gateway")
+
+
+EXPOSED = {"exposure": {"enabled": True, "gatewayClassName": "eg", "hostname": "models.example.com",
+                        "tlsSecretName": "models-tls", "proxyNamespaces": ["envoy-gateway-system"]}}
+
+
+def test_external_exposure_through_a_tls_gateway(plan_with):
+    rec = plan_with(**EXPOSED)
+    (gateway,) = of_kind(rec, "Gateway")
+    (listener,) = gateway["spec"]["listeners"]
+    assert (listener["protocol"], listener["port"], listener["hostname"]) == ("HTTPS", 443, "models.example.com")
+    assert listener["tls"]["certificateRefs"] == [{"kind": "Secret", "name": "models-tls"}]
+    external = [r for r in of_kind(rec, "HTTPRoute") if r["metadata"]["name"].endswith("-external")]
+    assert {r["metadata"]["name"] for r in external} == {f"{STABLE}-external", f"{CPU}-external"}
+    cpu_route = next(r for r in external if r["metadata"]["name"] == f"{CPU}-external")
+    assert {m["path"]["value"] for m in cpu_route["spec"]["rules"][-1]["matches"]} >= {
+        "/v1/models/digits-cpu", "/v1/models/digits-cpu:predict"}
+    assert validate_custom_resources([gateway, *external]) == [None] * (1 + len(external))
+    assert rec.outputs["externalUrl"] == "https://models.example.com"
+    ingress = k8s_object(rec, "NetworkPolicy", f"{CPU}-allow")["spec"]["ingress"]
+    proxies = [r for r in ingress if r["from"][0].get("namespaceSelector", {}).get("matchExpressions", [{}])[0]
+               .get("values") == ["envoy-gateway-system"]]
+    assert proxies and proxies[0]["ports"] == [{"protocol": "TCP", "port": 8501}]
 
 
 def test_network_policy_default_deny_and_narrow_allow(dev: Recording):
     deny = k8s_object(dev, "NetworkPolicy", "default-deny")["spec"]
     assert deny == {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}
-    allow = k8s_object(dev, "NetworkPolicy", "tfserving-allow")["spec"]
+    allow = k8s_object(dev, "NetworkPolicy", f"{STABLE}-allow")["spec"]
+    # One policy covers both tracks of the server.
+    assert allow["podSelector"]["matchLabels"] == {"app.kubernetes.io/name": "tfserving",
+                                                   "tfplatform.io/server": "default"}
     callers, scrapers = allow["ingress"]
     assert callers["from"][0]["namespaceSelector"]["matchExpressions"][0]["values"] == ["apps"]
+    assert "podSelector" not in callers["from"][0]
     assert {p["port"] for p in callers["ports"]} == {8500, 8501}
     assert scrapers["from"][0]["namespaceSelector"]["matchExpressions"][0]["values"] == ["monitoring"]
     assert [p["port"] for p in scrapers["ports"]] == [8501]
     dns, https = allow["egress"]
     assert {p["port"] for p in dns["ports"]} == {53}
-    assert https["ports"] == [{"protocol": "TCP", "port": 443}]
     assert https["to"][0]["ipBlock"]["except"] == ["169.254.169.254/32"]
 
 
-def test_no_allowed_namespaces_means_only_monitoring(plan_with):
-    rec = plan_with(allowedNamespaces=[])
-    allow = k8s_object(rec, "NetworkPolicy", "tfserving-allow")["spec"]
-    assert len(allow["ingress"]) == 1
-    assert allow["ingress"][0]["from"][0]["namespaceSelector"]["matchExpressions"][0]["values"] == ["monitoring"]
+def test_only_labelled_pods_may_call_when_configured(plan_with):
+    rec = plan_with(allowedPodLabels={"tfplatform.io/client": "true"})
+    callers = k8s_object(rec, "NetworkPolicy", f"{STABLE}-allow")["spec"]["ingress"][0]
+    assert callers["from"][0]["podSelector"] == {"matchLabels": {"tfplatform.io/client": "true"}}
+    nobody = plan_with(allowedNamespaces=[])
+    ingress = k8s_object(nobody, "NetworkPolicy", f"{STABLE}-allow")["spec"]["ingress"]
+    assert [r["from"][0]["namespaceSelector"]["matchExpressions"][0]["values"] for r in ingress] == [["monitoring"]]
+
+
+# 9. GPU specifics ----------------------------------------------------------------------------
+
+def test_gpu_image_requests_and_toleration_exactly_when_gpus(dev: Recording):
+    gpu, cpu = server(dev, STABLE), server(dev, CPU)
+    assert gpu["image"] == "docker.io/tensorflow/serving:2.18.0-gpu"
+    assert gpu["resources"]["requests"]["nvidia.com/gpu"] == gpu["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    assert pod_spec(dev)["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+    assert cpu["image"] == "docker.io/tensorflow/serving:2.18.0"
+    assert "nvidia.com/gpu" not in cpu["resources"]["limits"]
+    assert "tolerations" not in pod_spec(dev, CPU)
+    assert not any(a.startswith("--per_process_gpu_memory_fraction") for a in gpu["args"])
+
+
+def test_shared_gpus_cap_each_servers_memory(plan_with):
+    rec = plan_with(nodePools={"system": {"instanceTypes": ["m6i.large"], "minSize": 2, "desiredSize": 2},
+                               "gpu": {"instanceTypes": ["g5.xlarge"], "gpusPerNode": 1, "gpuTimeSlicing": 2,
+                                       "minSize": 0, "desiredSize": 0, "maxSize": 2}})
+    assert "--per_process_gpu_memory_fraction=0.45" in server(rec)["args"]
+    explicit = plan_with(**dev_servers(gpuMemoryFraction=0.6))
+    assert "--per_process_gpu_memory_fraction=0.6" in server(explicit)["args"]
+
+
+def test_image_override_is_used_as_given(plan_with):
+    image = "registry.example.com/mirror/tensorflow-serving:2.18.0-gpu"
+    assert server(plan_with(**dev_servers(image=image)))["image"] == image
+
+
+# Cross-cutting -------------------------------------------------------------------------------
+
+def test_every_container_runs_restricted(dev: Recording):
+    for name in (STABLE, CANARY, CPU):
+        spec = pod_spec(dev, name)
+        assert spec["securityContext"]["runAsNonRoot"] is True
+        assert spec["securityContext"]["runAsUser"] >= 10000
+        assert spec["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+        assert spec["automountServiceAccountToken"] is False
+        assert spec["serviceAccountName"] == "tfserving"
+        containers = spec["containers"] + spec["initContainers"]
+        assert len(containers) == 3
+        for c in containers:
+            sc = c["securityContext"]
+            assert sc["readOnlyRootFilesystem"] is True, c["name"]
+            assert sc["allowPrivilegeEscalation"] is False, c["name"]
+            assert sc["capabilities"] == {"drop": ["ALL"]}, c["name"]
+            assert c["resources"]["limits"] == c["resources"]["requests"], c["name"]
+            assert ":" in c["image"] and not c["image"].endswith(":latest"), c["name"]
+
+
+def test_namespace_enforces_restricted_pod_security(dev: Recording):
+    ns = k8s_object(dev, "Namespace", "serving")
+    assert ns["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
+    assert "istio-injection" not in ns["metadata"]["labels"]
+    assert k8s_object(dev, "ServiceAccount", "tfserving")["automountServiceAccountToken"] is False
 
 
 def test_serving_objects_use_the_cluster_provider(dev: Recording):
     provider = dev.one("pulumi:providers:kubernetes", "eks-k8s")
+    assert provider.inputs["enableConfigMapMutable"] in (True, "true")
     for obj in dev.resources:
         if obj.type.startswith("kubernetes:"):
             assert obj.provider.startswith(provider.urn + "::"), obj.name

@@ -39,7 +39,7 @@ def test_dev_stack_is_small_and_destroyable():
     s = parse_settings(stack_raw("dev"))
     gpu = s.node_pools["gpu"]
     assert (gpu.capacity_type, gpu.min_size) == ("SPOT", 0)
-    assert s.serving_replicas == 1 and s.bucket_force_destroy and not s.protect
+    assert s.servers["default"].replicas == 1 and s.bucket_force_destroy and not s.protect
     assert len(s.zones) == 2 and s.single_nat_gateway
 
 
@@ -49,7 +49,7 @@ def test_prod_stack_is_protected_and_redundant():
     assert not s.endpoint_public_access
     assert len(s.zones) == 3 and not s.single_nat_gateway
     assert s.node_pools["gpu"].capacity_type == "ON_DEMAND"
-    assert s.serving_replicas >= 2
+    assert s.servers["default"].replicas >= 2
 
 
 def test_versions_stay_strings():
@@ -61,7 +61,6 @@ def test_versions_stay_strings():
 BAD = [
     # (config, key named in the message, value shown, words of what is allowed)
     (raw(clusterNmae="x"), f"{NS}:clusterNmae", "'x'", "unknown key; expected one of"),
-    (raw(servingReplicas="two"), f"{NS}:servingReplicas", "'two'", "valid integer"),
     (raw(cloud="azure"), f"{NS}:cloud", "'azure'", "'aws'"),
     (raw(nodePools={**GPU_POOLS, "system": {"instanceTypes": ["m6i.large"], "minSize": 3, "maxSize": 2}}),
      f"{NS}:nodePools.system.minSize", "3", "at most maxSize (2)"),
@@ -79,22 +78,10 @@ BAD = [
     (raw(nodePools={**GPU_POOLS, "gpu": {**GPU_POOLS["gpu"], "maxSizee": 3}}),
      f"{NS}:nodePools.gpu.maxSizee", "3", "unknown key; expected one of amiType"),
     (raw(nodePools={"gpu": GPU_POOLS["gpu"]}), f"{NS}:nodePools", '["gpu"]', "a `system` pool"),
-    (raw(models={"Digits Model": {}}), f"{NS}:models.Digits Model", "'Digits Model'", "lowercase letters"),
-    (raw(models={"digits": {"versionPolicy": "specific", "versions": [1], "labels": {"stable": 2}}}),
-     f"{NS}:models.digits.labels.stable", "2", "one of the loaded versions [1]"),
-    (raw(models={"digits": {"versionPolicy": "all", "labels": {"bad-label": 2}}}),
-     f"{NS}:models.digits.labels.bad-label", "'bad-label'", "[a-zA-Z0-9_]+"),
-    (raw(models={"digits": {"versionPolicy": "newest"}}), f"{NS}:models.digits.versionPolicy", "'newest'",
-     "'latest', 'all' or 'specific'"),
-    (raw(models={}), f"{NS}:models", "{}", "at least one model"),
     (raw(zones=["eu-west-1a", "us-east-1b"]), f"{NS}:zones", "'eu-west-1a'", "a zone of region us-east-1"),
     (raw(zones=["us-east-1a"]), f"{NS}:zones", '["us-east-1a"]', "at least 2 items"),
-    (raw(servingNodePool="gpus"), f"{NS}:servingNodePool", "'gpus'", "one of the nodePools keys"),
-    (raw(servingGpus=2), f"{NS}:servingGpus", "2", "at most 1, the GPUs per node of pool 'gpu'"),
-    (raw(servingMaxReplicas=1, servingReplicas=2), f"{NS}:servingMaxReplicas", "1", "at least servingReplicas"),
     (raw(protect=True, bucketForceDestroy=True), f"{NS}:bucketForceDestroy", "true", "false when protect"),
     (raw(clusterLogRetentionDays=8), f"{NS}:clusterLogRetentionDays", "8", "CloudWatch's retention periods"),
-    (raw(servingCpu="lots"), f"{NS}:servingCpu", "'lots'", "Kubernetes quantity"),
     (raw(vpcCidr="10.0.0.0/8"), f"{NS}:vpcCidr", "'10.0.0.0/8'", "/16 to /20"),
     (raw(publicAccessCidrs=["everyone"]), f"{NS}:publicAccessCidrs.0", "'everyone'", "IPv4 CIDR"),
     (raw(clusterLogTypes=["api", "kubelet"]), f"{NS}:clusterLogTypes.1", "'kubelet'", "'controllerManager'"),
@@ -104,6 +91,11 @@ BAD = [
 
 @pytest.mark.parametrize("config,key,value,allowed", BAD, ids=[b[1].split(":")[1] + "-" + b[2] for b in BAD])
 def test_bad_config_names_key_value_and_allowed(config, key, value, allowed):
+    assert_config_error(config, key, value, allowed)
+
+
+def assert_config_error(config: dict[str, str], key: str, value: str, allowed: str) -> None:
+    """Parsing fails with a line ``<key> = <value>: ...<allowed>...``."""
     with pytest.raises(ConfigError) as caught:
         parse_settings(config)
     message = str(caught.value)
@@ -115,7 +107,7 @@ def test_bad_config_names_key_value_and_allowed(config, key, value, allowed):
 
 def test_every_problem_is_reported_at_once():
     with pytest.raises(ConfigError) as caught:
-        parse_settings(raw(cloud="azure", servingReplicas="two"))
+        parse_settings(raw(cloud="azure", vpcCidr="10.0.0.0/8"))
     assert len(caught.value.problems) == 2
 
 

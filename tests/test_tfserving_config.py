@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import re
-
 import pytest
 from google.protobuf import text_format
 from tensorflow_serving.config import model_server_config_pb2
 
 from components.serving.tfserving_config import (
-    METRICS_PATH,
     ServedModel,
     render_model_config,
-    render_monitoring_config,
 )
 from stacks.mock_engine import Recording
 from tests.conftest import k8s_object
@@ -22,22 +18,22 @@ def parse(text: str) -> model_server_config_pb2.ModelServerConfig:
     return text_format.Parse(text, model_server_config_pb2.ModelServerConfig())
 
 
-def mounted_config(rec: Recording) -> str:
-    return k8s_object(rec, "ConfigMap", "tfserving-config")["data"]["models.config"]
+def mounted_config(rec: Recording, name: str = "tfserving-cpu") -> str:
+    return k8s_object(rec, "ConfigMap", f"{name}-config")["data"]["models.config"]
 
 
-def test_dev_config_parses_with_latest_policy(dev: Recording):
+def test_dev_cpu_server_config_parses_with_latest_policy(dev: Recording):
     (model,) = parse(mounted_config(dev)).model_config_list.config
-    assert model.name == "digits" and model.base_path == "/models/digits"
+    assert model.name == "digits-cpu" and model.base_path == "/models/digits-cpu"
     assert model.model_platform == "tensorflow"
     assert model.model_version_policy.WhichOneof("policy_choice") == "latest"
     assert model.model_version_policy.latest.num_versions == 1
 
 
 def test_prod_config_pins_versions_and_labels(prod: Recording):
-    (model,) = parse(mounted_config(prod)).model_config_list.config
-    assert list(model.model_version_policy.specific.versions) == [1]
-    assert dict(model.version_labels) == {"stable": 1}
+    digits, _ = parse(mounted_config(prod, "tfserving-default")).model_config_list.config
+    assert list(digits.model_version_policy.specific.versions) == [1]
+    assert dict(digits.version_labels) == {"stable": 1}
 
 
 def test_all_policies_and_several_models_parse():
@@ -56,13 +52,3 @@ def test_all_policies_and_several_models_parse():
 def test_parser_rejects_unknown_fields():
     with pytest.raises(text_format.ParseError):
         parse(render_model_config([ServedModel("a")]).replace("base_path", "basepath"))
-
-
-# tensorflow-serving-api does not ship monitoring_config_pb2; fields from monitoring_config.proto:
-# message MonitoringConfig { PrometheusConfig prometheus_config = 1; }
-# message PrometheusConfig { bool enable = 1; string path = 2; }
-def test_monitoring_config_has_exactly_the_proto_fields():
-    text = render_monitoring_config()
-    match = re.fullmatch(r'prometheus_config \{\n  enable: (true|false)\n  path: "([^"]*)"\n\}\n', text)
-    assert match, text
-    assert match.group(1) == "true" and match.group(2) == METRICS_PATH

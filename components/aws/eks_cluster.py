@@ -180,7 +180,11 @@ class EksCluster(pulumi.ComponentResource):
         self.kubeconfig = pulumi.Output.secret(pulumi.Output.all(
             cluster.name, cluster.endpoint, cluster.certificate_authority.data,
         ).apply(lambda a: render_kubeconfig(a[0], args.region, a[1], a[2])))
-        self.provider = k8s.Provider(f"{name}-k8s", kubeconfig=self.kubeconfig, opts=child)
+        # ConfigMaps are updated in place rather than replaced: TF Serving re-reads its mounted model
+        # config, so adding a model or version needs no pod restart (a replacement would delete and
+        # recreate the ConfigMap under running pods).
+        self.provider = k8s.Provider(f"{name}-k8s", kubeconfig=self.kubeconfig, enable_config_map_mutable=True,
+                                     opts=child)
 
         self.register_outputs({"cluster_name": self.cluster_name, "endpoint": self.endpoint,
                                "oidc_provider_arn": self.oidc_provider_arn, "kubeconfig": self.kubeconfig})

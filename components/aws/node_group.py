@@ -12,6 +12,7 @@ POOL_LABEL = "tfplatform.io/node-pool"
 """Node label carrying the pool's key; workloads select pools with it."""
 GPU_TAINT_KEY = "nvidia.com/gpu"
 GPU_RESOURCE = "nvidia.com/gpu"
+DEVICE_PLUGIN_CONFIG_LABEL = "nvidia.com/device-plugin.config"
 
 # Kubernetes spelling of the EKS API's taint effects, for the autoscaler's node-template tags.
 _K8S_EFFECT = {"NO_SCHEDULE": "NoSchedule", "NO_EXECUTE": "NoExecute",
@@ -33,6 +34,8 @@ class NodePoolSpec:
     max_size: int = 3
     gpus_per_node: int = 0
     """GPUs per node: > 0 adds the GPU taint, labels and scale-from-zero tags."""
+    gpu_time_slicing: int = 1
+    """Pods sharing each GPU; > 1 labels the nodes for the device plugin's time-slicing config."""
     disk_size_gb: int = 100
     """Encrypted gp3 root volume size."""
     labels: dict[str, str] = field(default_factory=dict)
@@ -58,6 +61,10 @@ def node_labels(pool: str, spec: NodePoolSpec) -> dict[str, str]:
     labels = {POOL_LABEL: pool, **spec.labels}
     if spec.gpus_per_node:
         labels["nvidia.com/gpu.present"] = "true"
+    if spec.gpus_per_node and spec.gpu_time_slicing > 1:
+        # The NVIDIA device plugin picks its per-node config by this label; the config named here
+        # advertises each GPU as gpu_time_slicing schedulable nvidia.com/gpu.
+        labels[DEVICE_PLUGIN_CONFIG_LABEL] = f"time-slicing-{spec.gpu_time_slicing}"
     return labels
 
 
@@ -81,7 +88,7 @@ def autoscaler_node_template_tags(pool: str, spec: NodePoolSpec) -> dict[str, st
     for taint in node_taints(spec):
         tags[f"{prefix}/taint/{taint['key']}"] = f"{taint['value']}:{_K8S_EFFECT[taint['effect']]}"
     if spec.gpus_per_node:
-        tags[f"{prefix}/resources/{GPU_RESOURCE}"] = str(spec.gpus_per_node)
+        tags[f"{prefix}/resources/{GPU_RESOURCE}"] = str(spec.gpus_per_node * spec.gpu_time_slicing)
     return tags
 
 

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_kubernetes as k8s
 
+from components.serving.metrics_adapter import RPS_METRIC
+
 
 @dataclass(frozen=True)
 class ServingAutoscalingArgs:
@@ -20,13 +22,20 @@ class ServingAutoscalingArgs:
     max_replicas: int = 3
     cpu_utilization: int = 70
     """Target average CPU utilisation, percent of the request."""
-    memory_utilization: int = 80
-    """Target average memory utilisation, percent of the request."""
+    target_requests_per_second: float | None = None
+    """Per-pod request rate to aim for, from prometheus-adapter's ``tfserving_requests_per_second``
+    (see :mod:`components.serving.metrics_adapter`); None scales on CPU only."""
+    scale_down_stabilization_seconds: int = 300
+    """Scale-down looks at the highest recommendation over this window: no flapping after a burst."""
 
 
 class ServingAutoscaling(pulumi.ComponentResource):
-    """Creates: an ``autoscaling/v2`` ``HorizontalPodAutoscaler`` on CPU and memory, and a
-    ``policy/v1`` ``PodDisruptionBudget`` letting node drains evict one pod at a time.
+    """Creates: an ``autoscaling/v2`` ``HorizontalPodAutoscaler`` on CPU and, when a target is set,
+    requests per second (a ``Pods`` metric), and a ``policy/v1`` ``PodDisruptionBudget`` letting node
+    drains evict one pod at a time.
+
+    Memory is not a metric: TF Serving holds its models in memory whatever the load, so memory
+    utilisation would only ever scale up.
     """
 
     def __init__(self, name: str, args: ServingAutoscalingArgs, opts: pulumi.ResourceOptions | None = None):
@@ -41,15 +50,24 @@ class ServingAutoscaling(pulumi.ComponentResource):
             return {"type": "Resource", "resource": {
                 "name": resource, "target": {"type": "Utilization", "averageUtilization": percent}}}
 
+        metrics = [utilization("cpu", args.cpu_utilization)]
+        if args.target_requests_per_second is not None:
+            rps = float(args.target_requests_per_second)
+            # A Kubernetes quantity: whole rates as is, fractions in milli-units (2.5 -> "2500m").
+            target = str(int(rps)) if rps.is_integer() else f"{round(rps * 1000)}m"
+            metrics.append({"type": "Pods", "pods": {
+                "metric": {"name": RPS_METRIC},
+                "target": {"type": "AverageValue", "averageValue": target}}})
         self.hpa = k8s.autoscaling.v2.HorizontalPodAutoscaler(f"{name}-hpa", metadata=metadata, spec={
             "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": args.deployment_name},
             "minReplicas": args.min_replicas,
             "maxReplicas": args.max_replicas,
-            "metrics": [utilization("cpu", args.cpu_utilization),
-                        utilization("memory", args.memory_utilization)],
+            "metrics": metrics,
             # Scale up fast, down slowly: model loads make new pods expensive.
-            "behavior": {"scaleDown": {"stabilizationWindowSeconds": 300,
-                                       "policies": [{"type": "Pods", "value": 1, "periodSeconds": 120}]}},
+            "behavior": {"scaleDown": {"stabilizationWindowSeconds": args.scale_down_stabilization_seconds,
+                                       "policies": [{"type": "Pods", "value": 1, "periodSeconds": 120}]},
+                         "scaleUp": {"stabilizationWindowSeconds": 0,
+                                     "policies": [{"type": "Percent", "value": 100, "periodSeconds": 60}]}},
         }, opts=child)
         self.pdb = k8s.policy.v1.PodDisruptionBudget(f"{name}-pdb", metadata=metadata, spec={
             "maxUnavailable": 1,

@@ -1,20 +1,23 @@
-"""TF Serving Deployment, its config, identity and Service (cloud-agnostic)."""
+"""One TF Serving Deployment with its config and Service (cloud-agnostic)."""
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 
 import pulumi
 import pulumi_kubernetes as k8s
 
-from components.serving.model_sync import SYNC_IMAGES, SYNC_SCRIPT
+from components.serving.batching import BATCHING_FILE, BatchingConfig, render_batching_parameters
+from components.serving.model_sync import SYNC_IMAGES, SYNC_SCRIPT, SYNC_SPEC_FILE, render_sync_spec
+from components.serving.readiness import READY_SCRIPT, READY_SCRIPT_KEY, readiness_probe
 from components.serving.tfserving_config import (
     CONFIG_DIR,
-    METRICS_PATH,
     MODEL_CONFIG_FILE,
     MODELS_DIR,
     MONITORING_CONFIG_FILE,
     ServedModel,
+    render_labels,
     render_model_config,
     render_monitoring_config,
 )
@@ -23,6 +26,17 @@ GRPC_PORT = 8500
 REST_PORT = 8501
 GPU_RESOURCE = "nvidia.com/gpu"
 RUN_AS = 65532  # non-root, above 10000 so it cannot collide with a host user
+APP_LABEL = "app.kubernetes.io/name"
+SERVER_LABEL = "tfplatform.io/server"
+TRACK_LABEL = "tfplatform.io/track"
+RESTART_CHECKSUM = "tfplatform.io/restart-checksum"
+# Endpoints controllers and kube-proxy (or a mesh) need a few seconds to stop sending traffic to a
+# terminating pod; TF Serving ignores SIGTERM (tensorflow/serving#1853), so the pod waits first.
+PRE_STOP_SECONDS = 15
+# After the pause TF Serving gets SIGTERM, ignores it, and in-flight requests finish; the kubelet
+# then kills it. Bounded so a node drain never waits minutes per pod.
+TERMINATION_GRACE_SECONDS = 45
+STARTUP_PROBE_PERIOD = 10
 
 
 @dataclass(frozen=True)
@@ -30,16 +44,21 @@ class ModelServerArgs:
     """Inputs of :class:`ModelServer`. Nothing here names a cloud."""
 
     namespace: pulumi.Input[str]
+    server: str
+    """The server this Deployment belongs to (a stable and a canary Deployment share it)."""
     models: list[ServedModel]
-    """Models to serve; the first one backs the readiness check."""
     model_source_uri: pulumi.Input[str]
     """``s3://bucket/prefix`` or ``gs://bucket/prefix`` holding ``<model>/<version>/``."""
     model_store: str
     """``s3`` or ``gs``: the URI's scheme, known before the bucket exists; picks the sync image."""
-    service_account_annotations: pulumi.Input[dict[str, str]] = field(default_factory=dict)
-    """Identity binding, e.g. ``eks.amazonaws.com/role-arn`` or ``iam.gke.io/gcp-service-account``."""
+    service_account_name: pulumi.Input[str]
+    """The identity that may read the bucket (IRSA / Workload Identity), see :class:`ServingNamespace`."""
+    track: str = "stable"
+    """``stable`` or ``canary``; the Service selects one track only."""
     image_version: str = "2.18.0"
     """``tensorflow/serving`` tag; ``-gpu`` is appended exactly when ``gpus`` > 0."""
+    image: str | None = None
+    """Full image reference overriding ``image_version`` (a mirror, or pinned by digest)."""
     replicas: int = 1
     """Replicas at creation; with ``autoscaled`` the autoscaler owns the count afterwards."""
     autoscaled: bool = False
@@ -48,49 +67,65 @@ class ModelServerArgs:
     """CPU request and limit (equal: Guaranteed QoS keeps latency steady)."""
     memory: str = "4Gi"
     gpus: int = 0
-    """``nvidia.com/gpu`` per replica; > 0 adds the GPU toleration."""
+    """``nvidia.com/gpu`` request = limit per pod; > 0 adds the GPU image and toleration."""
+    gpu_memory_fraction: float | None = None
+    """``--per_process_gpu_memory_fraction`` when pods share a GPU (TF Serving takes all of it otherwise)."""
+    batching: BatchingConfig | None = None
+    """Server-side batching; None leaves ``--enable_batching`` off."""
     node_selector: dict[str, str] = field(default_factory=dict)
     """Pins the pods to a node pool."""
     sync_env: dict[str, str] = field(default_factory=dict)
     """Extra environment of the sync containers (e.g. ``AWS_REGION``)."""
     sync_interval_seconds: int = 45
     """How often the sidecar looks for new versions (each look lists the bucket)."""
+    startup_timeout_seconds: int = 600
+    """Time the first model load may take before the kubelet restarts TF Serving."""
     models_volume_size: str = "20Gi"
     """Size limit of the ``emptyDir`` holding the synced models."""
-    labels: dict[str, str] = field(default_factory=dict)
 
 
 def serving_image(version: str, gpus: int) -> str:
     return f"docker.io/tensorflow/serving:{version}{'-gpu' if gpus else ''}"
 
 
-def server_args() -> list[str]:
+def server_args(batching: bool = False, gpu_memory_fraction: float | None = None) -> list[str]:
     """Flags of ``tensorflow_model_server`` (defaults in model_servers/server.h)."""
-    return [
+    args = [
         f"--port={GRPC_PORT}",
         f"--rest_api_port={REST_PORT}",
         f"--model_config_file={CONFIG_DIR}/{MODEL_CONFIG_FILE}",
-        # Re-read the config (mounted ConfigMap) so label and version changes need no restart.
+        # Re-read the config (a mounted ConfigMap) so added models and versions need no restart.
         "--model_config_file_poll_wait_seconds=60",
-        # Default is 1 s; the directory is local here, but a long poll spares the CPU.
+        # The sidecar renames complete versions into place; 30 s is quick enough and cheap.
         "--file_system_poll_wait_seconds=30",
         f"--monitoring_config_file={CONFIG_DIR}/{MONITORING_CONFIG_FILE}",
     ]
+    if batching:
+        args += ["--enable_batching=true", f"--batching_parameters_file={CONFIG_DIR}/{BATCHING_FILE}"]
+    if gpu_memory_fraction is not None:
+        args.append(f"--per_process_gpu_memory_fraction={gpu_memory_fraction}")
+    return args
 
 
-def _restricted(extra: dict | None = None) -> dict:
+def restricted(extra: dict | None = None) -> dict:
     """Container security context meeting the Pod Security 'restricted' profile."""
     return {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True, "runAsNonRoot": True,
             "capabilities": {"drop": ["ALL"]}, **(extra or {})}
 
 
+def server_selector(server: str) -> dict[str, str]:
+    """Labels every pod of a server carries, whatever its track (network policy, monitoring)."""
+    return {APP_LABEL: "tfserving", SERVER_LABEL: server}
+
+
 class ModelServer(pulumi.ComponentResource):
     """TF Serving for a set of models.
 
-    Creates: a ``ServiceAccount`` (token not mounted), a ``ConfigMap`` (model config list,
-    monitoring config, sync script), a ``Deployment`` (init sync + sync sidecar + TF Serving,
-    probes, restricted security context, zero-downtime rolling updates) and a ``Service``
-    (gRPC 8500, REST 8501).
+    Creates: a ``ConfigMap`` (model config list, monitoring config, batching parameters, sync and
+    readiness scripts), a ``Deployment`` (waiting init sync + sync sidecar + TF Serving, startup /
+    model-aware readiness / liveness probes, preStop pause, restricted security context, spread
+    across zones and nodes, zero-downtime rolling updates) and a ``Service`` (gRPC 8500, REST 8501)
+    selecting this Deployment's pods only.
     """
 
     deployment_name: pulumi.Output[str]
@@ -106,27 +141,33 @@ class ModelServer(pulumi.ComponentResource):
         if args.model_store not in SYNC_IMAGES:
             raise ValueError(f"ModelServer {name}: model_store {args.model_store!r}, expected one of "
                              f"{sorted(SYNC_IMAGES)}")
+        if args.track not in ("stable", "canary"):
+            raise ValueError(f"ModelServer {name}: track {args.track!r}, expected stable or canary")
         child = pulumi.ResourceOptions(parent=self)
-        self.selector = {"app.kubernetes.io/name": "tfserving", "app.kubernetes.io/instance": name}
-        labels = {**args.labels, **self.selector, "app.kubernetes.io/component": "model-server"}
+        self.selector = {APP_LABEL: "tfserving", "app.kubernetes.io/instance": name}
+        labels = {**server_selector(args.server), **self.selector, TRACK_LABEL: args.track,
+                  "app.kubernetes.io/component": "model-server"}
         meta = lambda suffix="": k8s.meta.v1.ObjectMetaArgs(  # noqa: E731
             name=f"{name}{suffix}", namespace=args.namespace, labels=labels)
 
-        account = k8s.core.v1.ServiceAccount(
-            f"{name}-sa",
-            metadata=k8s.meta.v1.ObjectMetaArgs(name=name, namespace=args.namespace, labels=labels,
-                                                annotations=args.service_account_annotations),
-            automount_service_account_token=False, opts=child)
-
-        config = k8s.core.v1.ConfigMap(f"{name}-config", metadata=meta("-config"), data={
+        data = {
             MODEL_CONFIG_FILE: render_model_config(args.models),
             MONITORING_CONFIG_FILE: render_monitoring_config(),
+            SYNC_SPEC_FILE: render_sync_spec(args.models),
             "sync.sh": SYNC_SCRIPT,
-        }, opts=child)
+            READY_SCRIPT_KEY: READY_SCRIPT,
+        }
+        if args.batching:
+            data[BATCHING_FILE] = render_batching_parameters(args.batching)
+        config = k8s.core.v1.ConfigMap(f"{name}-config", metadata=meta("-config"), data=data, opts=child)
+        # TF Serving reads the batching file once and moves a label only onto a loaded version:
+        # such changes roll the pods (new pods load everything before they turn ready).
+        checksum = hashlib.sha256((render_labels(args.models) + "\n" + data.get(BATCHING_FILE, ""))
+                                  .encode()).hexdigest()[:16]
 
         deployment = k8s.apps.v1.Deployment(
             f"{name}-deployment", metadata=meta(),
-            spec=self._deployment_spec(name, args, labels, account, config),
+            spec=self._deployment_spec(args, labels, checksum, config),
             opts=pulumi.ResourceOptions(parent=self,
                                         ignore_changes=["spec.replicas"] if args.autoscaled else None))
 
@@ -146,11 +187,11 @@ class ModelServer(pulumi.ComponentResource):
         self.register_outputs({"deployment_name": self.deployment_name, "service_name": self.service_name,
                                "grpc_endpoint": self.grpc_endpoint, "rest_endpoint": self.rest_endpoint})
 
-    def _deployment_spec(self, name: str, args: ModelServerArgs, labels: dict[str, str],
-                         account: k8s.core.v1.ServiceAccount, config: k8s.core.v1.ConfigMap) -> dict:
+    def _deployment_spec(self, args: ModelServerArgs, labels: dict[str, str], checksum: str,
+                         config: k8s.core.v1.ConfigMap) -> dict:
         sync_env = [{"name": "MODEL_SOURCE_URI", "value": args.model_source_uri},
                     {"name": "MODEL_DIR", "value": MODELS_DIR},
-                    {"name": "MODEL_NAMES", "value": " ".join(m.name for m in args.models)},
+                    {"name": "MODEL_SPEC_FILE", "value": f"{CONFIG_DIR}/{SYNC_SPEC_FILE}"},
                     {"name": "SYNC_INTERVAL_SECONDS", "value": str(args.sync_interval_seconds)},
                     # The CLIs write caches under $HOME; the root filesystem is read-only.
                     {"name": "HOME", "value": "/tmp"},
@@ -166,46 +207,55 @@ class ModelServer(pulumi.ComponentResource):
             return {"name": container_name, "image": sync_image, "imagePullPolicy": "Always",
                     "command": ["/bin/sh", f"{CONFIG_DIR}/sync.sh", mode], "env": sync_env,
                     "volumeMounts": sync_mounts, "resources": sync_resources,
-                    "securityContext": _restricted()}
+                    "securityContext": restricted()}
 
         server_resources = {"requests": {"cpu": args.cpu, "memory": args.memory},
                             "limits": {"cpu": args.cpu, "memory": args.memory}}
         if args.gpus:
+            # Extended resources: request must equal limit.
             server_resources["requests"][GPU_RESOURCE] = str(args.gpus)
             server_resources["limits"][GPU_RESOURCE] = str(args.gpus)
-        first_model = args.models[0].name
         server = {
             "name": "tfserving",
-            "image": serving_image(args.image_version, args.gpus),
+            "image": args.image or serving_image(args.image_version, args.gpus),
             "imagePullPolicy": "Always",
             "command": ["tensorflow_model_server"],
-            "args": server_args(),
+            "args": server_args(args.batching is not None, args.gpu_memory_fraction),
             "ports": [{"name": "grpc", "containerPort": GRPC_PORT, "protocol": "TCP"},
                       {"name": "http", "containerPort": REST_PORT, "protocol": "TCP"}],
+            "env": [{"name": "REST_PORT", "value": str(REST_PORT)},
+                    {"name": "MODEL_SPEC_FILE", "value": f"{CONFIG_DIR}/{SYNC_SPEC_FILE}"}],
             "resources": server_resources,
-            # The REST port opens only after the first models load (server_core.cc): the startup
-            # probe allows 10 minutes for large models before liveness takes over.
-            "startupProbe": {"tcpSocket": {"port": "http"}, "periodSeconds": 10, "failureThreshold": 60},
-            "readinessProbe": {"httpGet": {"path": f"/v1/models/{first_model}", "port": "http"},
-                               "periodSeconds": 10, "failureThreshold": 3},
+            # The REST port opens only after the first models load (server_core.cc
+            # WaitUntilModelsAvailable): the startup probe gives large models time, and liveness
+            # and readiness start only after it passed, so a loading pod is never killed.
+            "startupProbe": {"tcpSocket": {"port": "http"}, "periodSeconds": STARTUP_PROBE_PERIOD,
+                             "failureThreshold": -(-args.startup_timeout_seconds // STARTUP_PROBE_PERIOD)},
+            # /v1/models/<m> answers 200 even when no version is AVAILABLE: the script checks the
+            # state of every configured model.
+            "readinessProbe": readiness_probe(CONFIG_DIR),
+            # The gRPC port stays open while new versions load; only a hung process fails this.
             "livenessProbe": {"tcpSocket": {"port": "grpc"}, "periodSeconds": 20, "failureThreshold": 3},
-            # TF Serving ignores SIGTERM (tensorflow/serving#1853): wait for endpoints to drain.
-            "lifecycle": {"preStop": {"sleep": {"seconds": 15}}},
+            "lifecycle": {"preStop": {"sleep": {"seconds": PRE_STOP_SECONDS}}},
             "volumeMounts": [{"name": "models", "mountPath": MODELS_DIR, "readOnly": True},
                              {"name": "config", "mountPath": CONFIG_DIR, "readOnly": True},
                              {"name": "tmp", "mountPath": "/tmp"}],
-            "securityContext": _restricted(),
+            "securityContext": restricted(),
         }
-        # A native sidecar (init container with restartPolicy Always, Kubernetes >= 1.29) runs
-        # beside TF Serving and stops after it.
+        # The init container waits (never fails) until every model has its versions, so an empty
+        # or unreachable bucket leaves the pod in Init with a clear log line, not crash-looping.
+        # The native sidecar (init container with restartPolicy Always, Kubernetes >= 1.29) then
+        # keeps syncing beside TF Serving and stops after it.
         sidecar = {**sync_container("model-sync", "loop"), "restartPolicy": "Always"}
+        spread = {"maxSkew": 1, "whenUnsatisfiable": "ScheduleAnyway",
+                  "labelSelector": {"matchLabels": self.selector}}
         pod_spec = {
-            "serviceAccountName": account.metadata.name,
+            "serviceAccountName": args.service_account_name,
             "automountServiceAccountToken": False,
-            "terminationGracePeriodSeconds": 45,
+            "terminationGracePeriodSeconds": TERMINATION_GRACE_SECONDS,
             "securityContext": {"runAsNonRoot": True, "runAsUser": RUN_AS, "runAsGroup": RUN_AS,
                                 "fsGroup": RUN_AS, "seccompProfile": {"type": "RuntimeDefault"}},
-            "initContainers": [sync_container("model-sync-init", "once"), sidecar],
+            "initContainers": [sync_container("model-sync-init", "wait"), sidecar],
             "containers": [server],
             "volumes": [{"name": "models", "emptyDir": {"sizeLimit": args.models_volume_size}},
                         {"name": "config", "configMap": {"name": config.metadata.name}},
@@ -213,16 +263,16 @@ class ModelServer(pulumi.ComponentResource):
             "nodeSelector": args.node_selector or None,
             "tolerations": [{"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}]
             if args.gpus else None,
-            "topologySpreadConstraints": [
-                {"maxSkew": 1, "topologyKey": key, "whenUnsatisfiable": "ScheduleAnyway",
-                 "labelSelector": {"matchLabels": self.selector}}
-                for key in ("topology.kubernetes.io/zone", "kubernetes.io/hostname")],
+            # Zones first (a zone outage), then nodes (a node drain); ScheduleAnyway so a scale-up
+            # is never blocked when a zone has no GPU capacity.
+            "topologySpreadConstraints": [{**spread, "topologyKey": "topology.kubernetes.io/zone"},
+                                          {**spread, "topologyKey": "kubernetes.io/hostname"}],
         }
         return {
             "replicas": args.replicas,
             "selector": {"matchLabels": self.selector},
             # Never fewer ready pods than desired during a rollout.
             "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
-            "template": {"metadata": {"labels": labels}, "spec": pod_spec},
+            "template": {"metadata": {"labels": labels, "annotations": {RESTART_CHECKSUM: checksum}},
+                         "spec": pod_spec},
         }
-

@@ -1,4 +1,4 @@
-"""Default-deny network policy for the serving namespace, and the few flows TF Serving needs."""
+"""The network flows one TF Serving server needs, on top of the namespace's default deny."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from components.serving.model_server import GRPC_PORT, REST_PORT
 
 # Instance metadata: pods must get cloud credentials from IRSA / Workload Identity, never the node's.
 METADATA_CIDR = "169.254.169.254/32"
+ISTIOD_XDS_PORT = 15012
 
 
 @dataclass(frozen=True)
@@ -19,40 +20,51 @@ class ServingNetworkPolicyArgs:
 
     namespace: pulumi.Input[str]
     selector: dict[str, str]
-    """Pod labels of the model servers."""
+    """Pod labels of the server's pods (stable and canary)."""
     allowed_namespaces: list[str] = field(default_factory=list)
     """Namespaces whose pods may call gRPC and REST; empty: nobody outside the namespace."""
+    allowed_pod_labels: dict[str, str] = field(default_factory=dict)
+    """When set, only pods carrying these labels (in ``allowed_namespaces``) may call."""
+    proxy_namespaces: list[str] = field(default_factory=list)
+    """Namespaces of an external Gateway's proxies, admitted to the REST port only."""
+    proxy_cidrs: list[str] = field(default_factory=list)
+    """Source ranges of a load balancer outside the cluster, admitted to the REST port only."""
     monitoring_namespace: str | None = "monitoring"
     """Namespace allowed to scrape the REST port's metrics path."""
+    istio: bool = False
+    """Sidecars need istiod (xDS on 15012) to start."""
 
 
-def _namespaces(names: list[str]) -> dict:
-    return {"namespaceSelector": {"matchExpressions": [
+def namespaces_peer(names: list[str], pod_labels: dict[str, str] | None = None) -> dict:
+    peer: dict = {"namespaceSelector": {"matchExpressions": [
         {"key": "kubernetes.io/metadata.name", "operator": "In", "values": sorted(names)}]}}
+    if pod_labels:
+        peer["podSelector"] = {"matchLabels": dict(pod_labels)}
+    return peer
 
 
 class ServingNetworkPolicy(pulumi.ComponentResource):
-    """Creates: a ``NetworkPolicy`` denying all ingress and egress in the namespace, and one
-    allowing model calls from the allowed namespaces, scrapes from monitoring, and egress only
-    to cluster DNS and HTTPS (the bucket, STS), never the instance metadata endpoint.
+    """Creates: a ``NetworkPolicy`` allowing model calls from the allowed namespaces (and pod labels),
+    the gateway proxies and monitoring, and egress only to cluster DNS and HTTPS (the bucket, STS),
+    never the instance metadata endpoint. The namespace's default deny covers everything else.
     """
 
     def __init__(self, name: str, args: ServingNetworkPolicyArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("tfplatform:serving:ServingNetworkPolicy", name, None, opts)
-        child = pulumi.ResourceOptions(parent=self)
-        self.default_deny = k8s.networking.v1.NetworkPolicy(
-            f"{name}-default-deny",
-            metadata=k8s.meta.v1.ObjectMetaArgs(name="default-deny", namespace=args.namespace),
-            spec={"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}, opts=child)
-
+        if args.allowed_pod_labels and not args.allowed_namespaces:
+            raise ValueError(f"ServingNetworkPolicy {name}: allowed_pod_labels needs allowed_namespaces")
+        both_ports = [{"protocol": "TCP", "port": GRPC_PORT}, {"protocol": "TCP", "port": REST_PORT}]
+        rest_port = [{"protocol": "TCP", "port": REST_PORT}]
         ingress = []
         if args.allowed_namespaces:
-            ingress.append({"from": [_namespaces(args.allowed_namespaces)],
-                            "ports": [{"protocol": "TCP", "port": GRPC_PORT},
-                                      {"protocol": "TCP", "port": REST_PORT}]})
+            ingress.append({"from": [namespaces_peer(args.allowed_namespaces, args.allowed_pod_labels)],
+                            "ports": both_ports})
+        if args.proxy_namespaces:
+            ingress.append({"from": [namespaces_peer(args.proxy_namespaces)], "ports": rest_port})
+        if args.proxy_cidrs:
+            ingress.append({"from": [{"ipBlock": {"cidr": c}} for c in args.proxy_cidrs], "ports": rest_port})
         if args.monitoring_namespace:
-            ingress.append({"from": [_namespaces([args.monitoring_namespace])],
-                            "ports": [{"protocol": "TCP", "port": REST_PORT}]})
+            ingress.append({"from": [namespaces_peer([args.monitoring_namespace])], "ports": rest_port})
         egress = [
             {"to": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
                      "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}}}],
@@ -60,10 +72,13 @@ class ServingNetworkPolicy(pulumi.ComponentResource):
             {"to": [{"ipBlock": {"cidr": "0.0.0.0/0", "except": [METADATA_CIDR]}}],
              "ports": [{"protocol": "TCP", "port": 443}]},
         ]
+        if args.istio:
+            egress.append({"to": [namespaces_peer(["istio-system"])],
+                           "ports": [{"protocol": "TCP", "port": ISTIOD_XDS_PORT}]})
         self.allow = k8s.networking.v1.NetworkPolicy(
             f"{name}-allow",
             metadata=k8s.meta.v1.ObjectMetaArgs(name=f"{name}-allow", namespace=args.namespace,
                                                 labels=args.selector),
             spec={"podSelector": {"matchLabels": args.selector}, "policyTypes": ["Ingress", "Egress"],
-                  "ingress": ingress, "egress": egress}, opts=child)
+                  "ingress": ingress, "egress": egress}, opts=pulumi.ResourceOptions(parent=self))
         self.register_outputs({})

@@ -1,4 +1,4 @@
-"""TF Serving on any Kubernetes cluster: the namespace and the serving pieces composed."""
+"""One TF Serving server on any Kubernetes cluster: stable and canary Deployments, scaling, access."""
 
 from __future__ import annotations
 
@@ -6,62 +6,87 @@ import dataclasses
 from dataclasses import dataclass, field
 
 import pulumi
-import pulumi_kubernetes as k8s
 
 from components.serving.autoscaling import ServingAutoscaling, ServingAutoscalingArgs
-from components.serving.model_server import ModelServer, ModelServerArgs
+from components.serving.model_server import ModelServer, ModelServerArgs, server_selector
 from components.serving.network_policy import ServingNetworkPolicy, ServingNetworkPolicyArgs
+from components.serving.routing import ExternalGateway, ServingRoute, ServingRouteArgs
 
 
 @dataclass(frozen=True)
 class TfServingArgs:
-    """Inputs of :class:`TfServing`: the model server's, plus autoscaling and access."""
+    """Inputs of :class:`TfServing`: the model server's, plus autoscaling, canary and access."""
 
     server: ModelServerArgs
-    """The Deployment; its ``replicas`` is the autoscaler's minimum."""
+    """The stable Deployment; its ``replicas`` is the autoscaler's minimum. Models with an active
+    ``canary_version`` get a canary Deployment built from the same arguments."""
     max_replicas: int = 3
+    target_requests_per_second: float | None = None
+    cpu_utilization: int = 70
+    scale_down_stabilization_seconds: int = 300
+    canary_weight: int = 10
+    canary_replicas: int = 1
+    router: str = "gateway-api"
+    """``gateway-api``, ``istio`` or ``none`` (canaries refused)."""
+    gateway: ExternalGateway | None = None
     allowed_namespaces: list[str] = field(default_factory=list)
-    """Namespaces allowed to call the models (NetworkPolicy); all others are denied."""
+    allowed_pod_labels: dict[str, str] = field(default_factory=dict)
+    proxy_namespaces: list[str] = field(default_factory=list)
+    proxy_cidrs: list[str] = field(default_factory=list)
     monitoring_namespace: str | None = "monitoring"
-    create_namespace: bool = True
-    """Create ``server.namespace`` with Pod Security 'restricted' enforced."""
 
 
 class TfServing(pulumi.ComponentResource):
-    """Creates: a ``Namespace`` (Pod Security 'restricted'), a :class:`ModelServer`, a
-    :class:`ServingAutoscaling` and a :class:`ServingNetworkPolicy`. Pass the cluster's Kubernetes
-    provider in ``opts.providers``; nothing here knows which cloud it runs on.
+    """Creates: a stable :class:`ModelServer`, a canary :class:`ModelServer` while a model has an
+    active canary version, a :class:`ServingAutoscaling` (HPA on CPU and requests per second, PDB)
+    for the stable Deployment, a :class:`ServingNetworkPolicy` and a :class:`ServingRoute`.
+    Pass the cluster's Kubernetes provider in ``opts.providers``; nothing here knows the cloud.
     """
 
     grpc_endpoint: pulumi.Output[str]
     rest_endpoint: pulumi.Output[str]
-    namespace: pulumi.Output[str]
+    canary_grpc_endpoint: pulumi.Output[str] | None
+    canary_rest_endpoint: pulumi.Output[str] | None
 
     def __init__(self, name: str, args: TfServingArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("tfplatform:serving:TfServing", name, None, opts)
-        # The HorizontalPodAutoscaler below owns the replica count once the Deployment exists.
-        server_args = dataclasses.replace(args.server, autoscaled=True)
-        namespace: pulumi.Input[str] = server_args.namespace
-        if args.create_namespace:
-            ns = k8s.core.v1.Namespace(f"{name}-ns", metadata=k8s.meta.v1.ObjectMetaArgs(
-                name=server_args.namespace,
-                labels={"pod-security.kubernetes.io/enforce": "restricted",
-                        "pod-security.kubernetes.io/warn": "restricted"}),
-                opts=pulumi.ResourceOptions(parent=self))
-            namespace = ns.metadata.name
-            server_args = dataclasses.replace(server_args, namespace=namespace)
+        server = args.server
+        has_canary = any(m.canary_active for m in server.models)
+        if has_canary and args.router == "none":
+            raise ValueError(f"TfServing {name}: a canary needs router gateway-api or istio")
         child = pulumi.ResourceOptions(parent=self)
 
-        server = ModelServer(name, server_args, opts=child)
-        ServingAutoscaling(name, ServingAutoscalingArgs(
-            namespace=namespace, deployment_name=server.deployment_name, selector=server.selector,
-            min_replicas=server_args.replicas, max_replicas=args.max_replicas), opts=child)
-        ServingNetworkPolicy(name, ServingNetworkPolicyArgs(
-            namespace=namespace, selector=server.selector, allowed_namespaces=args.allowed_namespaces,
-            monitoring_namespace=args.monitoring_namespace), opts=child)
+        # The HorizontalPodAutoscaler owns the stable replica count once the Deployment exists.
+        stable = ModelServer(name, dataclasses.replace(
+            server, track="stable", autoscaled=True, models=[m.stable_view() for m in server.models]), opts=child)
+        canary = None
+        if has_canary:
+            canary = ModelServer(f"{name}-canary", dataclasses.replace(
+                server, track="canary", replicas=args.canary_replicas, autoscaled=False,
+                models=[m.canary_view() for m in server.models]), opts=child)
 
-        self.namespace = pulumi.Output.from_input(namespace)
-        self.grpc_endpoint = server.grpc_endpoint
-        self.rest_endpoint = server.rest_endpoint
-        self.register_outputs({"namespace": self.namespace, "grpc_endpoint": self.grpc_endpoint,
-                               "rest_endpoint": self.rest_endpoint})
+        ServingAutoscaling(name, ServingAutoscalingArgs(
+            namespace=server.namespace, deployment_name=stable.deployment_name, selector=stable.selector,
+            min_replicas=server.replicas, max_replicas=args.max_replicas,
+            cpu_utilization=args.cpu_utilization, target_requests_per_second=args.target_requests_per_second,
+            scale_down_stabilization_seconds=args.scale_down_stabilization_seconds), opts=child)
+        ServingNetworkPolicy(name, ServingNetworkPolicyArgs(
+            namespace=server.namespace, selector=server_selector(server.server),
+            allowed_namespaces=args.allowed_namespaces, allowed_pod_labels=args.allowed_pod_labels,
+            proxy_namespaces=args.proxy_namespaces if args.gateway else [],
+            proxy_cidrs=args.proxy_cidrs if args.gateway else [],
+            monitoring_namespace=args.monitoring_namespace, istio=args.router == "istio"), opts=child)
+        if canary is not None or args.gateway is not None:
+            ServingRoute(name, ServingRouteArgs(
+                namespace=server.namespace, models=server.models, stable_service=stable.service_name,
+                canary_service=canary.service_name if canary else None, canary_weight=args.canary_weight,
+                router=args.router if args.router != "none" else "gateway-api", gateway=args.gateway,
+                labels=server_selector(server.server)), opts=child)
+
+        self.grpc_endpoint = stable.grpc_endpoint
+        self.rest_endpoint = stable.rest_endpoint
+        self.canary_grpc_endpoint = canary.grpc_endpoint if canary else None
+        self.canary_rest_endpoint = canary.rest_endpoint if canary else None
+        self.register_outputs({"grpc_endpoint": self.grpc_endpoint, "rest_endpoint": self.rest_endpoint,
+                               "canary_grpc_endpoint": self.canary_grpc_endpoint,
+                               "canary_rest_endpoint": self.canary_rest_endpoint})

@@ -7,7 +7,7 @@ protobuf classes from ``tensorflow-serving-api``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 METRICS_PATH = "/monitoring/prometheus/metrics"
@@ -15,6 +15,7 @@ MODELS_DIR = "/models"
 CONFIG_DIR = "/etc/tfserving"
 MODEL_CONFIG_FILE = "models.config"
 MONITORING_CONFIG_FILE = "monitoring.config"
+CANARY_LABEL = "canary"
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,25 @@ class ServedModel:
     versions: tuple[int, ...] = ()
     labels: dict[str, int] = field(default_factory=dict)
     """Version labels (``stable``, ``canary``...) -> version; clients call ``/labels/<label>``."""
+    canary_version: int | None = None
+    """With policy ``specific``: a newer version the canary pods serve besides ``versions``.
+    Ignored when it is already one of ``versions`` (promoted)."""
+
+    @property
+    def canary_active(self) -> bool:
+        return self.canary_version is not None and self.canary_version not in self.versions
+
+    def stable_view(self) -> ServedModel:
+        """What the stable pods load: the configured versions and labels, never the canary."""
+        return replace(self, canary_version=None)
+
+    def canary_view(self) -> ServedModel:
+        """What the canary pods load: the stable versions too (so every label keeps working) plus the
+        canary version, labelled ``canary``; TF Serving answers unlabelled requests from it, the highest."""
+        if not self.canary_active:
+            return self.stable_view()
+        return replace(self, versions=tuple(sorted({*self.versions, self.canary_version})),
+                       labels={**self.labels, CANARY_LABEL: self.canary_version}, canary_version=None)
 
 
 def _quote(text: str) -> str:
@@ -58,6 +78,12 @@ def render_model_config(models: list[ServedModel], models_dir: str = MODELS_DIR)
         lines.append("  }")
     lines.append("}")
     return "\n".join(lines) + "\n"
+
+
+def render_labels(models: list[ServedModel]) -> str:
+    """The version labels alone: TF Serving moves a label only onto a loaded version, so label changes
+    roll the pods (their checksum is a pod annotation) instead of relying on the config poll."""
+    return "\n".join(f"{m.name} {label}={version}" for m in models for label, version in sorted(m.labels.items()))
 
 
 def render_monitoring_config(path: str = METRICS_PATH) -> str:

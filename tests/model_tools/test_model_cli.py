@@ -69,7 +69,8 @@ def test_publish_list_promote_work_without_pulumi_or_tensorflow(tmp_path):
         os.makedirs(sm)
         open(sm + "/saved_model.pb", "wb").write(b"x")
         open({str(tmp_path)!r} + "/Pulumi.ci.yaml", "w").write(
-            "config:\\n  tfserving-platform:models:\\n    digits:\\n      versionPolicy: all\\n")
+            "config:\\n  tfserving-platform:servers:\\n    default:\\n      models:\\n"
+            "        digits:\\n          versionPolicy: all\\n")
         with mock_aws():
             boto3.client("s3").create_bucket(Bucket="ci-bucket")
             for _ in range(2):

@@ -19,7 +19,8 @@ import boto3
 import pytest
 from moto.server import ThreadedMotoServer
 
-from components.serving.model_sync import SYNC_SCRIPT
+from components.serving.model_sync import SYNC_SCRIPT, render_sync_spec
+from components.serving.tfserving_config import ServedModel
 from stacks.config import parse_settings
 from stacks.plan import ROOT
 from stacks.stack_files import load_stack_config
@@ -75,16 +76,18 @@ def test_ship_a_model(tmp_path, s3_env):
                     "--label", "stable", "--bucket-uri", uri, "--pin")
     assert "pulumi up --stack dev" in promoted
     settings = parse_settings(load_stack_config(ROOT / "Pulumi.yaml", stack_file, "dev").config)
-    digits = settings.models["digits"]
+    digits = settings.servers["default"].models["digits"]
     assert digits.labels["stable"] == 2 and 2 in digits.versions
 
     # The serving side: the sync script copies the published versions with the real AWS CLI.
     script = tmp_path / "sync.sh"
     script.write_text(SYNC_SCRIPT)
+    spec = tmp_path / "sync.models"
+    spec.write_text(render_sync_spec([ServedModel("digits", version_policy="all")]))
     synced = tmp_path / "serving-models"
     sync = subprocess.run(["sh", str(script), "once"], capture_output=True, text=True, timeout=300,
                           env={**s3_env, "MODEL_SOURCE_URI": uri, "MODEL_DIR": str(synced),
-                               "MODEL_NAMES": "digits", "TMPDIR": str(tmp_path)})
+                               "MODEL_SPEC_FILE": str(spec), "TMPDIR": str(tmp_path)})
     assert sync.returncode == 0, sync.stderr
     assert sorted(p.name for p in (synced / "digits").iterdir() if not p.name.startswith(".")) == ["1", "2"]
     assert (synced / "digits" / "2" / "assets.extra" / "tf_serving_warmup_requests").exists()

@@ -1,0 +1,251 @@
+"""Typed settings of the serving deployments: models, versions, labels, batching, canary, routing.
+
+A stack runs one or more *servers* (``servers`` map, key = stable name); each is a TF Serving
+Deployment with its own models, resources, node pool, autoscaling and optional canary.
+Cross-server rules (model names unique, pools that exist) live in ``StackSettings``.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Annotated, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from components.model_contract import MODEL_NAME_PATTERN, VERSION_LABEL_PATTERN
+from stacks.settings_base import DNS_LABEL, FieldProblem, Strict, check_cidrs, check_quantity
+
+STABLE_LABEL = "stable"
+CANARY_LABEL = "canary"
+
+
+class Model(Strict):
+    """One model TF Serving loads, keyed by model name in a server's ``models``."""
+
+    version_policy: Literal["latest", "all", "specific"] = Field(
+        "latest", description="Which versions TF Serving loads: the newest N, all, or a list.")
+    latest_versions: int = Field(1, ge=1, le=100, description="N for versionPolicy latest.")
+    versions: list[Annotated[int, Field(ge=1)]] = Field(
+        default_factory=list, description="Versions to load for versionPolicy specific; `stable` "
+                                          "labels the highest unless `labels` sets it.")
+    labels: dict[str, Annotated[int, Field(ge=1)]] = Field(
+        default_factory=dict, description="Version labels (`[a-zA-Z0-9_]+`) -> version, for clients "
+                                          "that pick a version (`/v1/models/<m>/labels/<label>`).")
+    canary_version: int | None = Field(
+        None, ge=1, description="A newer version served by the canary Deployment to the server's "
+                                "canaryWeight share of traffic; a version already in `versions` "
+                                "means promoted (no canary). Needs versionPolicy specific.")
+
+    @model_validator(mode="after")
+    def _policy_and_labels(self) -> Model:
+        if self.version_policy == "specific" and not self.versions:
+            raise FieldProblem("versions", [], "at least one version when versionPolicy is specific")
+        if self.version_policy != "specific" and self.versions:
+            raise FieldProblem("versions", self.versions, "empty unless versionPolicy is specific")
+        if len(set(self.versions)) != len(self.versions):
+            raise FieldProblem("versions", self.versions, "distinct version numbers")
+        for label, version in self.labels.items():
+            if not re.match(VERSION_LABEL_PATTERN, label):
+                raise FieldProblem(f"labels.{label}", label, f"a label name matching {VERSION_LABEL_PATTERN}")
+            if self.version_policy == "latest":
+                raise FieldProblem(f"labels.{label}", version,
+                                   "no labels with versionPolicy latest (TF Serving may only label "
+                                   "loaded versions): use specific or all")
+            if self.version_policy == "specific" and version not in self.versions:
+                raise FieldProblem(f"labels.{label}", version,
+                                   f"one of the loaded versions {sorted(self.versions)}")
+        if self.canary_version is not None:
+            if self.version_policy != "specific":
+                raise FieldProblem("canaryVersion", self.canary_version,
+                                   "unset unless versionPolicy is specific (with latest or all the "
+                                   "stable pods would load the canary version themselves)")
+            if CANARY_LABEL in self.labels and self.canary_active:
+                raise FieldProblem(f"labels.{CANARY_LABEL}", self.labels[CANARY_LABEL],
+                                   "unset while canaryVersion is active: the canary label is managed")
+            if self.canary_active and self.canary_version < max(self.versions):
+                raise FieldProblem("canaryVersion", self.canary_version,
+                                   f"greater than every stable version ({max(self.versions)}), since TF "
+                                   "Serving answers unlabelled requests from its highest version, or one "
+                                   f"of versions {sorted(self.versions)} once promoted")
+        return self
+
+    @property
+    def canary_active(self) -> bool:
+        """A canary version the stable pods do not already serve."""
+        return self.canary_version is not None and self.canary_version not in self.versions
+
+    def stable_labels(self) -> dict[str, int]:
+        """Labels of the stable pods: the configured ones, plus ``stable`` for specific policies."""
+        labels = dict(self.labels)
+        if self.version_policy == "specific":
+            labels.setdefault(STABLE_LABEL, max(self.versions))
+        return labels
+
+
+class Batching(Strict):
+    """Server-side batching (``--enable_batching`` and ``--batching_parameters_file``).
+
+    Unset numbers are derived from the container's CPU request and GPUs following TF Serving's
+    batching guide (tensorflow_serving/batching/README.md).
+    """
+
+    enabled: bool = Field(False, description="Turn on server-side batching.")
+    max_batch_size: int | None = Field(None, ge=1, le=65536,
+                                       description="Largest batch (default 32; tune by measuring).")
+    batch_timeout_micros: int | None = Field(None, ge=0, le=10_000_000,
+                                             description="Wait to fill a batch (default 0 on CPU, "
+                                                         "1000 with GPUs).")
+    max_enqueued_batches: int | None = Field(None, ge=1, le=100_000,
+                                             description="Queue bound (default numBatchThreads: short "
+                                                         "queues behind a load balancer).")
+    num_batch_threads: int | None = Field(None, ge=1, le=1024,
+                                          description="Batches processed in parallel (default the CPU "
+                                                      "request, rounded up).")
+    allowed_batch_sizes: list[Annotated[int, Field(ge=1)]] = Field(
+        default_factory=list, description="Sizes batches are padded to: strictly increasing, the last "
+                                          "equal to maxBatchSize.")
+    pad_variable_length_inputs: bool = Field(False, description="Pad variable-length inputs to batch them.")
+
+    @model_validator(mode="after")
+    def _sizes(self) -> Batching:
+        sizes = self.allowed_batch_sizes
+        if any(b <= a for a, b in zip(sizes, sizes[1:])):
+            raise FieldProblem("allowedBatchSizes", sizes, "strictly increasing sizes")
+        if sizes and self.max_batch_size is not None and sizes[-1] != self.max_batch_size:
+            raise FieldProblem("allowedBatchSizes", sizes,
+                               f"a list ending with maxBatchSize ({self.max_batch_size})")
+        if sizes and self.max_batch_size is None:
+            raise FieldProblem("maxBatchSize", None, f"set to {sizes[-1]}, the last allowedBatchSizes")
+        return self
+
+
+class Server(Strict):
+    """One TF Serving Deployment (plus its canary), keyed by a stable name in ``servers``."""
+
+    models: dict[str, Model] = Field(description="Models to serve, keyed by model name.")
+    node_pool: str = Field("gpu", description="Node pool (key of nodePools) the pods run on.")
+    gpus: int = Field(1, ge=0, le=16, description="GPUs per pod; > 0 runs the `-gpu` image, 0 the CPU image.")
+    gpu_memory_fraction: float | None = Field(
+        None, gt=0, le=1, description="`--per_process_gpu_memory_fraction`; default 0.9 / pods per GPU "
+                                      "on a time-sliced pool, unset otherwise (TF takes all GPU memory).")
+    cpu: str = Field("2", description="CPU request and limit per pod (Kubernetes quantity).")
+    memory: str = Field("4Gi", description="Memory request and limit per pod (Kubernetes quantity).")
+    image: str | None = Field(None, description="Full TF Serving image (mirror or digest); its tag must "
+                                                "contain `-gpu` exactly when gpus > 0. Default "
+                                                "docker.io/tensorflow/serving:<servingImageVersion>[-gpu].")
+    replicas: int = Field(1, ge=1, le=100, description="Minimum pods (the autoscaler's floor).")
+    max_replicas: int = Field(3, ge=1, le=100, description="Maximum pods the autoscaler may reach.")
+    target_requests_per_second: float | None = Field(
+        50, gt=0, description="Per-pod request rate the HPA aims for (Pods metric from "
+                              "prometheus-adapter); null scales on CPU only.")
+    cpu_utilization: int = Field(70, ge=10, le=100, description="Per-pod CPU utilisation (% of request) "
+                                                                "the HPA aims for.")
+    scale_down_stabilization_seconds: int = Field(300, ge=0, le=3600,
+                                                  description="HPA scale-down stabilization window.")
+    batching: Batching = Field(default_factory=Batching, description="Server-side batching.")
+    sync_interval_seconds: int = Field(45, ge=10, le=3600,
+                                       description="How often the sync sidecar lists the bucket "
+                                                   "(each look costs a LIST request).")
+    startup_timeout_seconds: int = Field(600, ge=30, le=7200,
+                                         description="Time allowed for the first model load before "
+                                                     "the pod is restarted.")
+    canary_weight: int = Field(10, ge=1, le=99, description="Percent of unlabelled traffic sent to the "
+                                                            "canary while a model has an active canaryVersion.")
+    canary_replicas: int = Field(1, ge=1, le=20, description="Pods of the canary Deployment.")
+
+    @field_validator("cpu", "memory")
+    @classmethod
+    def _quantity(cls, quantity: str) -> str:
+        return check_quantity(quantity)
+
+    @field_validator("models")
+    @classmethod
+    def _model_names(cls, models: dict[str, Model]) -> dict[str, Model]:
+        if not models:
+            raise ValueError("at least one model")
+        for key in models:
+            if not re.match(MODEL_NAME_PATTERN, key):
+                raise FieldProblem(key, key, "a name of lowercase letters, digits, '-' or '_' "
+                                             "(at most 63, starting and ending alphanumeric)")
+        return models
+
+    @field_validator("image")
+    @classmethod
+    def _image(cls, image: str | None) -> str | None:
+        if image is not None and not re.match(r"^[a-z0-9.-]+(:[0-9]+)?/[a-z0-9._/-]+(:[A-Za-z0-9._-]+)?"
+                                              r"(@sha256:[0-9a-f]{64})?$", image):
+            raise ValueError("an image reference registry/repository:tag[@sha256:digest]")
+        return image
+
+    @model_validator(mode="after")
+    def _server(self) -> Server:
+        if self.max_replicas < self.replicas:
+            raise FieldProblem("maxReplicas", self.max_replicas, f"at least replicas ({self.replicas})")
+        if self.image is not None:
+            tag = self.image.split("@")[0].rsplit("/", 1)[-1].partition(":")[2]
+            if ("-gpu" in tag) != (self.gpus > 0):
+                raise FieldProblem("image", self.image,
+                                   "a tag with -gpu when gpus > 0 and without it when gpus is 0 (the "
+                                   "CPU build cannot use a GPU; the GPU build wastes one otherwise)"
+                                   if tag else "an image with a tag (…:2.18.0 or …:2.18.0-gpu)")
+        if self.gpu_memory_fraction is not None and not self.gpus:
+            raise FieldProblem("gpuMemoryFraction", self.gpu_memory_fraction, "unset when gpus is 0")
+        return self
+
+    @property
+    def has_canary(self) -> bool:
+        return any(m.canary_active for m in self.models.values())
+
+    @property
+    def cpu_cores(self) -> float:
+        return cpu_cores(self.cpu)
+
+
+def cpu_cores(quantity: str) -> float:
+    """Kubernetes CPU quantity in cores: ``"2"`` -> 2.0, ``"500m"`` -> 0.5."""
+    return int(quantity[:-1]) / 1000 if quantity.endswith("m") else float(quantity)
+
+
+def default_gpu_fraction(pods_per_gpu: int) -> float:
+    """Share of GPU memory per TF Serving process when pods share a GPU, with 10% headroom."""
+    return math.floor(90 / pods_per_gpu) / 100
+
+
+class Exposure(Strict):
+    """External access to the REST API through a Gateway API ``Gateway`` with TLS (off by default)."""
+
+    enabled: bool = Field(False, description="Publish the models' REST paths through a Gateway.")
+    gateway_class_name: str = Field("", description="GatewayClass of the installed controller (e.g. "
+                                                    "`amazon-vpc-lattice`, `gke-l7-global-external-managed`).")
+    hostname: str = Field("", description="DNS name clients use.")
+    tls_secret_name: str = Field("", description="Secret (type kubernetes.io/tls) in the serving namespace "
+                                                 "holding the certificate, e.g. from cert-manager.")
+    proxy_namespaces: list[Annotated[str, Field(pattern=DNS_LABEL)]] = Field(
+        default_factory=list, description="Namespaces of the gateway's proxy pods (Envoy Gateway, Istio, "
+                                          "NGINX...), admitted to the REST port by the network policy.")
+    proxy_cidrs: list[str] = Field(default_factory=list, description="Source ranges of a load balancer "
+                                   "outside the cluster (e.g. the VPC CIDR for an ALB in IP mode), admitted "
+                                   "to the REST port.")
+
+    @field_validator("proxy_cidrs")
+    @classmethod
+    def _cidrs(cls, cidrs: list[str]) -> list[str]:
+        return check_cidrs(cidrs)
+
+    @model_validator(mode="after")
+    def _complete(self) -> Exposure:
+        if not self.enabled:
+            return self
+        if not re.match(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$", self.gateway_class_name):
+            raise FieldProblem("gatewayClassName", self.gateway_class_name,
+                               "the name of an installed GatewayClass when enabled")
+        if not re.match(r"^(\*\.)?[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)+$", self.hostname):
+            raise FieldProblem("hostname", self.hostname, "a DNS name such as models.example.com when enabled")
+        if not re.match(DNS_LABEL.replace("{0,61}", "{0,251}"), self.tls_secret_name):
+            raise FieldProblem("tlsSecretName", self.tls_secret_name,
+                               "the name of a kubernetes.io/tls Secret when enabled (TLS is not optional)")
+        return self
+
+
+RouterKind = Literal["gateway-api", "istio", "none"]

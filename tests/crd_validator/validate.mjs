@@ -1,0 +1,25 @@
+// Reads a JSON array of Kubernetes objects on stdin; prints a JSON array with, per object,
+// null (valid) or the schema errors. Unknown kinds are reported, never passed silently.
+import fs from "node:fs";
+import { Gateway } from "@kubernetes-models/gateway-api/gateway.networking.k8s.io/v1/Gateway";
+import { HTTPRoute } from "@kubernetes-models/gateway-api/gateway.networking.k8s.io/v1/HTTPRoute";
+import { VirtualService } from "@kubernetes-models/istio/networking.istio.io/v1/VirtualService";
+
+const MODELS = {
+  "gateway.networking.k8s.io/v1 Gateway": Gateway,
+  "gateway.networking.k8s.io/v1 HTTPRoute": HTTPRoute,
+  "networking.istio.io/v1 VirtualService": VirtualService,
+};
+
+const docs = JSON.parse(fs.readFileSync(0, "utf8"));
+const results = docs.map((doc) => {
+  const Model = MODELS[`${doc.apiVersion} ${doc.kind}`];
+  if (!Model) return `no schema for ${doc.apiVersion} ${doc.kind}`;
+  try {
+    new Model(doc).validate();
+    return null;
+  } catch (err) {
+    return err.message;
+  }
+});
+process.stdout.write(JSON.stringify(results));
