@@ -16,7 +16,7 @@ help:
 	@echo "make plan [STACK=dev]  offline plan: resource tree, $(BUILD)/plan-<stack>.json, manifests"
 	@echo "make test              install test dependencies and tools (scripts/ensure-tools.sh), run pytest"
 	@echo "make tools             install promtool (apt), checkov (.venv-checkov), CRD schemas (npm) if missing"
-	@echo "make docs              print the config reference table for README.md"
+	@echo "make docs              rewrite README's config reference and Pulumi.yaml's config block"
 	@echo "make clean             remove the virtualenvs, tool stamp and build output"
 
 $(VENV)/.runtime: requirements.txt
@@ -46,7 +46,7 @@ test: $(VENV)/.test $(TOOLS)
 	$(PY) -m pytest
 
 docs: $(VENV)/.runtime
-	$(PY) -c "from stacks.reference import reference_markdown; print(reference_markdown())"
+	$(PY) -c "from pathlib import Path; from stacks.reference import write_docs; print(*write_docs(Path('.')))"
 
 clean:
 	rm -rf $(VENV) .venv-checkov .stamps $(BUILD) .pytest_cache tests/crd_validator/node_modules

@@ -3,7 +3,7 @@
 import pulumi
 
 from stacks.config import ConfigError, load_settings
-from stacks.platform import build_aws_platform
+from stacks.platform import build_platform
 
 try:
     settings = load_settings()
@@ -11,5 +11,5 @@ except ConfigError as error:
     # RunError ends the program with this message alone, no traceback, before any resource exists.
     raise pulumi.RunError(str(error)) from None
 
-for key, value in build_aws_platform(settings).items():
+for key, value in build_platform(settings).items():
     pulumi.export(key, value)

@@ -47,3 +47,46 @@ def instance_family(instance_type: str) -> str:
 def is_gpu_instance(instance_type: str) -> bool:
     """True for the NVIDIA x86 families above (g4dn, g5, g6, g6e, p3, p4d, p5, ...)."""
     return instance_family(instance_type) in GPU_FAMILIES
+
+
+class PoolProblem(ValueError):
+    """A node pool value the cloud does not accept: ``field`` is the pool's key (e.g. ``gpusPerNode``)."""
+
+    def __init__(self, field: str, value: object, allowed: str):
+        super().__init__(allowed)
+        self.field, self.value, self.allowed = field, value, allowed
+
+
+def check_aws_pool(pool) -> None:
+    """EC2 rules for one pool (instance types, GPU counts, AMI type); raises :class:`PoolProblem`."""
+    for instance_type in pool.instance_types:
+        if "." not in instance_type:
+            raise PoolProblem("instanceTypes", instance_type, "an EC2 instance type such as m6i.large")
+    gpu_types = [t for t in pool.instance_types if is_gpu_instance(t)]
+    if gpu_types and len(gpu_types) != len(pool.instance_types):
+        raise PoolProblem("instanceTypes", pool.instance_types,
+                          "all GPU or all CPU instance types (the autoscaler needs one node shape)")
+    if gpu_types and pool.gpus_per_node == 0:
+        raise PoolProblem("gpusPerNode", 0, f"at least 1: {gpu_types[0]} is a GPU instance type")
+    if pool.gpus_per_node and not gpu_types:
+        raise PoolProblem("gpusPerNode", pool.gpus_per_node,
+                          f"0 for CPU instance types {pool.instance_types}; GPU families are "
+                          "g4dn, g5, g6, g6e, p3, p3dn, p4d, p4de, p5, p5e, p5en")
+    for instance_type in gpu_types:
+        count = GPU_COUNT.get(instance_type)
+        if count is None:
+            raise PoolProblem("instanceTypes", instance_type,
+                              f"a known GPU instance type: {', '.join(sorted(GPU_COUNT))}")
+        if count != pool.gpus_per_node:
+            raise PoolProblem("gpusPerNode", pool.gpus_per_node, f"{count}, the GPU count of {instance_type}")
+    if pool.ami_type and pool.gpus_per_node and pool.ami_type != GPU_AMI_TYPE:
+        raise PoolProblem("amiType", pool.ami_type, f"{GPU_AMI_TYPE} for a GPU pool")
+    if pool.ami_type and not pool.gpus_per_node and pool.ami_type != CPU_AMI_TYPE:
+        raise PoolProblem("amiType", pool.ami_type, f"{CPU_AMI_TYPE} for a CPU pool")
+    for field in ("acceleratorType", "gpuDriverVersion"):
+        if getattr(pool, _snake(field)) is not None:
+            raise PoolProblem(field, getattr(pool, _snake(field)), "unset on AWS (GKE only)")
+
+
+def _snake(name: str) -> str:
+    return "".join(f"_{c.lower()}" if c.isupper() else c for c in name)

@@ -71,6 +71,10 @@ def plain(value: Any) -> Any:
     return value
 
 
+GCP_PROJECT = "example-project"
+GCP_PROJECT_NUMBER = "123456789012"
+
+
 def _short_hash(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:7]
 
@@ -105,10 +109,25 @@ class PlanMocks(mocks.Mocks):
                          resources=[{"autoscalingGroups": [{"name": f"eks-{physical}"}]}])
         elif token == "aws:ec2/launchTemplate:LaunchTemplate":
             state["latestVersion"] = 1
+        elif token == "gcp:storage/bucket:Bucket":
+            state.setdefault("name", physical)
+            state["url"] = f"gs://{state['name']}"
+        elif token == "gcp:serviceaccount/account:Account":
+            email = f"{state.get('accountId', physical)}@{state.get('project', GCP_PROJECT)}.iam.gserviceaccount.com"
+            state.update(email=email, member=f"serviceAccount:{email}",
+                         name=f"projects/{state.get('project', GCP_PROJECT)}/serviceAccounts/{email}")
+        elif token == "gcp:container/cluster:Cluster":
+            state.update(endpoint=f"203.0.113.{int(_short_hash(name), 16) % 250 + 1}",
+                         masterAuth={**(state.get("masterAuth") or {}), "clusterCaCertificate": "bW9jay1jYQ=="})
+        if token.startswith("gcp:"):
+            state.setdefault("selfLink", f"https://www.googleapis.com/{token.split(':')[1]}/{physical}")
         return f"{physical}-id", state
 
-    def call(self, args: mocks.MockCallArgs) -> tuple[dict, None]:
-        # The program makes no invokes; an unexpected one must fail loudly, not return {}.
+    def call(self, args: mocks.MockCallArgs) -> tuple[dict, list]:
+        # The one invoke the program makes (GCS CMEK); any other must fail loudly, not return {}.
+        if args.token == "gcp:storage/getProjectServiceAccount:getProjectServiceAccount":
+            email = f"service-{GCP_PROJECT_NUMBER}@gs-project-accounts.iam.gserviceaccount.com"
+            return {"emailAddress": email, "member": f"serviceAccount:{email}", "id": email}, []
         raise NotImplementedError(f"the offline plan does not answer invoke {args.token}")
 
 

@@ -4,17 +4,23 @@ from __future__ import annotations
 
 import pulumi
 import pulumi_aws as aws
+import pulumi_gcp as gcp
 
 from components.aws.eks_cluster import EksCluster, EksClusterArgs
-from components.aws.node_group import POOL_LABEL, NodePoolSpec
+from components.aws.node_group import NodePoolSpec
+from components.node_labels import POOL_LABEL
 from components.aws.model_bucket import ModelBucket, ModelBucketArgs, ModelReaderRole, ModelReaderRoleArgs
 from components.aws.network import Vpc, VpcArgs
+from components.gcp.gke_cluster import GkeCluster, GkeClusterArgs, GkeNodePoolSpec
+from components.gcp.model_bucket import GcsModelBucket, GcsModelBucketArgs, GcsModelReader, GcsModelReaderArgs
+from components.gcp.network import GkeNetwork, GkeNetworkArgs
 from components.serving.batching import BatchingConfig, default_batching
 from components.serving.gateway import ServingGateway, ServingGatewayArgs
 from components.serving.model_server import ModelServerArgs
 from components.serving.namespace import ServingNamespace, ServingNamespaceArgs
 from components.serving.tfserving import TfServing, TfServingArgs
 from components.serving.tfserving_config import ServedModel
+from stacks.gcp_catalog import accelerator_of
 from stacks.settings import PROJECT, Server, StackSettings
 
 SERVING_NAME = "tfserving"
@@ -48,6 +54,11 @@ def node_pool_specs(settings: StackSettings) -> dict[str, NodePoolSpec]:
         gpus_per_node=p.gpus_per_node, gpu_time_slicing=p.gpu_time_slicing,
         disk_size_gb=p.disk_size_gb, labels=dict(p.labels),
         taints=[t.model_dump() for t in p.taints]) for name, p in settings.node_pools.items()}
+
+
+def build_platform(settings: StackSettings) -> dict[str, object]:
+    """Register every resource of the stack's cloud; return the stack outputs."""
+    return build_gcp_platform(settings) if settings.cloud == "gcp" else build_aws_platform(settings)
 
 
 def build_aws_platform(settings: StackSettings) -> dict[str, object]:
@@ -130,7 +141,8 @@ def build_servers(settings: StackSettings, namespace: ServingNamespace, models_u
             allowed_pod_labels=dict(settings.allowed_pod_labels),
             proxy_namespaces=list(settings.exposure.proxy_namespaces),
             proxy_cidrs=list(settings.exposure.proxy_cidrs),
-            monitoring_namespace=settings.monitoring_namespace), opts=opts)
+            monitoring_namespace=settings.monitoring_namespace,
+            gke_metadata_server=settings.cloud == "gcp"), opts=opts)
         endpoints[key] = {"grpc": serving.grpc_endpoint, "rest": serving.rest_endpoint}
         if serving.canary_grpc_endpoint is not None:
             endpoints[key] |= {"canaryGrpc": serving.canary_grpc_endpoint, "canaryRest": serving.canary_rest_endpoint}
@@ -138,3 +150,61 @@ def build_servers(settings: StackSettings, namespace: ServingNamespace, models_u
     if gateway is not None:
         result["externalUrl"] = gateway.url
     return result
+
+
+def gke_node_pool_specs(settings: StackSettings) -> dict[str, GkeNodePoolSpec]:
+    return {name: GkeNodePoolSpec(
+        machine_type=p.instance_types[0], spot=p.capacity_type == "SPOT", min_size=p.min_size,
+        desired_size=p.desired_size, max_size=p.max_size, gpus_per_node=p.gpus_per_node,
+        accelerator_type=accelerator_of(p), gpu_driver_version=p.gpu_driver_version or "LATEST",
+        gpu_time_slicing=p.gpu_time_slicing, disk_size_gb=p.disk_size_gb, labels=dict(p.labels),
+        taints=[t.model_dump() for t in p.taints]) for name, p in settings.node_pools.items()}
+
+
+def build_gcp_platform(settings: StackSettings) -> dict[str, object]:
+    """Register every resource of a GCP stack; return the same outputs as AWS (plus the GCP ones)."""
+    labels = {"project": PROJECT, "stack": pulumi.get_stack().lower(), "managed-by": "pulumi"}
+    # An explicit provider: project and region come from validated settings, never the environment.
+    provider = gcp.Provider("gcp", project=settings.gcp_project, region=settings.region, default_labels=labels)
+    gcp_opts = pulumi.ResourceOptions(providers={"gcp": provider})
+
+    network = GkeNetwork("network", GkeNetworkArgs(
+        project=settings.gcp_project, region=settings.region, cidr=settings.vpc_cidr,
+        pod_cidr=settings.pod_cidr, service_cidr=settings.service_cidr), opts=gcp_opts)
+    cluster = GkeCluster("gke", GkeClusterArgs(
+        cluster_name=settings.cluster_name, project=settings.gcp_project, region=settings.region,
+        zones=list(settings.zones), network_id=network.network_id, subnetwork_id=network.subnetwork_id,
+        node_pools=gke_node_pool_specs(settings), regional=settings.regional_cluster,
+        kubernetes_version=settings.kubernetes_version, release_channel=settings.release_channel,
+        endpoint_public_access=settings.endpoint_public_access,
+        authorized_cidrs=list(settings.public_access_cidrs), master_cidr=settings.master_cidr,
+        protect=settings.protect), opts=gcp_opts)
+    bucket = GcsModelBucket("models", GcsModelBucketArgs(
+        project=settings.gcp_project, location=settings.region,
+        noncurrent_version_days=settings.model_bucket_noncurrent_days, kms_key=settings.model_bucket_kms_key,
+        force_destroy=settings.bucket_force_destroy, protect=settings.protect),
+        prefix=settings.model_bucket_prefix, opts=gcp_opts)
+    reader = GcsModelReader("model-reader", GcsModelReaderArgs(
+        project=settings.gcp_project, bucket_name=bucket.bucket_name, workload_pool=cluster.workload_pool,
+        namespace=settings.serving_namespace, service_account=SERVING_NAME,
+        prefix=settings.model_bucket_prefix), opts=gcp_opts)
+
+    serving_opts = pulumi.ResourceOptions(providers={"kubernetes": cluster.provider})
+    namespace = ServingNamespace(SERVING_NAME, ServingNamespaceArgs(
+        name=settings.serving_namespace, service_account=SERVING_NAME,
+        service_account_annotations=reader.service_account_annotations,
+        istio_injection=settings.traffic_router == "istio"), opts=serving_opts)
+    # gcloud finds credentials through the GKE metadata server (Workload Identity); nothing to pass.
+    endpoints = build_servers(settings, namespace, bucket.models_uri, "gs", {}, serving_opts)
+    return {
+        "cloud": "gcp",
+        "region": settings.region,
+        "clusterName": cluster.cluster_name,
+        "kubeconfig": cluster.kubeconfig,
+        "modelBucket": bucket.bucket_name,
+        "modelsUri": bucket.models_uri,
+        "modelReaderServiceAccount": reader.email,
+        "servingNamespace": namespace.namespace,
+        "servingEndpoints": endpoints["servers"],
+        **({"externalUrl": endpoints["externalUrl"]} if "externalUrl" in endpoints else {}),
+    }

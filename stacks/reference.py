@@ -92,3 +92,34 @@ def reference_markdown() -> str:
         "A server's `batching`:", markdown_table(Batching),
         "`exposure`:", markdown_table(Exposure),
     ])
+
+
+README_START = "Top-level keys (namespace `tfserving-platform:`):"
+README_END = "Cross-field rules:"
+
+
+def pulumi_yaml_config() -> dict[str, dict]:
+    """The ``config:`` block of Pulumi.yaml: every key with type, description and default."""
+    block: dict[str, dict] = {}
+    for key in config_keys():
+        if key.pulumi_type is None:  # objects: Pulumi has no object type, only `value:`
+            block[key.key] = {"value": key.default}
+            continue
+        decl: dict = {"type": key.pulumi_type, "description": key.description, "default": key.default}
+        if key.pulumi_type == "array":
+            decl["items"] = {"type": key.item_type}
+        block[key.key] = decl
+    return block
+
+
+def write_docs(root) -> list[str]:
+    """Rewrite README's reference section and Pulumi.yaml's config block from the settings."""
+    import yaml
+
+    readme, project = root / "README.md", root / "Pulumi.yaml"
+    text = readme.read_text()
+    start, end = text.index(README_START), text.index(README_END)
+    readme.write_text(text[:start] + reference_markdown() + "\n\n" + text[end:])
+    head = project.read_text().partition("\nconfig:\n")[0]
+    project.write_text(head + "\n" + yaml.safe_dump({"config": pulumi_yaml_config()}, sort_keys=False, width=110))
+    return [str(readme), str(project)]

@@ -19,14 +19,15 @@ from components.model_contract import DEFAULT_MODELS_PREFIX, MODEL_NAME_PATTERN
 from stacks.aws_catalog import (
     CPU_AMI_TYPE,
     GPU_AMI_TYPE,
-    GPU_COUNT,
     LOG_RETENTION_DAYS,
     AmiType,
     CapacityType,
     ClusterLogType,
+    PoolProblem,
     TaintEffect,
-    is_gpu_instance,
+    check_aws_pool,
 )
+from stacks.gcp_catalog import check_gcp_pool
 
 from stacks.serving_settings import Exposure, Model, RouterKind, Server, default_gpu_fraction
 from stacks.settings_base import DNS_LABEL, FieldProblem, Strict, check_cidrs, check_labels
@@ -34,6 +35,9 @@ from stacks.settings_base import DNS_LABEL, FieldProblem, Strict, check_cidrs, c
 __all__ = ["PROJECT", "FieldProblem", "Model", "NodePool", "Server", "StackSettings", "Taint"]
 
 PROJECT = "tfserving-platform"
+GCP_ONLY_KEYS = ("gcp_project", "regional_cluster", "release_channel", "pod_cidr", "service_cidr", "master_cidr",
+                 "model_bucket_kms_key")
+AWS_ONLY_KEYS = ("cluster_admin_arns", "cluster_log_types", "cluster_log_retention_days", "single_nat_gateway")
 """The Pulumi project name, which is also the config namespace."""
 
 
@@ -48,8 +52,9 @@ class Taint(Strict):
 class NodePool(Strict):
     """One managed node group (EKS), keyed by its stable name in ``nodePools``."""
 
-    instance_types: list[Annotated[str, Field(pattern=r"^[a-z][a-z0-9-]*\.[a-z0-9-]+$")]] = Field(
-        min_length=1, description="EC2 instance types; several types widen spot capacity.")
+    instance_types: list[Annotated[str, Field(pattern=r"^[a-z][a-z0-9.-]*$")]] = Field(
+        min_length=1, description="EC2 instance types (several widen spot capacity), or on GKE exactly one "
+                                  "machine type.")
     capacity_type: CapacityType = Field("ON_DEMAND", description="ON_DEMAND or SPOT.")
     min_size: int = Field(1, ge=0, le=1000, description="Minimum nodes (0 lets a GPU pool scale to zero).")
     desired_size: int = Field(1, ge=0, le=1000, description="Nodes at creation (then owned by the autoscaler).")
@@ -60,6 +65,10 @@ class NodePool(Strict):
     disk_size_gb: int = Field(100, ge=20, le=16384, description="Root volume size in GiB (images and models).")
     ami_type: AmiType | None = Field(None, description="Defaults to AL2023_x86_64_NVIDIA for GPU pools, "
                                                        "AL2023_x86_64_STANDARD otherwise.")
+    accelerator_type: str | None = Field(None, description="GKE: GPU type on N1 machines (nvidia-tesla-t4, "
+                                                           "...); G2/A2/A3 machines imply theirs.")
+    gpu_driver_version: Literal["LATEST", "DEFAULT", "INSTALLATION_DISABLED"] | None = Field(
+        None, description="GKE: GPU driver GKE installs (default LATEST on GPU pools).")
     labels: dict[str, str] = Field(default_factory=dict, description="Extra Kubernetes node labels.")
     taints: list[Taint] = Field(default_factory=list, description="Extra taints (GPU pools always get "
                                                                   "nvidia.com/gpu=true:NO_SCHEDULE).")
@@ -76,28 +85,6 @@ class NodePool(Strict):
         if not self.min_size <= self.desired_size <= self.max_size:
             raise FieldProblem("desiredSize", self.desired_size,
                                f"between minSize ({self.min_size}) and maxSize ({self.max_size})")
-        gpu_types = [t for t in self.instance_types if is_gpu_instance(t)]
-        if gpu_types and len(gpu_types) != len(self.instance_types):
-            raise FieldProblem("instanceTypes", self.instance_types,
-                               "all GPU or all CPU instance types (the autoscaler needs one node shape)")
-        if gpu_types and self.gpus_per_node == 0:
-            raise FieldProblem("gpusPerNode", 0, f"at least 1: {gpu_types[0]} is a GPU instance type")
-        if self.gpus_per_node and not gpu_types:
-            raise FieldProblem("gpusPerNode", self.gpus_per_node,
-                               f"0 for CPU instance types {self.instance_types}; GPU families are "
-                               "g4dn, g5, g6, g6e, p3, p3dn, p4d, p4de, p5, p5e, p5en")
-        for instance_type in gpu_types:
-            count = GPU_COUNT.get(instance_type)
-            if count is None:
-                raise FieldProblem("instanceTypes", instance_type,
-                                   f"a known GPU instance type: {', '.join(sorted(GPU_COUNT))}")
-            if count != self.gpus_per_node:
-                raise FieldProblem("gpusPerNode", self.gpus_per_node,
-                                   f"{count}, the GPU count of {instance_type}")
-        if self.ami_type and self.gpus_per_node and self.ami_type != GPU_AMI_TYPE:
-            raise FieldProblem("amiType", self.ami_type, f"{GPU_AMI_TYPE} for a GPU pool")
-        if self.ami_type and not self.gpus_per_node and self.ami_type != CPU_AMI_TYPE:
-            raise FieldProblem("amiType", self.ami_type, f"{CPU_AMI_TYPE} for a CPU pool")
         return self
 
     @property
@@ -112,11 +99,22 @@ class NodePool(Strict):
 class StackSettings(Strict):
     """Everything one stack can configure. Config key = field alias (camelCase)."""
 
-    cloud: Literal["aws"] = Field("aws", description="Cloud to deploy to (`aws`; `gcp` is planned).")
-    region: str = Field("us-east-1", pattern=r"^[a-z]{2}(-gov)?-[a-z]+-[0-9]$",
-                        description="AWS region of every resource.")
-    zones: list[str] = Field(["us-east-1a", "us-east-1b"], min_length=2, max_length=6,
-                             description="Availability zones for subnets and nodes (EKS needs two or more).")
+    cloud: Literal["aws", "gcp"] = Field("aws", description="Cloud to deploy to: `aws` (EKS, S3) or `gcp` "
+                                                            "(GKE, GCS).")
+    region: str = Field("us-east-1", pattern=r"^[a-z]+(-[a-z]+)+-?[0-9]+$",
+                        description="Region of every resource (us-east-1 on AWS, us-central1 on GCP).")
+    zones: list[str] = Field(["us-east-1a", "us-east-1b"], min_length=1, max_length=6,
+                             description="Zones for subnets and nodes (EKS needs two or more; GKE one or more).")
+    gcp_project: str = Field("", description="GCP: project ID every resource is created in (required on gcp).")
+    regional_cluster: bool = Field(True, description="GCP: regional control plane and nodes in every zone; "
+                                                     "false makes a cheaper zonal cluster in zones[0] (dev).")
+    release_channel: Literal["RAPID", "REGULAR", "STABLE"] = Field(
+        "REGULAR", description="GCP: GKE release channel (GKE upgrades the cluster within it).")
+    pod_cidr: str = Field("10.16.0.0/14", description="GCP: secondary range of the subnetwork for pods.")
+    service_cidr: str = Field("10.20.0.0/20", description="GCP: secondary range of the subnetwork for services.")
+    master_cidr: str = Field("172.16.0.0/28", description="GCP: /28 range of the private control plane.")
+    model_bucket_kms_key: str = Field("", description="GCP: Cloud KMS key (projects/.../cryptoKeys/...) for the "
+                                                      "model bucket (CMEK); empty uses Google-managed keys.")
     cluster_name: str = Field("tfserving", pattern=r"^[a-zA-Z][a-zA-Z0-9-]{0,99}$",
                               description="EKS cluster name (unique per account and region).")
     kubernetes_version: str = Field("1.33", pattern=r"^1\.[0-9]{2}$",
@@ -180,6 +178,15 @@ class StackSettings(Strict):
             raise ValueError(f"one of CloudWatch's retention periods {list(LOG_RETENTION_DAYS)}")
         return days
 
+    @field_validator("pod_cidr", "service_cidr", "master_cidr")
+    @classmethod
+    def _gke_cidr(cls, cidr: str) -> str:
+        try:
+            ipaddress.IPv4Network(cidr)
+        except ValueError:
+            raise ValueError("an IPv4 network such as 10.16.0.0/14") from None
+        return cidr
+
     @field_validator("vpc_cidr")
     @classmethod
     def _vpc_cidr(cls, cidr: str) -> str:
@@ -217,9 +224,7 @@ class StackSettings(Strict):
 
     @model_validator(mode="after")
     def _cross_fields(self) -> StackSettings:
-        for zone in self.zones:
-            if not re.match(rf"^{re.escape(self.region)}[a-z]$", zone):
-                raise FieldProblem("zones", zone, f"a zone of region {self.region} such as {self.region}a")
+        self._check_cloud()
         if len(set(self.zones)) != len(self.zones):
             raise FieldProblem("zones", self.zones, "distinct zones")
         if "system" not in self.node_pools:
@@ -234,6 +239,56 @@ class StackSettings(Strict):
             raise FieldProblem("publicAccessCidrs", self.public_access_cidrs,
                                "left unset when endpointPublicAccess is false")
         return self
+
+    def _check_cloud(self) -> None:
+        aws = self.cloud == "aws"
+        region = r"^[a-z]{2}(-gov)?-[a-z]+-[0-9]$" if aws else r"^[a-z]+-[a-z]+[0-9]+$"
+        if not re.match(region, self.region):
+            raise FieldProblem("region", self.region, "an AWS region such as us-east-1" if aws
+                               else "a GCP region such as us-central1")
+        sep = "" if aws else "-"
+        for zone in self.zones:
+            if not re.match(rf"^{re.escape(self.region)}{sep}[a-z]$", zone):
+                raise FieldProblem("zones", zone, f"a zone of region {self.region} such as {self.region}{sep}a")
+        if aws and len(self.zones) < 2:
+            raise FieldProblem("zones", self.zones, "at least 2 zones (EKS needs subnets in two)")
+        if not aws and not re.match(r"^[a-z][a-z0-9-]{4,28}[a-z0-9]$", self.gcp_project):
+            raise FieldProblem("gcpProject", self.gcp_project, "a GCP project ID (6-30 lowercase letters, digits, "
+                                                               "'-') when cloud is gcp")
+        if not aws and self.model_bucket_kms_key and not re.match(
+                r"^projects/[^/]+/locations/[^/]+/keyRings/[^/]+/cryptoKeys/[^/]+$", self.model_bucket_kms_key):
+            raise FieldProblem("modelBucketKmsKey", self.model_bucket_kms_key,
+                               "projects/<p>/locations/<l>/keyRings/<r>/cryptoKeys/<k>")
+        self._check_cloud_only_keys(aws)
+        if not aws:
+            self._check_gke_ranges()
+        check_pool = check_aws_pool if aws else check_gcp_pool
+        for name, pool in self.node_pools.items():
+            try:
+                check_pool(pool)
+            except PoolProblem as problem:
+                raise FieldProblem(f"nodePools.{name}.{problem.field}", problem.value, problem.allowed) from None
+
+    def _check_cloud_only_keys(self, aws: bool) -> None:
+        """A key of the other cloud set to anything but its default is a mistake, not a no-op."""
+        other = GCP_ONLY_KEYS if aws else AWS_ONLY_KEYS
+        for name in other:
+            value, default = getattr(self, name), type(self).model_fields[name].get_default(call_default_factory=True)
+            if value != default:
+                field = type(self).model_fields[name].alias
+                raise FieldProblem(field, value, f"unset on {'AWS' if aws else 'GCP'} ({'GCP' if aws else 'AWS'} only)")
+
+    def _check_gke_ranges(self) -> None:
+        ranges = {"vpcCidr": self.vpc_cidr, "podCidr": self.pod_cidr, "serviceCidr": self.service_cidr,
+                  "masterCidr": self.master_cidr}
+        if ipaddress.IPv4Network(self.master_cidr).prefixlen != 28:
+            raise FieldProblem("masterCidr", self.master_cidr, "a /28 range (GKE's private control plane)")
+        nets = {key: ipaddress.IPv4Network(cidr) for key, cidr in ranges.items()}
+        keys = list(nets)
+        for i, a in enumerate(keys):
+            for b in keys[i + 1:]:
+                if nets[a].overlaps(nets[b]):
+                    raise FieldProblem(b, ranges[b], f"a range not overlapping {a} ({ranges[a]})")
 
     def _check_servers(self) -> None:
         if not self.servers:

@@ -23,6 +23,11 @@ def prod() -> Recording:
     return plan_stack("prod")
 
 
+@pytest.fixture(scope="session")
+def gke() -> Recording:
+    return plan_stack("gke-dev")
+
+
 def stack_file_with(tmp_path: Path, base: str = "dev", **overrides: object) -> Path:
     """A copy of ``Pulumi.<base>.yaml`` with some project keys replaced (key without namespace)."""
     data = yaml.safe_load((ROOT / f"Pulumi.{base}.yaml").read_text())

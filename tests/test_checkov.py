@@ -24,7 +24,7 @@ from stacks.plan import ROOT
 
 CHECKOV = ROOT / ".venv-checkov" / "bin" / "checkov"
 CONFIG = ROOT / ".checkov.yaml"
-STACKS = ["dev", "prod"]
+STACKS = ["dev", "prod", "gke-dev"]
 # checkov 3.3 runs about 88 checks on a Deployment (the TF Serving one passes 87): fewer passed
 # than this means checkov did not really evaluate it.
 MIN_PASSED_PER_DEPLOYMENT = 50

@@ -47,7 +47,7 @@ def test_readme_reference_is_current():
 
 def test_stack_files_set_only_known_keys():
     known = {k.key for k in config_keys()}
-    for stack in ("dev", "prod"):
+    for stack in ("dev", "prod", "gke-dev"):
         data = yaml.safe_load((ROOT / f"Pulumi.{stack}.yaml").read_text())["config"]
         ours = {k.split(":", 1)[1] for k in data if k.startswith(f"{PROJECT}:")}
         assert ours <= known, (stack, ours - known)

@@ -13,7 +13,7 @@ from tests.crd_validation import CRD_KINDS, validate_custom_resources
 K8S_VERSION = StackSettings.model_fields["kubernetes_version"].default + ".0"
 
 
-@pytest.fixture(scope="module", params=["dev", "prod"])
+@pytest.fixture(scope="module", params=["dev", "prod", "gke-dev"])
 def manifests(request) -> list[dict]:
     objects = [r.inputs for r in kubernetes_objects(plan_stack(request.param))]
     assert len(objects) >= 9

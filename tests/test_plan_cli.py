@@ -31,11 +31,10 @@ def dev_cli(tmp_path_factory) -> tuple[subprocess.CompletedProcess, Path]:
 def test_plan_prints_the_tree_and_count(dev_cli):
     result, _ = dev_cli
     assert result.returncode == 0, result.stderr
-    for expected in ("aws:eks/cluster:Cluster  eks-cluster", "aws:eks/nodeGroup:NodeGroup  eks-gpu",
-                     "aws:eks/nodeGroup:NodeGroup  eks-system", "aws:s3/bucket:Bucket  models",
-                     "kubernetes:apps/v1:Deployment  tfserving-default-deployment",
-                     "kubernetes:core/v1:Service  tfserving-default-service"):
-        assert expected in result.stdout
+    assert_lists(result.stdout, "aws:eks/cluster:Cluster  eks-cluster", "aws:eks/nodeGroup:NodeGroup  eks-gpu",
+                 "aws:eks/nodeGroup:NodeGroup  eks-system", "aws:s3/bucket:Bucket  models",
+                 "kubernetes:apps/v1:Deployment  tfserving-default-deployment",
+                 "kubernetes:core/v1:Service  tfserving-default-service")
     assert " to create: " in result.stdout
     assert "kubeconfig: [secret]" in result.stdout
 
@@ -93,3 +92,18 @@ def test_bad_config_registers_nothing(tmp_path: Path):
     with pytest.raises(pulumi.RunError, match=r"nodePools\.system\.minSize = 3"):
         run_program(ROOT / "__main__.py", "dev", cfg.project, cfg.config, cfg.secret_keys, into=recording)
     assert recording.resources == []
+
+
+def test_gke_plan_lists_network_cluster_gpu_pool_bucket_and_binding():
+    result = plan("--stack", "gke-dev")
+    assert result.returncode == 0, result.stderr
+    assert_lists(result.stdout, "gcp:compute/network:Network  network-vpc", "gcp:container/cluster:Cluster  gke-cluster",
+                 "gcp:container/nodePool:NodePool  gke-gpu", "gcp:storage/bucket:Bucket  models",
+                 "gcp:serviceaccount/iAMMember:IAMMember  model-reader-workload-identity",
+                 "kubernetes:apps/v1:Deployment  tfserving-default-deployment")
+    assert "modelsUri: gs://" in result.stdout
+
+
+def assert_lists(stdout: str, *lines: str) -> None:
+    missing = [line for line in lines if line not in stdout]
+    assert not missing, missing

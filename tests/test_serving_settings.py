@@ -110,8 +110,8 @@ def test_bad_serving_config_names_key_value_and_allowed(config, key, value, allo
     assert_config_error(config, key, value, allowed)
 
 
-def test_dev_and_prod_run_several_models_with_batching_and_a_canary():
-    for stack in ("dev", "prod"):
+def test_every_stack_runs_several_models_with_batching_and_a_canary():
+    for stack in ("dev", "prod", "gke-dev"):
         settings = parse_settings(stack_raw(stack))
         default = settings.servers["default"]
         assert len(default.models) >= 2, stack

@@ -17,9 +17,12 @@ from stacks.plan import to_json
 SNAPSHOTS = Path(__file__).parent / "snapshots"
 
 
-@pytest.mark.parametrize("stack", ["dev", "prod"])
+FIXTURES = {"dev": "dev", "prod": "prod", "gke-dev": "gke"}
+
+
+@pytest.mark.parametrize("stack", list(FIXTURES))
 def test_plan_matches_snapshot(stack, request):
-    current = to_json(request.getfixturevalue(stack))
+    current = to_json(request.getfixturevalue(FIXTURES[stack]))
     path = SNAPSHOTS / f"plan-{stack}.json"
     if os.environ.get("UPDATE_SNAPSHOTS") == "1":
         path.write_text(json.dumps(current, indent=1, sort_keys=True) + "\n")

@@ -8,8 +8,10 @@ from dataclasses import dataclass, field
 import pulumi
 import pulumi_aws as aws
 
-POOL_LABEL = "tfplatform.io/node-pool"
-"""Node label carrying the pool's key; workloads select pools with it."""
+from components.node_labels import POOL_LABEL
+
+__all__ = ["POOL_LABEL", "ManagedNodeGroup", "NodeGroupArgs", "NodePoolSpec"]
+
 GPU_TAINT_KEY = "nvidia.com/gpu"
 GPU_RESOURCE = "nvidia.com/gpu"
 DEVICE_PLUGIN_CONFIG_LABEL = "nvidia.com/device-plugin.config"

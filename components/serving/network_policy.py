@@ -11,6 +11,7 @@ from components.serving.model_server import GRPC_PORT, REST_PORT
 
 # Instance metadata: pods must get cloud credentials from IRSA / Workload Identity, never the node's.
 METADATA_CIDR = "169.254.169.254/32"
+GKE_DPV2_METADATA_CIDR = "169.254.169.252/32"
 ISTIOD_XDS_PORT = 15012
 
 
@@ -33,6 +34,9 @@ class ServingNetworkPolicyArgs:
     """Namespace allowed to scrape the REST port's metrics path."""
     istio: bool = False
     """Sidecars need istiod (xDS on 15012) to start."""
+    gke_metadata_server: bool = False
+    """GKE Workload Identity: credentials come from the GKE metadata server at 169.254.169.254:80
+    (with Dataplane V2 also 169.254.169.252:988), so that address is allowed instead of blocked."""
 
 
 def namespaces_peer(names: list[str], pod_labels: dict[str, str] | None = None) -> dict:
@@ -72,6 +76,12 @@ class ServingNetworkPolicy(pulumi.ComponentResource):
             {"to": [{"ipBlock": {"cidr": "0.0.0.0/0", "except": [METADATA_CIDR]}}],
              "ports": [{"protocol": "TCP", "port": 443}]},
         ]
+        if args.gke_metadata_server:
+            # https://cloud.google.com/kubernetes-engine/docs/how-to/workload-identity#network-policy
+            egress.append({"to": [{"ipBlock": {"cidr": METADATA_CIDR}}],
+                           "ports": [{"protocol": "TCP", "port": 80}]})
+            egress.append({"to": [{"ipBlock": {"cidr": GKE_DPV2_METADATA_CIDR}}],
+                           "ports": [{"protocol": "TCP", "port": 988}]})
         if args.istio:
             egress.append({"to": [namespaces_peer(["istio-system"])],
                            "ports": [{"protocol": "TCP", "port": ISTIOD_XDS_PORT}]})

@@ -34,6 +34,8 @@ class TfServingArgs:
     proxy_namespaces: list[str] = field(default_factory=list)
     proxy_cidrs: list[str] = field(default_factory=list)
     monitoring_namespace: str | None = "monitoring"
+    gke_metadata_server: bool = False
+    """Allow the GKE metadata server (Workload Identity credentials) in the network policy."""
 
 
 class TfServing(pulumi.ComponentResource):
@@ -75,7 +77,8 @@ class TfServing(pulumi.ComponentResource):
             allowed_namespaces=args.allowed_namespaces, allowed_pod_labels=args.allowed_pod_labels,
             proxy_namespaces=args.proxy_namespaces if args.gateway else [],
             proxy_cidrs=args.proxy_cidrs if args.gateway else [],
-            monitoring_namespace=args.monitoring_namespace, istio=args.router == "istio"), opts=child)
+            monitoring_namespace=args.monitoring_namespace, istio=args.router == "istio",
+            gke_metadata_server=args.gke_metadata_server), opts=child)
         if canary is not None or args.gateway is not None:
             ServingRoute(name, ServingRouteArgs(
                 namespace=server.namespace, models=server.models, stable_service=stable.service_name,

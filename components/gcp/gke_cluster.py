@@ -1,0 +1,205 @@
+"""A private GKE cluster with CPU and GPU node pools, Workload Identity and Dataplane V2."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+
+import pulumi
+import pulumi_gcp as gcp
+import pulumi_kubernetes as k8s
+
+from components.gcp.network import PODS_RANGE, SERVICES_RANGE
+from components.node_labels import POOL_LABEL
+
+# What nodes need and nothing more (the default compute service account is project Editor):
+# https://cloud.google.com/kubernetes-engine/docs/how-to/hardening-your-cluster#use_least_privilege_sa
+NODE_ROLES = ("roles/logging.logWriter", "roles/monitoring.metricWriter", "roles/monitoring.viewer",
+              "roles/stackdriver.resourceMetadata.writer", "roles/autoscaling.metricsWriter",
+              "roles/artifactregistry.reader")
+
+
+@dataclass(frozen=True)
+class GkeNodePoolSpec:
+    """One GKE node pool, keyed by its stable name (the same shape as the EKS pools)."""
+
+    machine_type: str
+    spot: bool = False
+    min_size: int = 1
+    """Total minimum nodes across the pool's zones (0 lets a GPU pool scale to zero)."""
+    desired_size: int = 1
+    """Total nodes at creation, spread over the zones (GKE's initial count is per zone)."""
+    max_size: int = 3
+    gpus_per_node: int = 0
+    accelerator_type: str | None = None
+    """``nvidia-l4``, ``nvidia-tesla-t4``, ``nvidia-tesla-a100``, ``nvidia-h100-80gb``, ..."""
+    gpu_driver_version: str = "LATEST"
+    """GKE installs this driver (``LATEST`` or ``DEFAULT``); GKE also runs the device plugin."""
+    gpu_time_slicing: int = 1
+    """> 1: GKE time-shares each GPU among that many pods."""
+    disk_size_gb: int = 100
+    labels: dict[str, str] = field(default_factory=dict)
+    taints: list[dict[str, str]] = field(default_factory=list)
+    """``{key, value, effect}`` with GKE effects (``NO_SCHEDULE``, ...). GKE adds
+    ``nvidia.com/gpu=present:NoSchedule`` to GPU nodes itself."""
+
+
+@dataclass(frozen=True)
+class GkeClusterArgs:
+    """Inputs of :class:`GkeCluster`."""
+
+    cluster_name: str
+    project: str
+    region: str
+    zones: list[str]
+    network_id: pulumi.Input[str]
+    subnetwork_id: pulumi.Input[str]
+    node_pools: dict[str, GkeNodePoolSpec]
+    regional: bool = True
+    """Regional control plane (three replicas) and nodes in every zone; False: zonal in ``zones[0]``."""
+    kubernetes_version: str | None = None
+    """Minimum control-plane version (the release channel upgrades beyond it)."""
+    release_channel: str = "REGULAR"
+    endpoint_public_access: bool = True
+    """Public control-plane endpoint (restricted to ``authorized_cidrs``); nodes are private anyway."""
+    authorized_cidrs: list[str] = field(default_factory=lambda: ["0.0.0.0/0"])
+    master_cidr: str = "172.16.0.0/28"
+    protect: bool = False
+    """Deletion protection on the cluster and Pulumi ``protect``."""
+    labels: dict[str, str] = field(default_factory=dict)
+
+
+def kubeconfig_for(name: str, endpoint: str, ca_data: str) -> str:
+    """A kubeconfig that authenticates with ``gke-gcloud-auth-plugin`` (no static credentials)."""
+    return json.dumps({
+        "apiVersion": "v1", "kind": "Config", "current-context": name,
+        "clusters": [{"name": name, "cluster": {"server": f"https://{endpoint}",
+                                                "certificate-authority-data": ca_data}}],
+        "contexts": [{"name": name, "context": {"cluster": name, "user": name}}],
+        "users": [{"name": name, "user": {"exec": {
+            "apiVersion": "client.authentication.k8s.io/v1beta1", "command": "gke-gcloud-auth-plugin",
+            "provideClusterInfo": True,
+            "installHint": "gcloud components install gke-gcloud-auth-plugin"}}}],
+    })
+
+
+class GkeCluster(pulumi.ComponentResource):
+    """Creates: a node ``ServiceAccount`` with the least roles nodes need (one ``IAMMember`` per role),
+    a ``Cluster`` (default pool removed, release channel, Workload Identity, Dataplane V2 for network
+    policy, private nodes, shielded nodes, authorized networks, Gateway API CRDs, deletion protection
+    when protected), one ``NodePool`` per spec (autoscaling, spot, GPUs with driver installation and
+    optional time-sharing, Workload Identity metadata server, secure boot), a secret kubeconfig and a
+    Kubernetes ``Provider``.
+    """
+
+    cluster_name: pulumi.Output[str]
+    endpoint: pulumi.Output[str]
+    kubeconfig: pulumi.Output[str]
+    workload_pool: str
+    provider: k8s.Provider
+    node_pools: dict[str, gcp.container.NodePool]
+
+    def __init__(self, name: str, args: GkeClusterArgs, opts: pulumi.ResourceOptions | None = None):
+        super().__init__("tfplatform:gcp:GkeCluster", name, None, opts)
+        if "system" not in args.node_pools:
+            raise ValueError(f"GkeCluster {name}: a 'system' node pool is required")
+        child = pulumi.ResourceOptions(parent=self)
+        protected = pulumi.ResourceOptions(parent=self, protect=args.protect)
+        self.workload_pool = f"{args.project}.svc.id.goog"
+        location = args.region if args.regional else args.zones[0]
+
+        node_sa = gcp.serviceaccount.Account(
+            f"{name}-nodes", project=args.project, account_id=f"{args.cluster_name}-nodes"[:30],
+            display_name=f"GKE nodes of {args.cluster_name}", opts=child)
+        for role in NODE_ROLES:
+            gcp.projects.IAMMember(f"{name}-nodes-{role.split('/')[1].replace('.', '-')}", project=args.project,
+                                   role=role, member=node_sa.member, opts=child)
+
+        cluster = gcp.container.Cluster(
+            f"{name}-cluster", name=args.cluster_name, project=args.project, location=location,
+            node_locations=args.zones if args.regional else ([z for z in args.zones if z != location] or None),
+            # Node pools are managed below; the default one only exists while the cluster is created.
+            remove_default_node_pool=True, initial_node_count=1,
+            network=args.network_id, subnetwork=args.subnetwork_id, networking_mode="VPC_NATIVE",
+            ip_allocation_policy=gcp.container.ClusterIpAllocationPolicyArgs(
+                cluster_secondary_range_name=PODS_RANGE, services_secondary_range_name=SERVICES_RANGE),
+            release_channel=gcp.container.ClusterReleaseChannelArgs(channel=args.release_channel),
+            min_master_version=args.kubernetes_version,
+            workload_identity_config=gcp.container.ClusterWorkloadIdentityConfigArgs(
+                workload_pool=self.workload_pool),
+            # Dataplane V2 (Cilium) enforces NetworkPolicy; without it GKE ignores them.
+            datapath_provider="ADVANCED_DATAPATH",
+            private_cluster_config=gcp.container.ClusterPrivateClusterConfigArgs(
+                enable_private_nodes=True, enable_private_endpoint=not args.endpoint_public_access,
+                master_ipv4_cidr_block=args.master_cidr),
+            master_authorized_networks_config=gcp.container.ClusterMasterAuthorizedNetworksConfigArgs(
+                cidr_blocks=[gcp.container.ClusterMasterAuthorizedNetworksConfigCidrBlockArgs(
+                    cidr_block=cidr, display_name=f"authorized-{i}") for i, cidr in enumerate(args.authorized_cidrs)]),
+            master_auth=gcp.container.ClusterMasterAuthArgs(
+                client_certificate_config=gcp.container.ClusterMasterAuthClientCertificateConfigArgs(
+                    issue_client_certificate=False)),
+            enable_shielded_nodes=True,
+            enable_legacy_abac=False,
+            # GKE installs and upgrades the Gateway API CRDs the canary routes use.
+            gateway_api_config=gcp.container.ClusterGatewayApiConfigArgs(channel="CHANNEL_STANDARD"),
+            logging_config=gcp.container.ClusterLoggingConfigArgs(
+                enable_components=["SYSTEM_COMPONENTS", "WORKLOADS", "APISERVER"]),
+            node_config=gcp.container.ClusterNodeConfigArgs(
+                service_account=node_sa.email, oauth_scopes=["https://www.googleapis.com/auth/cloud-platform"],
+                workload_metadata_config=gcp.container.ClusterNodeConfigWorkloadMetadataConfigArgs(mode="GKE_METADATA"),
+                shielded_instance_config=gcp.container.ClusterNodeConfigShieldedInstanceConfigArgs(
+                    enable_secure_boot=True, enable_integrity_monitoring=True)),
+            resource_labels=args.labels, deletion_protection=args.protect, opts=protected)
+
+        zone_count = len(args.zones) if args.regional else 1
+        self.node_pools = {}
+        for pool, spec in args.node_pools.items():
+            self.node_pools[pool] = self._node_pool(name, pool, spec, args, cluster, node_sa, zone_count)
+
+        self.cluster_name = cluster.name
+        self.endpoint = cluster.endpoint
+        self.kubeconfig = pulumi.Output.secret(pulumi.Output.all(cluster.name, cluster.endpoint,
+                                                                 cluster.master_auth.cluster_ca_certificate).apply(
+            lambda a: kubeconfig_for(a[0], a[1], a[2])))
+        # ConfigMaps are updated in place: TF Serving re-reads its mounted model config.
+        self.provider = k8s.Provider(f"{name}-k8s", kubeconfig=self.kubeconfig, enable_config_map_mutable=True,
+                                     opts=pulumi.ResourceOptions(parent=self, depends_on=list(self.node_pools.values())))
+        self.register_outputs({"cluster_name": self.cluster_name, "endpoint": self.endpoint,
+                               "kubeconfig": self.kubeconfig})
+
+    def _node_pool(self, name: str, pool: str, spec: GkeNodePoolSpec, args: GkeClusterArgs,
+                   cluster: gcp.container.Cluster, node_sa: gcp.serviceaccount.Account,
+                   zone_count: int) -> gcp.container.NodePool:
+        accelerators = None
+        if spec.gpus_per_node:
+            sharing = (gcp.container.NodePoolNodeConfigGuestAcceleratorGpuSharingConfigArgs(
+                gpu_sharing_strategy="TIME_SHARING", max_shared_clients_per_gpu=spec.gpu_time_slicing)
+                if spec.gpu_time_slicing > 1 else None)
+            accelerators = [gcp.container.NodePoolNodeConfigGuestAcceleratorArgs(
+                type=spec.accelerator_type, count=spec.gpus_per_node,
+                gpu_driver_installation_config=gcp.container.NodePoolNodeConfigGuestAcceleratorGpuDriverInstallationConfigArgs(
+                    gpu_driver_version=spec.gpu_driver_version),
+                gpu_sharing_config=sharing)]
+        return gcp.container.NodePool(
+            f"{name}-{pool}", name=pool, project=args.project, cluster=cluster.id, location=cluster.location,
+            # GKE counts initial nodes per zone; the autoscaler's total_* limits span all zones.
+            initial_node_count=math.ceil(spec.desired_size / zone_count),
+            autoscaling=gcp.container.NodePoolAutoscalingArgs(
+                total_min_node_count=spec.min_size, total_max_node_count=spec.max_size, location_policy="ANY"
+                if spec.spot else "BALANCED"),
+            management=gcp.container.NodePoolManagementArgs(auto_repair=True, auto_upgrade=True),
+            upgrade_settings=gcp.container.NodePoolUpgradeSettingsArgs(max_surge=1, max_unavailable=0),
+            node_config=gcp.container.NodePoolNodeConfigArgs(
+                machine_type=spec.machine_type, spot=spec.spot, disk_size_gb=spec.disk_size_gb,
+                disk_type="pd-balanced", image_type="COS_CONTAINERD",
+                service_account=node_sa.email, oauth_scopes=["https://www.googleapis.com/auth/cloud-platform"],
+                labels={POOL_LABEL: pool, **spec.labels},
+                taints=[gcp.container.NodePoolNodeConfigTaintArgs(**t) for t in spec.taints] or None,
+                guest_accelerators=accelerators,
+                metadata={"disable-legacy-endpoints": "true"},
+                workload_metadata_config=gcp.container.NodePoolNodeConfigWorkloadMetadataConfigArgs(mode="GKE_METADATA"),
+                shielded_instance_config=gcp.container.NodePoolNodeConfigShieldedInstanceConfigArgs(
+                    enable_secure_boot=True, enable_integrity_monitoring=True)),
+            # The autoscaler owns the node count after creation.
+            opts=pulumi.ResourceOptions(parent=self, ignore_changes=["initialNodeCount"]))
