@@ -61,7 +61,7 @@ class Recording:
 def plain(value: Any) -> Any:
     """Wire form -> plain JSON: secrets masked, integral floats back to ints (the wire has only floats)."""
     if rpc.is_rpc_secret(value):
-        return SECRET
+        return _mask(rpc.unwrap_rpc_secret(value))
     if isinstance(value, dict):
         return {k: plain(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
@@ -69,6 +69,15 @@ def plain(value: Any) -> Any:
     if isinstance(value, float) and value.is_integer():
         return int(value)
     return value
+
+
+def _mask(value: Any) -> Any:
+    """A secret keeps its shape (a Secret's map stays a map, so schemas still apply); leaves are masked."""
+    if isinstance(value, dict):
+        return {k: _mask(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_mask(v) for v in value]
+    return SECRET
 
 
 GCP_PROJECT = "example-project"
@@ -119,6 +128,9 @@ class PlanMocks(mocks.Mocks):
         elif token == "gcp:container/cluster:Cluster":
             state.update(endpoint=f"203.0.113.{int(_short_hash(name), 16) % 250 + 1}",
                          masterAuth={**(state.get("masterAuth") or {}), "clusterCaCertificate": "bW9jay1jYQ=="})
+        elif token == "random:index/randomPassword:RandomPassword":
+            # Never a real secret offline; the program must treat it as one (it is exported secret).
+            state.update(result=f"offline-{_short_hash(name)}", bcryptHash="offline")
         if token.startswith("gcp:"):
             state.setdefault("selfLink", f"https://www.googleapis.com/{token.split(':')[1]}/{physical}")
         return f"{physical}-id", state

@@ -83,8 +83,9 @@ def _safe(text: str) -> str:
 def write_manifests(recording: Recording, out_dir: Path) -> list[Path]:
     """One YAML file per Kubernetes object, plus every ConfigMap key as the file it mounts as.
 
-    Layout: ``<dir>/<namespace|_cluster>/<kind>-<name>.yaml`` and
-    ``<dir>/files/<namespace>/<configmap>/<key>`` (e.g. TF Serving's ``models.config``).
+    Layout: ``<dir>/<namespace|_cluster>/<kind>-<name>.yaml``,
+    ``<dir>/files/<namespace>/<configmap>/<key>`` (e.g. TF Serving's ``models.config``), and each
+    PrometheusRule's groups as ``<dir>/rules/<namespace>-<name>.yaml`` (``promtool check rules``).
     """
     written: list[Path] = []
     for r in kubernetes_objects(recording):
@@ -94,6 +95,11 @@ def write_manifests(recording: Recording, out_dir: Path) -> list[Path]:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(yaml.safe_dump(r.inputs, sort_keys=True))
         written.append(path)
+        if r.inputs["kind"] == "PrometheusRule":
+            file = out_dir / "rules" / f"{_safe(namespace)}-{_safe(meta['name'])}.yaml"
+            file.parent.mkdir(parents=True, exist_ok=True)
+            file.write_text(yaml.safe_dump(r.inputs["spec"], sort_keys=False))
+            written.append(file)
         if r.inputs["kind"] == "ConfigMap":
             for key, text in (r.inputs.get("data") or {}).items():
                 file = out_dir / "files" / _safe(namespace) / _safe(meta["name"]) / _safe(key)

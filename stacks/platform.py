@@ -13,7 +13,12 @@ from components.aws.model_bucket import ModelBucket, ModelBucketArgs, ModelReade
 from components.aws.network import Vpc, VpcArgs
 from components.gcp.gke_cluster import GkeCluster, GkeClusterArgs, GkeNodePoolSpec
 from components.gcp.model_bucket import GcsModelBucket, GcsModelBucketArgs, GcsModelReader, GcsModelReaderArgs
+from components.aws.cluster_autoscaler import ClusterAutoscaler, ClusterAutoscalerArgs
 from components.gcp.network import GkeNetwork, GkeNetworkArgs
+from components.gpu.addons import GpuAddons, GpuAddonsArgs
+from components.monitoring.alerts import AlertThresholds
+from components.monitoring.prometheus_stack import PrometheusStack, PrometheusStackArgs
+from components.monitoring.serving_monitoring import ServingMonitoring, ServingMonitoringArgs
 from components.serving.batching import BatchingConfig, default_batching
 from components.serving.gateway import ServingGateway, ServingGatewayArgs
 from components.serving.model_server import ModelServerArgs
@@ -96,6 +101,12 @@ def build_aws_platform(settings: StackSettings) -> dict[str, object]:
         istio_injection=settings.traffic_router == "istio"), opts=serving_opts)
     endpoints = build_servers(settings, namespace, bucket.models_uri, "s3", {"AWS_REGION": settings.region},
                               serving_opts)
+    monitoring = build_monitoring(settings, namespace, serving_opts)
+    if settings.cluster_autoscaler:
+        ClusterAutoscaler("cluster-autoscaler", ClusterAutoscalerArgs(
+            cluster_name=cluster.cluster_name, region=settings.region,
+            kubernetes_version=settings.kubernetes_version, oidc_provider_arn=cluster.oidc_provider_arn,
+            oidc_issuer_url=cluster.oidc_issuer_url), aws_opts=aws_opts, opts=serving_opts)
 
     return {
         "cloud": "aws",
@@ -108,7 +119,35 @@ def build_aws_platform(settings: StackSettings) -> dict[str, object]:
         "servingNamespace": namespace.namespace,
         "servingEndpoints": endpoints["servers"],
         **({"externalUrl": endpoints["externalUrl"]} if "externalUrl" in endpoints else {}),
+        **monitoring,
     }
+
+
+def build_monitoring(settings: StackSettings, namespace: ServingNamespace,
+                     opts: pulumi.ResourceOptions) -> dict[str, object]:
+    """Prometheus stack (optional), serving scraping/alerts/dashboards, GPU add-ons; returns outputs."""
+    outputs: dict[str, object] = {}
+    ready: list[pulumi.Resource] = []
+    if settings.monitoring.install:
+        stack = PrometheusStack("monitoring", PrometheusStackArgs(
+            namespace=settings.monitoring_namespace, grafana=settings.monitoring.grafana,
+            environment=pulumi.get_stack()), opts=opts)
+        ready = stack.ready
+        if stack.grafana_admin_password is not None:
+            outputs["grafanaAdminPassword"] = stack.grafana_admin_password
+    ServingMonitoring("tfserving-monitoring", ServingMonitoringArgs(
+        serving_namespace=settings.serving_namespace, monitoring_namespace=settings.monitoring_namespace,
+        servers=list(settings.servers), environment=pulumi.get_stack(),
+        thresholds=AlertThresholds(**settings.monitoring.alerts.model_dump()), monitoring_ready=ready),
+        opts=pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(depends_on=[namespace])))
+    gpu_pools = [p for p in settings.node_pools.values() if p.is_gpu]
+    aws = settings.cloud == "aws"
+    exporter = settings.monitoring.gpu_metrics == "exporter"
+    if gpu_pools and (aws or exporter):
+        GpuAddons("gpu", GpuAddonsArgs(
+            device_plugin=aws, time_slicing=[p.gpu_time_slicing for p in gpu_pools], dcgm_exporter=exporter,
+            monitoring_ready=ready), opts=opts)
+    return outputs
 
 
 def build_servers(settings: StackSettings, namespace: ServingNamespace, models_uri: pulumi.Input[str],
@@ -196,6 +235,7 @@ def build_gcp_platform(settings: StackSettings) -> dict[str, object]:
         istio_injection=settings.traffic_router == "istio"), opts=serving_opts)
     # gcloud finds credentials through the GKE metadata server (Workload Identity); nothing to pass.
     endpoints = build_servers(settings, namespace, bucket.models_uri, "gs", {}, serving_opts)
+    monitoring = build_monitoring(settings, namespace, serving_opts)
     return {
         "cloud": "gcp",
         "region": settings.region,
@@ -207,4 +247,5 @@ def build_gcp_platform(settings: StackSettings) -> dict[str, object]:
         "servingNamespace": namespace.namespace,
         "servingEndpoints": endpoints["servers"],
         **({"externalUrl": endpoints["externalUrl"]} if "externalUrl" in endpoints else {}),
+        **monitoring,
     }

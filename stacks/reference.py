@@ -13,6 +13,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from stacks.monitoring_settings import AlertSettings, Monitoring
 from stacks.serving_settings import Batching, Exposure
 from stacks.settings import Model, NodePool, Server, StackSettings, Taint
 
@@ -91,6 +92,8 @@ def reference_markdown() -> str:
         "Each entry of a server's `models` (key = model name, unique across servers):", markdown_table(Model),
         "A server's `batching`:", markdown_table(Batching),
         "`exposure`:", markdown_table(Exposure),
+        "`monitoring`:", markdown_table(Monitoring),
+        "`monitoring.alerts`:", markdown_table(AlertSettings),
     ])
 
 

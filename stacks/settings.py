@@ -29,6 +29,7 @@ from stacks.aws_catalog import (
 )
 from stacks.gcp_catalog import check_gcp_pool
 
+from stacks.monitoring_settings import Monitoring
 from stacks.serving_settings import Exposure, Model, RouterKind, Server, default_gpu_fraction
 from stacks.settings_base import DNS_LABEL, FieldProblem, Strict, check_cidrs, check_labels
 
@@ -37,7 +38,8 @@ __all__ = ["PROJECT", "FieldProblem", "Model", "NodePool", "Server", "StackSetti
 PROJECT = "tfserving-platform"
 GCP_ONLY_KEYS = ("gcp_project", "regional_cluster", "release_channel", "pod_cidr", "service_cidr", "master_cidr",
                  "model_bucket_kms_key")
-AWS_ONLY_KEYS = ("cluster_admin_arns", "cluster_log_types", "cluster_log_retention_days", "single_nat_gateway")
+AWS_ONLY_KEYS = ("cluster_admin_arns", "cluster_log_types", "cluster_log_retention_days", "single_nat_gateway",
+                 "cluster_autoscaler")
 """The Pulumi project name, which is also the config namespace."""
 
 
@@ -165,6 +167,10 @@ class StackSettings(Strict):
                                           "call the models.")
     monitoring_namespace: str = Field("monitoring", pattern=DNS_LABEL,
                                       description="Namespace of Prometheus, allowed to scrape metrics.")
+    monitoring: Monitoring = Field(default_factory=Monitoring, description="Prometheus stack, alerts, "
+                                                                           "dashboards, GPU metrics.")
+    cluster_autoscaler: bool = Field(True, description="AWS: install cluster-autoscaler (its own IRSA role) so "
+                                                       "node groups, GPU ones from zero, follow pending pods.")
 
     @field_validator("public_access_cidrs")
     @classmethod
@@ -260,6 +266,9 @@ class StackSettings(Strict):
             raise FieldProblem("modelBucketKmsKey", self.model_bucket_kms_key,
                                "projects/<p>/locations/<l>/keyRings/<r>/cryptoKeys/<k>")
         self._check_cloud_only_keys(aws)
+        if aws and self.monitoring.gpu_metrics == "managed":
+            raise FieldProblem("monitoring.gpuMetrics", "managed", "exporter or none on AWS (managed DCGM "
+                                                                  "collection is a GKE feature)")
         if not aws:
             self._check_gke_ranges()
         check_pool = check_aws_pool if aws else check_gcp_pool

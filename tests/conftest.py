@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -60,3 +62,17 @@ def k8s_object(recording: Recording, kind: str, name: str) -> dict:
 
 def policy(text: str) -> dict:
     return json.loads(text)
+
+
+@pytest.fixture(scope="session")
+def promtool() -> str:
+    """Path of promtool (Debian's prometheus package, installed by scripts/ensure-tools.sh)."""
+    path = shutil.which("promtool")
+    if path is None:
+        pytest.fail("promtool is not on PATH: run scripts/ensure-tools.sh "
+                    "(or apt-get install --no-install-recommends prometheus)", pytrace=False)
+    return path
+
+
+def run_promtool(promtool: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([promtool, *args], cwd=cwd, capture_output=True, text=True, timeout=60)

@@ -8,8 +8,6 @@ metrics query on synthetic TF Serving counters and checks the per-pod rates it y
 from __future__ import annotations
 
 import re
-import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -22,22 +20,12 @@ from components.serving.metrics_adapter import (
     adapter_rules_yaml,
     expand_metrics_query,
 )
+from tests.conftest import run_promtool as run
 
 NAMESPACE = "serving"
 RECORD = "namespace_pod:tfserving_requests:rate"
 
 
-@pytest.fixture(scope="module")
-def promtool() -> str:
-    path = shutil.which("promtool")
-    if path is None:
-        pytest.fail("promtool is not on PATH: run scripts/ensure-tools.sh "
-                    "(or apt-get install --no-install-recommends prometheus)", pytrace=False)
-    return path
-
-
-def run(promtool: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([promtool, *args], cwd=cwd, capture_output=True, text=True, timeout=60)
 
 
 def write_rules(tmp_path: Path, pods: list[str]) -> Path:

@@ -1,0 +1,65 @@
+"""GPU add-ons: the NVIDIA device plugin (EKS) and the DCGM exporter, on GPU nodes only."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pulumi
+import pulumi_kubernetes as k8s
+
+from components.helm_charts import DCGM_EXPORTER, NVIDIA_DEVICE_PLUGIN, chart
+
+GPU_NODE_LABEL = "nvidia.com/gpu.present"
+
+
+def time_slicing_config(slices: list[int]) -> dict:
+    """Device-plugin configs a node selects with ``nvidia.com/device-plugin.config=time-slicing-<N>``."""
+    configs = {"default": "version: v1\n"}
+    for n in sorted(set(slices)):
+        if n > 1:
+            configs[f"time-slicing-{n}"] = (
+                "version: v1\nsharing:\n  timeSlicing:\n    resources:\n"
+                f"    - name: nvidia.com/gpu\n      replicas: {n}\n")
+    return {"map": configs, "default": "default"}
+
+
+@dataclass(frozen=True)
+class GpuAddonsArgs:
+    """Inputs of :class:`GpuAddons`."""
+
+    namespace: str = "nvidia"
+    device_plugin: bool = True
+    """False on GKE, which installs and manages its own."""
+    time_slicing: list[int] = field(default_factory=list)
+    """``gpuTimeSlicing`` of each GPU pool (configs for the values > 1)."""
+    dcgm_exporter: bool = True
+    monitoring_ready: list[pulumi.Resource] = field(default_factory=list)
+    """The Prometheus stack (ServiceMonitor CRD); empty when monitoring is not installed here."""
+
+
+class GpuAddons(pulumi.ComponentResource):
+    """Creates: a ``Namespace`` (Pod Security 'privileged': both need host paths), the
+    nvidia-device-plugin chart and the dcgm-exporter chart, each scheduled only on nodes labelled
+    ``nvidia.com/gpu.present=true`` and tolerating the GPU taint, and a ``ServiceMonitor`` for DCGM.
+    """
+
+    def __init__(self, name: str, args: GpuAddonsArgs, opts: pulumi.ResourceOptions | None = None):
+        super().__init__("tfplatform:gpu:GpuAddons", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        ns = k8s.core.v1.Namespace(f"{name}-ns", metadata=k8s.meta.v1.ObjectMetaArgs(
+            name=args.namespace, labels={"pod-security.kubernetes.io/enforce": "privileged"}), opts=child)
+        after_ns = pulumi.ResourceOptions(parent=self, depends_on=[ns])
+        if args.device_plugin:
+            chart(f"{name}-device-plugin", NVIDIA_DEVICE_PLUGIN, ns.metadata.name,
+                  {"config": time_slicing_config(args.time_slicing)}, opts=after_ns)
+        if args.dcgm_exporter:
+            exporter = chart(f"{name}-dcgm-exporter", DCGM_EXPORTER, ns.metadata.name, opts=after_ns)
+            k8s.apiextensions.CustomResource(
+                f"{name}-dcgm-monitor", api_version="monitoring.coreos.com/v1", kind="ServiceMonitor",
+                metadata=k8s.meta.v1.ObjectMetaArgs(name="dcgm-exporter", namespace=ns.metadata.name),
+                spec={"selector": {"matchLabels": {"app.kubernetes.io/name": "dcgm-exporter"}},
+                      "endpoints": [{"port": "metrics", "path": "/metrics", "interval": "30s",
+                                     # Keep dcgm-exporter's pod/namespace labels (the GPU's workload).
+                                     "honorLabels": True}]},
+                opts=pulumi.ResourceOptions(parent=self, depends_on=[exporter, *args.monitoring_ready]))
+        self.register_outputs({})

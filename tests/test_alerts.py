@@ -1,0 +1,490 @@
+"""The serving and GPU alert rules, run through the real ``promtool`` (Debian package ``prometheus``).
+
+``promtool check rules`` parses the generated file. For every alert, ``promtool test rules`` runs two
+unit tests at the same evaluation time: synthetic series where it must fire (with exactly the
+expected labels, severity included, and rendered annotations), mixed with look-alike series that
+must not (other namespace, other job, not long enough), and a healthy case where it must stay
+quiet. Alerts with thresholds are run again with custom :class:`AlertThresholds` under which the
+healthy series (or, for the HPA, a shorter spell at max) fire, so the thresholds really reach the
+expressions. ``scripts/ensure-tools.sh`` (run by ``make test``) installs promtool.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+import yaml
+
+from components.monitoring.alerts import (
+    RUNBOOK_DOC,
+    AlertThresholds,
+    alerting_rules,
+    serving_alert_rules,
+    write_rule_files,
+)
+from tests.conftest import run_promtool as run
+
+ROOT = Path(__file__).resolve().parent.parent
+NS = "serving"
+ENV = "staging"
+DEFAULT = AlertThresholds()
+
+SEVERITY = {
+    "TFServingTargetDown": "warning",
+    "TFServingNoAvailableReplicas": "critical",
+    "TFServingHighErrorRatio": "critical",
+    "TFServingHighP99Latency": "warning",
+    "TFServingHPAMaxedOut": "warning",
+    "TFServingPodRestarting": "warning",
+    "TFServingCPUNearLimit": "warning",
+    "TFServingMemoryNearLimit": "warning",
+    "GPUUtilizationHigh": "warning",
+    "GPUIdleWhileAllocated": "warning",
+}
+
+
+# --- synthetic series ------------------------------------------------------------------------
+
+def s(name: str, labels: dict[str, str], values: str) -> dict:
+    """One promtool input series (values in expanding notation, one sample per minute)."""
+    inner = ",".join(f'{k}="{v}"' for k, v in labels.items())
+    return {"series": f"{name}{{{inner}}}", "values": values}
+
+
+@dataclass(frozen=True)
+class Fire:
+    labels: dict[str, str]
+    """The alert's labels from the series (without alertname, severity, environment)."""
+    value: str
+    """How ``$value`` renders in the annotations."""
+
+
+@dataclass(frozen=True)
+class Case:
+    eval_time: str
+    firing: list[dict]
+    fires: list[Fire]
+    healthy: list[dict]
+    custom: AlertThresholds | None = None
+    """Thresholds under which ``custom_series`` (default: the healthy series) fire as ``custom_fires``."""
+    custom_fires: list[Fire] = field(default_factory=list)
+    custom_series: list[dict] | None = None
+
+
+def up(pod: str, job: str = "tfserving-resnet", ns: str = NS) -> dict:
+    return {"job": job, "namespace": ns, "service": job, "endpoint": "http", "pod": pod,
+            "instance": f"{pod}:8501"}
+
+
+def ksm(ns: str = NS, **labels: str) -> dict:
+    return {"job": "kube-state-metrics", "namespace": ns, **labels}
+
+
+def requests(model: str, status: str, pod: str = "tfserving-resnet-a", ns: str = NS) -> dict:
+    return {"job": "tfserving-resnet", "namespace": ns, "pod": pod, "model_name": model, "status": status}
+
+
+def latency(model: str, le: str) -> dict:
+    return {"job": "tfserving-resnet", "namespace": NS, "pod": "tfserving-resnet-a", "model_name": model,
+            "API": "predict", "entrypoint": "REST", "le": le}
+
+
+LE = ["100000", "250000", "500000", "1000000", "+Inf"]
+"""Bucket bounds in µs (100 ms ... 1 s)."""
+
+
+def histogram(model: str, per_minute: list[int]) -> list[dict]:
+    """Latency buckets growing by ``per_minute`` (cumulative counts, one per bound of LE)."""
+    return [s(":tensorflow:serving:request_latency_bucket", latency(model, le), f"0+{n}x20")
+            for le, n in zip(LE, per_minute)]
+
+
+def cadvisor(pod: str, container: str, ns: str = NS) -> dict:
+    return {"job": "kubelet", "metrics_path": "/metrics/cadvisor", "namespace": ns, "pod": pod,
+            "container": container, "id": f"/kubepods/{pod}/{container}"}
+
+
+def limit(pod: str, container: str, resource: str, ns: str = NS) -> dict:
+    return ksm(ns, pod=pod, container=container, resource=resource,
+               unit="core" if resource == "cpu" else "byte")
+
+
+def container(pod: str, name: str) -> dict:
+    return {"namespace": NS, "pod": pod, "container": name}
+
+
+def dcgm(gpu: str, pod: str | None, ns: str = NS) -> dict:
+    labels = {"job": "dcgm-exporter", "instance": "10.0.1.5:9400", "gpu": gpu, "UUID": f"GPU-{gpu}a1b",
+              "device": f"nvidia{gpu}", "modelName": "NVIDIA L4", "Hostname": "gpu-node-1", "namespace": ns}
+    if pod:
+        labels.update(pod=pod, container="tfserving")
+    return labels
+
+
+def hpa(name: str, current: str, maximum: str, minimum: str, ns: str = NS) -> list[dict]:
+    labels = ksm(ns, horizontalpodautoscaler=name)
+    return [s("kube_horizontalpodautoscaler_status_current_replicas", labels, current),
+            s("kube_horizontalpodautoscaler_spec_max_replicas", labels, maximum),
+            s("kube_horizontalpodautoscaler_spec_min_replicas", labels, minimum)]
+
+
+POD_A, POD_B = "tfserving-resnet-a", "tfserving-resnet-b"
+RESTARTS = "kube_pod_container_status_restarts_total"
+GIB = 1024 ** 3
+CPU_SERIES = "container_cpu_usage_seconds_total"
+MEM_SERIES = "container_memory_working_set_bytes"
+LIMITS = "kube_pod_container_resource_limits"
+INIT_LIMITS = "kube_pod_init_container_resource_limits"
+GPU = "DCGM_FI_DEV_GPU_UTIL"
+
+CASES: dict[str, Case] = {
+    "TFServingTargetDown": Case(
+        eval_time="12m",
+        firing=[
+            s("up", up(POD_A), "1x4 0x10"),                                   # down since 5m: fires
+            s("up", up("tfserving-resnet-canary-c", job="tfserving-resnet-canary"), "0x15"),  # canary too
+            s("up", up(POD_B), "1x9 0x5"),                                    # down for 2m only
+            s("up", up("tfserving-x", ns="other"), "0x15"),                   # another namespace
+            s("up", {**up("node-exporter-z", job="node-exporter")}, "0x15"),  # not TF Serving
+        ],
+        fires=[Fire(up(POD_A), ""),
+               Fire(up("tfserving-resnet-canary-c", job="tfserving-resnet-canary"), "")],
+        healthy=[s("up", up(POD_A), "1x15"),
+                 s("up", up("tfserving-resnet-canary-c", job="tfserving-resnet-canary"), "1x15")],
+    ),
+    "TFServingNoAvailableReplicas": Case(
+        eval_time="12m",
+        firing=[
+            s("kube_deployment_status_replicas_available", ksm(deployment="tfserving-resnet"), "2x4 0x10"),
+            s("kube_deployment_spec_replicas", ksm(deployment="tfserving-resnet"), "2x15"),
+            # A canary scaled to zero on purpose: quiet.
+            s("kube_deployment_status_replicas_available", ksm(deployment="tfserving-resnet-canary"), "0x15"),
+            s("kube_deployment_spec_replicas", ksm(deployment="tfserving-resnet-canary"), "0x15"),
+            # Not TF Serving, and another namespace: quiet.
+            s("kube_deployment_status_replicas_available", ksm(deployment="gateway"), "0x15"),
+            s("kube_deployment_spec_replicas", ksm(deployment="gateway"), "1x15"),
+            s("kube_deployment_status_replicas_available", ksm("other", deployment="tfserving-x"), "0x15"),
+            s("kube_deployment_spec_replicas", ksm("other", deployment="tfserving-x"), "1x15"),
+        ],
+        fires=[Fire(ksm(deployment="tfserving-resnet"), "")],
+        healthy=[
+            s("kube_deployment_status_replicas_available", ksm(deployment="tfserving-resnet"), "2x15"),
+            s("kube_deployment_spec_replicas", ksm(deployment="tfserving-resnet"), "2x15"),
+            s("kube_deployment_status_replicas_available", ksm(deployment="tfserving-resnet-canary"), "1x15"),
+            s("kube_deployment_spec_replicas", ksm(deployment="tfserving-resnet-canary"), "1x15"),
+        ],
+    ),
+    "TFServingHighErrorRatio": Case(
+        eval_time="15m",
+        firing=[
+            # resnet: 10 % INTERNAL over two pods (9 + 1 requests/s on each).
+            s(":tensorflow:serving:request_count", requests("resnet", "OK"), "0+540x20"),
+            s(":tensorflow:serving:request_count", requests("resnet", "INTERNAL"), "0+60x20"),
+            s(":tensorflow:serving:request_count", requests("resnet", "OK", pod=POD_B), "0+540x20"),
+            s(":tensorflow:serving:request_count", requests("resnet", "INTERNAL", pod=POD_B), "0+60x20"),
+            # mnist: no errors at all; idle: old errors, no traffic now (0/0); other namespace.
+            s(":tensorflow:serving:request_count", requests("mnist", "OK"), "0+600x20"),
+            s(":tensorflow:serving:request_count", requests("idle", "OK"), "100x20"),
+            s(":tensorflow:serving:request_count", requests("idle", "INTERNAL"), "7x20"),
+            s(":tensorflow:serving:request_count", requests("resnet", "INTERNAL", ns="other"), "0+600x20"),
+        ],
+        fires=[Fire({"namespace": NS, "model_name": "resnet"}, "10%")],
+        healthy=[
+            s(":tensorflow:serving:request_count", requests("resnet", "OK"), "0+594x20"),
+            s(":tensorflow:serving:request_count", requests("resnet", "INVALID_ARGUMENT"), "0+6x20"),
+        ],
+        custom=AlertThresholds(error_ratio=0.005),
+        custom_fires=[Fire({"namespace": NS, "model_name": "resnet"}, "1%")],
+    ),
+    "TFServingHighP99Latency": Case(
+        eval_time="15m",
+        # resnet: 95 of 100 requests under 500 ms, all under 1 s: p99 = 900 ms (900000 µs).
+        firing=histogram("resnet", [50, 80, 95, 100, 100]) + histogram("idle", [0, 0, 0, 0, 0]),
+        fires=[Fire({"namespace": NS, "model_name": "resnet"}, "900000")],
+        # 98 of 100 under 250 ms: p99 = 375 ms, within the 500 ms SLO ...
+        healthy=histogram("resnet", [80, 98, 100, 100, 100]),
+        # ... but not within 100 ms.
+        custom=AlertThresholds(p99_latency_ms=100),
+        custom_fires=[Fire({"namespace": NS, "model_name": "resnet"}, "375000")],
+    ),
+    "TFServingHPAMaxedOut": Case(
+        eval_time="35m",
+        firing=[
+            *hpa("tfserving-resnet", current="5x40", maximum="5x40", minimum="1x40"),  # fires
+            # min == max: it cannot scale at all; being at max is by design.
+            *hpa("tfserving-bert", current="4x40", maximum="4x40", minimum="4x40"),
+            # At max only since 10m: 25 minutes < 30.
+            *hpa("tfserving-mnist", current="3x9 5x30", maximum="5x40", minimum="1x40"),
+            *hpa("tfserving-x", current="5x40", maximum="5x40", minimum="1x40", ns="other"),
+        ],
+        fires=[Fire({"namespace": NS, "horizontalpodautoscaler": "tfserving-resnet"}, "5")],
+        healthy=hpa("tfserving-resnet", current="2x40", maximum="5x40", minimum="1x40"),
+        # 20 minutes: mnist (at max for 25) fires.
+        custom=AlertThresholds(hpa_maxed_minutes=20),
+        custom_series=hpa("tfserving-mnist", current="3x9 5x30", maximum="5x40", minimum="1x40"),
+        custom_fires=[Fire({"namespace": NS, "horizontalpodautoscaler": "tfserving-mnist"}, "5")],
+    ),
+    "TFServingPodRestarting": Case(
+        eval_time="45m",
+        firing=[
+            # 4 restarts at 30..33m; the model-sync sidecar (an init container) 3 restarts.
+            s(RESTARTS, ksm(pod=POD_A, container="tfserving"), "0x29 1 2 3 4x15"),
+            s("kube_pod_init_container_status_restarts_total", ksm(pod=POD_A, container="model-sync"),
+              "0x29 1 2 3x15"),
+            # 2 restarts: below 3. 5 restarts, but in the first 5 minutes (out of the window).
+            s(RESTARTS, ksm(pod=POD_B, container="tfserving"), "0x29 1 2x15"),
+            s(RESTARTS, ksm(pod="tfserving-resnet-old", container="tfserving"), "0 1 2 3 4 5x40"),
+            s(RESTARTS, ksm("other", pod="x", container="x"), "0+1x45"),
+        ],
+        fires=[Fire(ksm(pod=POD_A, container="tfserving"), "4"),
+               Fire(ksm(pod=POD_A, container="model-sync"), "3")],
+        healthy=[s(RESTARTS, ksm(pod=POD_A, container="tfserving"), "0x29 1x16")],
+        custom=AlertThresholds(restarts_per_30m=1),
+        custom_fires=[Fire(ksm(pod=POD_A, container="tfserving"), "1")],
+    ),
+    "TFServingCPUNearLimit": Case(
+        eval_time="25m",
+        firing=[
+            # 1.9 of 2 cores; the sidecar 0.095 of its 0.1 (an init-container limit).
+            s(CPU_SERIES, cadvisor(POD_A, "tfserving"), "0+114x30"),
+            s(LIMITS, limit(POD_A, "tfserving", "cpu"), "2x30"),
+            s(LIMITS, limit(POD_A, "tfserving", "memory"), f"{4 * GIB}x30"),
+            s(CPU_SERIES, cadvisor(POD_A, "model-sync"), "0+5.7x30"),
+            s(INIT_LIMITS, limit(POD_A, "model-sync", "cpu"), "0.1x30"),
+            # The pod-level cgroup (container=""), and another namespace: ignored.
+            s(CPU_SERIES, cadvisor(POD_A, ""), "0+500x30"),
+            s(CPU_SERIES, cadvisor("x", "x", ns="other"), "0+120x30"),
+            s(LIMITS, limit("x", "x", "cpu", ns="other"), "2x30"),
+        ],
+        fires=[Fire(container(POD_A, "tfserving"), "95%"), Fire(container(POD_A, "model-sync"), "95%")],
+        healthy=[
+            s(CPU_SERIES, cadvisor(POD_A, "tfserving"), "0+60x30"),
+            s(LIMITS, limit(POD_A, "tfserving", "cpu"), "2x30"),
+            s(CPU_SERIES, cadvisor(POD_A, "model-sync"), "0+3x30"),
+            s(INIT_LIMITS, limit(POD_A, "model-sync", "cpu"), "0.1x30"),
+        ],
+        custom=AlertThresholds(cpu_limit_ratio=0.4),
+        custom_fires=[Fire(container(POD_A, "tfserving"), "50%"),
+                      Fire(container(POD_A, "model-sync"), "50%")],
+    ),
+    "TFServingMemoryNearLimit": Case(
+        eval_time="25m",
+        firing=[
+            s(MEM_SERIES, cadvisor(POD_A, "tfserving"), f"{int(0.95 * 4 * GIB)}x30"),
+            s(LIMITS, limit(POD_A, "tfserving", "memory"), f"{4 * GIB}x30"),
+            s(LIMITS, limit(POD_A, "tfserving", "cpu"), "2x30"),
+            s(MEM_SERIES, cadvisor(POD_A, "model-sync"), f"{128 * 1024 ** 2}x30"),
+            s(INIT_LIMITS, limit(POD_A, "model-sync", "memory"), f"{256 * 1024 ** 2}x30"),
+            s(MEM_SERIES, cadvisor(POD_A, ""), f"{8 * GIB}x30"),
+            s(MEM_SERIES, cadvisor("x", "x", ns="other"), f"{GIB}x30"),
+            s(LIMITS, limit("x", "x", "memory", ns="other"), f"{GIB}x30"),
+        ],
+        fires=[Fire(container(POD_A, "tfserving"), "95%")],
+        healthy=[
+            s(MEM_SERIES, cadvisor(POD_A, "tfserving"), f"{2 * GIB}x30"),
+            s(LIMITS, limit(POD_A, "tfserving", "memory"), f"{4 * GIB}x30"),
+            s(MEM_SERIES, cadvisor(POD_A, "model-sync"), f"{128 * 1024 ** 2}x30"),
+            s(INIT_LIMITS, limit(POD_A, "model-sync", "memory"), f"{256 * 1024 ** 2}x30"),
+        ],
+        custom=AlertThresholds(memory_limit_ratio=0.4),
+        custom_fires=[Fire(container(POD_A, "tfserving"), "50%"),
+                      Fire(container(POD_A, "model-sync"), "50%")],
+    ),
+    "GPUUtilizationHigh": Case(
+        eval_time="40m",
+        firing=[
+            s(GPU, dcgm("0", POD_A), "97x40"),
+            s(GPU, dcgm("1", POD_B), "50x19 99x21"),      # high only since 20m
+            s(GPU, dcgm("2", None, ns="nvidia"), "100x40"),  # no pod: not a serving GPU
+            s(GPU, dcgm("4", None), "100x40"),               # no pod, even with a serving namespace
+            s(GPU, dcgm("3", "x", ns="other"), "100x40"),
+        ],
+        fires=[Fire(dcgm("0", POD_A), "97")],
+        healthy=[s(GPU, dcgm("0", POD_A), "50x40")],
+        custom=AlertThresholds(gpu_util_high_percent=40),
+        custom_fires=[Fire(dcgm("0", POD_A), "50")],
+    ),
+    "GPUIdleWhileAllocated": Case(
+        eval_time="70m",
+        firing=[
+            s(GPU, dcgm("0", POD_A), "2x80"),
+            s(GPU, dcgm("1", POD_B), "40x40 1x40"),        # idle only since 41m
+            s(GPU, dcgm("2", None, ns="nvidia"), "0x80"),  # unallocated GPUs idle by design
+            s(GPU, dcgm("4", None), "0x80"),
+            s(GPU, dcgm("3", "x", ns="other"), "0x80"),
+        ],
+        fires=[Fire(dcgm("0", POD_A), "2")],
+        healthy=[s(GPU, dcgm("0", POD_A), "40x80")],
+        custom=AlertThresholds(gpu_idle_percent=45),
+        custom_fires=[Fire(dcgm("0", POD_A), "40")],
+    ),
+}
+
+
+# --- promtool ----------------------------------------------------------------------------------
+
+
+
+def rules_for(thresholds: AlertThresholds) -> dict:
+    return serving_alert_rules(NS, ENV, thresholds)
+
+
+def rule_named(doc: dict, alert: str) -> dict:
+    (rule,) = [r for r in alerting_rules(doc) if r["alert"] == alert]
+    return rule
+
+
+def expected_alert(rule: dict, fire: Fire) -> dict:
+    """What promtool must report: the series labels plus severity and environment (spelled out
+    here, not copied from the rule), and the annotations as Prometheus renders them."""
+    def render(text: str) -> str:
+        text = re.sub(r"\{\{ \$labels\.(\w+) \}\}", lambda m: fire.labels.get(m.group(1), ""), text)
+        return re.sub(r"\{\{[^{}]*\$value[^{}]*\}\}", fire.value, text)
+
+    return {"exp_labels": {**fire.labels, "severity": SEVERITY[rule["alert"]], "environment": ENV},
+            "exp_annotations": {key: render(value) for key, value in rule["annotations"].items()}}
+
+
+def unit_test(name: str, series: list[dict], alert: str, eval_time: str, expected: list[dict]) -> dict:
+    return {"name": name, "interval": "1m", "input_series": series,
+            "alert_rule_test": [{"eval_time": eval_time, "alertname": alert, "exp_alerts": expected}]}
+
+
+def run_tests(promtool: str, tmp_path: Path, thresholds: AlertThresholds,
+              tests: list[dict]) -> subprocess.CompletedProcess:
+    rules = write_rule_files(rules_for(thresholds), tmp_path)
+    test_file = tmp_path / "alerts_test.yaml"
+    test_file.write_text(yaml.safe_dump({"rule_files": [rules.name], "evaluation_interval": "1m",
+                                         "tests": tests}, sort_keys=False, allow_unicode=True))
+    return run(promtool, "test", "rules", test_file.name, cwd=tmp_path)
+
+
+# --- tests -------------------------------------------------------------------------------------
+
+def test_every_alert_has_a_case_and_a_severity():
+    names = [r["alert"] for r in alerting_rules(rules_for(DEFAULT))]
+    assert len(names) == len(set(names))
+    assert set(names) == set(CASES) == set(SEVERITY)
+    for name in names:
+        assert re.fullmatch(r"(TFServing|GPU)[A-Z][A-Za-z0-9]+", name), name
+
+
+def test_promtool_check_rules_passes(promtool, tmp_path):
+    path = write_rule_files(rules_for(DEFAULT), tmp_path)
+    result = run(promtool, "check", "rules", str(path), cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"SUCCESS: {len(SEVERITY)} rules found" in result.stdout, result.stdout
+
+
+@pytest.mark.parametrize("alert", list(CASES))
+def test_alert_fires_and_stays_quiet_when_healthy(promtool, tmp_path, alert):
+    case, rule = CASES[alert], rule_named(rules_for(DEFAULT), alert)
+    result = run_tests(promtool, tmp_path, DEFAULT, [
+        unit_test(f"{alert} fires", case.firing, alert, case.eval_time,
+                  [expected_alert(rule, fire) for fire in case.fires]),
+        unit_test(f"{alert} quiet", case.healthy, alert, case.eval_time, []),
+    ])
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "SUCCESS" in result.stdout, result.stdout
+
+
+@pytest.mark.parametrize("alert", [name for name, case in CASES.items() if case.custom])
+def test_custom_thresholds_are_honoured(promtool, tmp_path, alert):
+    case = CASES[alert]
+    rule = rule_named(rules_for(case.custom), alert)
+    series = case.custom_series if case.custom_series is not None else case.healthy
+    result = run_tests(promtool, tmp_path, case.custom, [
+        unit_test(f"{alert} fires with {case.custom}", series, alert, case.eval_time,
+                  [expected_alert(rule, fire) for fire in case.custom_fires])])
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_a_wrong_expectation_fails(promtool, tmp_path):
+    # The checks above can fail: expecting the alert on healthy series is reported.
+    case = CASES["TFServingHighP99Latency"]
+    rule = rule_named(rules_for(DEFAULT), "TFServingHighP99Latency")
+    result = run_tests(promtool, tmp_path, DEFAULT, [
+        unit_test("wrong", case.healthy, "TFServingHighP99Latency", case.eval_time,
+                  [expected_alert(rule, case.custom_fires[0])])])
+    assert result.returncode != 0, result.stdout
+    assert "FAILED" in result.stdout + result.stderr
+
+
+def test_every_alert_is_labelled_and_annotated():
+    for rule in alerting_rules(rules_for(DEFAULT)):
+        name = rule["alert"]
+        assert rule["labels"] == {"severity": SEVERITY[name], "environment": ENV}, name
+        notes = rule["annotations"]
+        assert set(notes) == {"summary", "description", "runbook_url"}, name
+        assert notes["summary"].strip() and notes["description"].strip(), name
+        assert "{{ $labels." in notes["description"], name
+        assert notes["runbook_url"] == f"{RUNBOOK_DOC}#{name.lower()}", name
+
+
+def github_anchor(heading: str) -> str:
+    """GitHub's anchor of a Markdown heading: lower case, punctuation dropped, spaces to dashes."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def test_every_runbook_anchor_is_a_heading():
+    doc = (ROOT / RUNBOOK_DOC).read_text()
+    anchors = {github_anchor(h) for h in re.findall(r"^#{1,6} (.+)$", doc, flags=re.M)}
+    rules = alerting_rules(rules_for(DEFAULT))
+    for rule in rules:
+        assert rule["annotations"]["runbook_url"].split("#", 1)[1] in anchors, rule["alert"]
+    # And no runbook for an alert that no longer exists.
+    sections = set(re.findall(r"^### ((?:TFServing|GPU)\w+)$", doc, flags=re.M))
+    assert sections == {r["alert"] for r in rules}
+
+
+def test_threshold_defaults():
+    assert dataclasses.asdict(DEFAULT) == {
+        "error_ratio": 0.05, "p99_latency_ms": 500, "hpa_maxed_minutes": 30, "restarts_per_30m": 3,
+        "cpu_limit_ratio": 0.9, "memory_limit_ratio": 0.9, "gpu_util_high_percent": 90,
+        "gpu_high_minutes": 30, "gpu_idle_percent": 5, "gpu_idle_minutes": 60}
+
+
+def test_thresholds_match_the_stack_settings():
+    # stacks/platform.py builds AlertThresholds(**settings.monitoring.alerts.model_dump()).
+    from stacks.monitoring_settings import AlertSettings
+
+    assert AlertThresholds(**AlertSettings().model_dump()) == DEFAULT
+
+
+@pytest.mark.parametrize("bad", [
+    {"error_ratio": 0}, {"error_ratio": 1.5}, {"p99_latency_ms": 0}, {"hpa_maxed_minutes": 0},
+    {"restarts_per_30m": 2.5}, {"cpu_limit_ratio": 1.2}, {"memory_limit_ratio": 0},
+    {"gpu_util_high_percent": 101}, {"gpu_idle_percent": 95}, {"gpu_idle_minutes": 0},
+])
+def test_invalid_thresholds_are_rejected(bad):
+    with pytest.raises(ValueError):
+        AlertThresholds(**bad)
+
+
+def test_thresholds_and_namespace_reach_the_expressions():
+    doc = serving_alert_rules("ml-serving", "prod", AlertThresholds(
+        p99_latency_ms=100, hpa_maxed_minutes=20, gpu_high_minutes=15, gpu_idle_minutes=90))
+    rules = {r["alert"]: r for r in alerting_rules(doc)}
+    # TF Serving's latency histogram is in microseconds.
+    assert rules["TFServingHighP99Latency"]["expr"].endswith("> 100000")
+    assert rules["TFServingHPAMaxedOut"]["for"] == "20m"
+    assert rules["GPUUtilizationHigh"]["for"] == "15m"
+    assert rules["GPUIdleWhileAllocated"]["for"] == "90m"
+    for rule in rules.values():
+        assert 'namespace="ml-serving"' in rule["expr"], rule["alert"]
+        assert 'namespace="serving"' not in rule["expr"], rule["alert"]
+        assert rule["labels"]["environment"] == "prod"
+    with pytest.raises(ValueError):
+        serving_alert_rules('serving"}', "prod", DEFAULT)
+
+
+def test_write_rule_files_round_trips(tmp_path):
+    doc = rules_for(DEFAULT)
+    path = write_rule_files(doc, tmp_path / "rules")
+    assert path == tmp_path / "rules" / "tfserving-alerts.yaml"
+    assert yaml.safe_load(path.read_text()) == doc
