@@ -1,4 +1,9 @@
-"""``python -m stacks plan --stack dev``: the offline plan of a stack on Pulumi's mock engine."""
+"""Offline tools of the platform (no credentials, no state):
+
+``python -m stacks plan --stack dev``   what ``pulumi up`` would create, on Pulumi's mock engine
+``python -m stacks diff --stack dev --base origin/main``   structural diff and cost delta vs a git revision
+``python -m stacks scan --stack prod``  checkov over the manifests and the cloud resources
+"""
 
 from __future__ import annotations
 
@@ -18,11 +23,65 @@ def _parser() -> argparse.ArgumentParser:
     plan.add_argument("--manifests", type=Path, metavar="DIR",
                       help="write every Kubernetes object as YAML and the mounted config files")
     plan.add_argument("--quiet", action="store_true", help="print only the summary line")
+    plan.add_argument("--graph", type=Path, metavar="PATH",
+                      help="write the dependency graph as Graphviz DOT (and PATH.svg when `dot` is installed)")
+    diff = sub.add_parser("diff", help="compare a stack's plan at a git revision with the working tree")
+    diff.add_argument("--stack", required=True)
+    diff.add_argument("--base", required=True, help="git revision to compare with, e.g. origin/main or HEAD~1")
+    diff.add_argument("--format", choices=["text", "markdown", "json"], default="text")
+    diff.add_argument("--out", type=Path, metavar="PATH", help="write the result here instead of stdout")
+    scan = sub.add_parser("scan", help="checkov over the rendered manifests and the cloud resources")
+    scan.add_argument("--stack", required=True)
+    scan.add_argument("--format", choices=["text", "markdown", "json"], default="text")
+    scan.add_argument("--out", type=Path, metavar="PATH", help="write the result here instead of stdout")
     return parser
+
+
+def _emit(text: str, out: Path | None) -> None:
+    if out is None:
+        print(text, end="" if text.endswith("\n") else "\n")
+    else:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text)
+        print(f"wrote {out}")
+
+
+def _diff(args: argparse.Namespace) -> int:
+    from stacks import diff
+    from stacks.plan import ROOT
+
+    try:
+        result = diff.diff_stack(args.stack, args.base, ROOT)
+    except diff.SideFailed as error:
+        print(f"error: stack {args.stack}: {error}", file=sys.stderr)
+        return 2
+    render = {"text": diff.render_text, "markdown": diff.render_markdown, "json": diff.render_json}[args.format]
+    _emit(render(result), args.out)
+    return 0
+
+
+def _scan(args: argparse.Namespace) -> int:
+    import tempfile
+
+    from stacks import scan
+
+    with tempfile.TemporaryDirectory(prefix="tfplatform-scan-") as tmp:
+        try:
+            result = scan.scan_stack(args.stack, Path(tmp))
+        except scan.ScanError as error:
+            print(f"error: stack {args.stack}: {error}", file=sys.stderr)
+            return 2
+    text = {"text": str, "markdown": lambda r: r.to_markdown(), "json": lambda r: r.to_json()}[args.format](result)
+    _emit(text if isinstance(text, str) else str(text), args.out)
+    return 0 if result.failed == 0 else 1
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "diff":
+        return _diff(args)
+    if args.command == "scan":
+        return _scan(args)
     # Imported here so `--help` answers without loading the Pulumi SDKs.
     import pulumi
 
@@ -43,12 +102,20 @@ def main(argv: list[str] | None = None) -> int:
         print("\nOutputs:")
         for key, value in recording.outputs.items():
             print(f"  {key}: {value}")
+        from stacks.cost import estimate
+
+        print(f"\nEstimated compute cost: {estimate(plan.to_json(recording)).summary()}")
     if args.json:
         plan.write_json(recording, args.json)
         print(f"wrote {args.json}")
     if args.manifests:
         files = plan.write_manifests(recording, args.manifests)
         print(f"wrote {len(files)} files under {args.manifests}")
+    if args.graph:
+        from stacks.graph import write_graph
+
+        for path in write_graph(recording, args.graph):
+            print(f"wrote {path}")
     print(f"planned stack {args.stack} offline in {elapsed:.2f}s")
     return 0
 

@@ -107,3 +107,19 @@ def test_gke_plan_lists_network_cluster_gpu_pool_bucket_and_binding():
 def assert_lists(stdout: str, *lines: str) -> None:
     missing = [line for line in lines if line not in stdout]
     assert not missing, missing
+
+
+def test_graph_shows_every_resource_and_dependency(tmp_path: Path, dev: Recording):
+    from stacks.graph import to_dot
+
+    dot = to_dot(dev)
+    for r in dev.resources:
+        assert f'"{r.urn}"' in dot, r.name
+    group = dev.one("aws:eks/nodeGroup:NodeGroup", "eks-gpu")
+    for dep in group.dependencies:
+        assert f'"{dep}" -> "{group.urn}";' in dot
+    result = plan("--stack", "dev", "--graph", str(tmp_path / "dev.dot"), "--quiet")
+    assert result.returncode == 0, result.stderr
+    # Graphviz (Debian `graphviz`) is installed by scripts/ensure-tools.sh: the picture is rendered too.
+    svg = (tmp_path / "dev.dot.svg").read_text()
+    assert svg.lstrip().startswith("<?xml") and "<svg" in svg and "eks&#45;gpu" in svg  # dot escapes "-"

@@ -1,0 +1,123 @@
+"""Estimated list price of the compute a plan provisions, and the delta a change makes.
+
+Works on the plan JSON (``stacks.plan.to_json``), so both sides of a diff are priced the same way.
+Prices are a pinned table (below) with its date and source; a type or region not in the table is
+reported as unknown, never guessed. Spot capacity is priced at the on-demand list price (an upper
+bound: spot is usually cheaper but varies by hour and zone).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+HOURS_PER_MONTH = 730
+PRICES_AS_OF = "2025-06"
+# USD per hour, on-demand, Linux. Source: https://aws.amazon.com/ec2/pricing/on-demand/ (us-east-1),
+# https://aws.amazon.com/eks/pricing/ (cluster in standard support), https://aws.amazon.com/vpc/pricing/
+# (NAT gateway, per gateway-hour, data processing not included).
+AWS_PRICES: dict[str, dict[str, float]] = {
+    "us-east-1": {
+        "m6i.large": 0.096, "m6i.xlarge": 0.192, "m6i.2xlarge": 0.384,
+        "g4dn.xlarge": 0.526, "g4dn.2xlarge": 0.752,
+        "g5.xlarge": 1.006, "g5.2xlarge": 1.212, "g5.4xlarge": 1.624, "g5.12xlarge": 5.672,
+        "g6.xlarge": 0.8048, "g6.2xlarge": 0.9776,
+    },
+}
+AWS_EKS_CLUSTER_HOUR = 0.10
+AWS_NAT_GATEWAY_HOUR = {"us-east-1": 0.045}
+# Source: https://cloud.google.com/compute/vm-instance-pricing (us-central1; G2 prices include the
+# L4 GPUs), https://cloud.google.com/kubernetes-engine/pricing (cluster management fee).
+GCP_PRICES: dict[str, dict[str, float]] = {
+    "us-central1": {
+        "e2-standard-2": 0.067006, "e2-standard-4": 0.134012, "n2-standard-4": 0.194236,
+        "n2-standard-8": 0.388472, "g2-standard-4": 0.706832, "g2-standard-8": 0.853624,
+    },
+}
+GKE_CLUSTER_HOUR = 0.10
+
+
+@dataclass(frozen=True)
+class CostLine:
+    """One priced item: ``hourly_min``/``hourly_max`` are None when the price is unknown."""
+
+    item: str
+    detail: str
+    hourly_min: float | None
+    hourly_max: float | None
+
+
+@dataclass
+class CostEstimate:
+    lines: list[CostLine] = field(default_factory=list)
+
+    @property
+    def unknown(self) -> list[CostLine]:
+        return [line for line in self.lines if line.hourly_min is None]
+
+    @property
+    def hourly(self) -> tuple[float, float]:
+        known = [line for line in self.lines if line.hourly_min is not None]
+        return (round(sum(line.hourly_min for line in known), 4), round(sum(line.hourly_max for line in known), 4))
+
+    @property
+    def monthly(self) -> tuple[float, float]:
+        low, high = self.hourly
+        return round(low * HOURS_PER_MONTH, 2), round(high * HOURS_PER_MONTH, 2)
+
+    def summary(self) -> str:
+        (low, high), (mlow, mhigh) = self.hourly, self.monthly
+        text = f"${low:.2f}-${high:.2f}/hour, ${mlow:,.0f}-${mhigh:,.0f}/month (list prices of {PRICES_AS_OF})"
+        if self.unknown:
+            text += "; unknown: " + ", ".join(f"{line.item} ({line.detail})" for line in self.unknown)
+        return text
+
+
+def _region(resources: list[dict[str, Any]], provider_type: str) -> str | None:
+    for r in resources:
+        if r["type"] == provider_type:
+            return r["inputs"].get("region")
+    return None
+
+
+def estimate(plan: dict[str, Any]) -> CostEstimate:
+    """Price the node pools (at their min and max size), cluster fees and NAT gateways of a plan."""
+    resources = plan["resources"]
+    aws_region = _region(resources, "pulumi:providers:aws")
+    gcp_region = _region(resources, "pulumi:providers:gcp")
+    cost = CostEstimate()
+    for r in resources:
+        inputs, kind = r["inputs"], r["type"]
+        if kind == "aws:eks/nodeGroup:NodeGroup":
+            types = inputs.get("instanceTypes") or []
+            scaling = inputs.get("scalingConfig") or {}
+            # Several types widen spot capacity; the first is the one priced.
+            price = AWS_PRICES.get(aws_region or "", {}).get(types[0]) if types else None
+            cost.lines.append(_pool(r["name"], f"{types[0] if types else '?'} x {scaling.get('minSize')}-"
+                                    f"{scaling.get('maxSize')} {inputs.get('capacityType', 'ON_DEMAND')}",
+                                    price, scaling.get("minSize", 0), scaling.get("maxSize", 0)))
+        elif kind == "aws:eks/cluster:Cluster":
+            cost.lines.append(CostLine(r["name"], "EKS control plane", AWS_EKS_CLUSTER_HOUR, AWS_EKS_CLUSTER_HOUR))
+        elif kind == "aws:ec2/natGateway:NatGateway":
+            hour = AWS_NAT_GATEWAY_HOUR.get(aws_region or "")
+            cost.lines.append(CostLine(r["name"], f"NAT gateway in {aws_region}", hour, hour))
+        elif kind == "gcp:container/nodePool:NodePool":
+            node = inputs.get("nodeConfig") or {}
+            auto = inputs.get("autoscaling") or {}
+            machine = node.get("machineType", "?")
+            price = GCP_PRICES.get(gcp_region or "", {}).get(machine)
+            low, high = auto.get("totalMinNodeCount", 0), auto.get("totalMaxNodeCount", 0)
+            spot = " SPOT" if node.get("spot") else ""
+            cost.lines.append(_pool(r["name"], f"{machine} x {low}-{high}{spot}", price, low, high))
+        elif kind == "gcp:container/cluster:Cluster":
+            cost.lines.append(CostLine(r["name"], "GKE cluster management", GKE_CLUSTER_HOUR, GKE_CLUSTER_HOUR))
+        elif kind == "gcp:compute/routerNat:RouterNat":
+            # Cloud NAT is billed per VM-hour and per GB processed: it depends on load, not the plan.
+            cost.lines.append(CostLine(r["name"], "Cloud NAT, billed per VM and GB", None, None))
+    return cost
+
+
+def _pool(name: str, detail: str, price: float | None, low: int, high: int) -> CostLine:
+    if price is None:
+        return CostLine(name, detail + ": price unknown", None, None)
+    return CostLine(name, detail, round(price * low, 4), round(price * high, 4))

@@ -1,0 +1,136 @@
+"""The offline diff and cost delta, on real commits of a clone of this repository."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from stacks.cost import AWS_PRICES, estimate
+from stacks.diff import diff_plans, flatten, render_markdown
+from stacks.plan import ROOT, to_json
+
+GPU_POOL_KEY = "tfserving-platform:nodePools"
+SERVERS_KEY = "tfserving-platform:servers"
+
+
+def git(repo: Path, *args: str) -> str:
+    return subprocess.run(["git", *args], cwd=repo, check=True, capture_output=True, text=True).stdout
+
+
+def stacks_cli(repo: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "stacks", *args], cwd=repo, capture_output=True, text=True,
+                          timeout=600)
+
+
+def edit_dev(repo: Path, change) -> None:
+    path = repo / "Pulumi.dev.yaml"
+    data = yaml.safe_load(path.read_text())
+    change(data["config"])
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+
+
+@pytest.fixture(scope="module")
+def two_commits(tmp_path_factory) -> Path:
+    """A clone with two commits on top: a GPU pool's instance type, then a model's label."""
+    repo = tmp_path_factory.mktemp("repo") / "clone"
+    subprocess.run(["git", "clone", "--quiet", str(ROOT), str(repo)], check=True)
+    git(repo, "config", "user.email", "test@example.com")
+    git(repo, "config", "user.name", "test")
+    # The code under test is this working tree (committed or not): it becomes the clone's first commit.
+    for name in git(ROOT, "ls-files", "--cached", "--others", "--exclude-standard").splitlines():
+        source, target = ROOT / name, repo / name
+        if source.is_file():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, target)
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", "working tree", "--allow-empty")
+    edit_dev(repo, lambda c: c[GPU_POOL_KEY]["gpu"].update(instanceTypes=["g5.2xlarge"]))
+    git(repo, "commit", "-qam", "GPU pool: g5.2xlarge")
+    edit_dev(repo, lambda c: c[SERVERS_KEY]["default"]["models"]["digits"].update(labels={"stable": 1, "beta": 1}))
+    git(repo, "commit", "-qam", "digits: beta label")
+    return repo
+
+
+def test_instance_type_change_is_a_replacement_with_a_cost_delta(two_commits: Path):
+    git(two_commits, "checkout", "-q", "HEAD~1")
+    try:
+        done = stacks_cli(two_commits, "diff", "--stack", "dev", "--base", "HEAD~1", "--format", "json")
+    finally:
+        git(two_commits, "checkout", "-q", "-")
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    changes = {c["name"]: c for c in result["changes"]}
+    group = changes["eks-gpu"]
+    assert group["op"] == "replace"
+    assert any(f["path"] == "instanceTypes" and f["replaces"] and f["new"] == ["g5.2xlarge"] for f in group["fields"])
+    # g5.xlarge (1.006/h) -> g5.2xlarge (1.212/h) on a 0-2 node pool: +0 at min, +2 x 0.206 x 730 at max.
+    low, high = result["cost"]["monthlyDelta"]
+    assert low == 0 and high == pytest.approx(2 * (1.212 - 1.006) * 730, abs=0.05)
+    assert all(c["op"] != "delete" for c in result["changes"])
+
+
+def test_label_change_is_an_update_of_the_config(two_commits: Path):
+    done = stacks_cli(two_commits, "diff", "--stack", "dev", "--base", "HEAD~1", "--format", "json")
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["counts"]["replace"] == 0 and result["counts"]["update"] >= 1
+    config = next(c for c in result["changes"] if c["name"] == "tfserving-default-config")
+    assert config["op"] == "update"
+    assert any(f["path"] == "data.models.config" and 'key: "beta"' in f["new"] for f in config["fields"])
+    assert result["cost"]["monthlyDelta"] == [0, 0]
+
+
+def test_markdown_comment_has_counts_first_and_details_folded(two_commits: Path):
+    done = stacks_cli(two_commits, "diff", "--stack", "dev", "--base", "HEAD~2", "--format", "markdown")
+    assert done.returncode == 0, done.stderr
+    text = done.stdout
+    assert text.index("| + create |") < text.index("<details>")
+    assert "**Replacements:** `eks-gpu`" in text
+    assert "+- aws:eks/nodeGroup:NodeGroup  eks-gpu" in text
+
+
+def test_a_side_that_fails_to_plan_is_an_error(two_commits: Path):
+    done = stacks_cli(two_commits, "diff", "--stack", "dev", "--base", "no-such-ref")
+    assert done.returncode == 2 and "base no-such-ref" in done.stderr
+    bad = two_commits / "Pulumi.dev.yaml"
+    original = bad.read_text()
+    try:
+        bad.write_text(original.replace("tfserving-platform:region: us-east-1", "tfserving-platform:region: mars"))
+        done = stacks_cli(two_commits, "diff", "--stack", "dev", "--base", "HEAD")
+        assert done.returncode == 2 and "working tree" in done.stderr and "region" in done.stderr
+    finally:
+        bad.write_text(original)
+
+
+def test_no_change_is_no_diff(dev):
+    plan = to_json(dev)
+    result = diff_plans(plan, plan, "dev", "HEAD")
+    assert result.changes == [] and result.cost_delta() == (0, 0)
+    assert "No changes." in render_markdown(result)
+
+
+def test_flatten_paths():
+    assert flatten({"a": {"b": 1, "c": [{"d": 2}]}, "e": [1, 2]}) == {"a.b": 1, "a.c[0].d": 2, "e": [1, 2]}
+
+
+def test_cost_prices_pools_at_min_and_max_and_says_unknown(prod, gke):
+    cost = estimate(to_json(prod))
+    gpu = next(line for line in cost.lines if line.item == "eks-gpu")
+    assert (gpu.hourly_min, gpu.hourly_max) == (round(2 * AWS_PRICES["us-east-1"]["g5.xlarge"], 4),
+                                               round(6 * AWS_PRICES["us-east-1"]["g5.xlarge"], 4))
+    assert any(line.detail == "EKS control plane" for line in cost.lines)
+    assert sum(1 for line in cost.lines if line.detail.startswith("NAT gateway")) == 3
+    assert not cost.unknown
+    gke_cost = estimate(to_json(gke))
+    assert [u.item for u in gke_cost.unknown] == ["network-nat"]
+    unknown = estimate({"resources": [{"type": "pulumi:providers:aws", "name": "aws", "inputs": {"region": "us-east-1"}},
+                                      {"type": "aws:eks/nodeGroup:NodeGroup", "name": "x",
+                                       "inputs": {"instanceTypes": ["p5.48xlarge"],
+                                                  "scalingConfig": {"minSize": 1, "maxSize": 2}}}]})
+    assert unknown.hourly == (0, 0) and "price unknown" in unknown.unknown[0].detail
