@@ -1,0 +1,1 @@
+"""The tfserving-platform CrossGuard policy pack (``rules``), importable by the tests as ``policy.rules``."""
