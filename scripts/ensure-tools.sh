@@ -3,12 +3,20 @@
 # Idempotent: does nothing when everything is already there. `make test` calls it once (stamp).
 #
 #   promtool      Debian package `prometheus` (2.42): checks the prometheus-adapter query
-#                 (tests/test_metrics_adapter.py). Installed with apt-get when missing (root only).
+#                 (tests/test_metrics_adapter.py).
+#   ShellCheck    Debian package `shellcheck` (0.9): actionlint runs it on every `run:` block of the
+#                 GitHub workflows (tests/test_workflows.py). actionlint itself is a Python package of
+#                 the project venv (requirements-test.txt: a wheel that ships the binary).
+#                 Both Debian packages are installed with apt-get when missing: as root, or through
+#                 `sudo -n` (GitHub's runners) when that works without a password.
+#   Graphviz      Debian package `graphviz`: `dot` renders `python -m stacks plan --graph` as SVG
+#                 (tests/test_plan_cli.py).
 #   .venv-checkov checkov, pinned in requirements-checkov.txt, in a venv of its own: its exact
 #                 dependency pins clash with the project's (tests/test_checkov.py).
 #   tests/crd_validator/node_modules  JSON schemas of the Gateway API and Istio CRDs (npm packages
 #                 @kubernetes-models/*, pinned by package-lock.json) for tests/test_manifests.py.
 #
+# Usage: scripts/ensure-tools.sh [promtool|shellcheck|graphviz|checkov|crd-validator ...]  (no argument: all)
 # Environment: PYTHON (default python3) builds the checkov venv.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,26 +28,42 @@ CHECKOV_STAMP=$CHECKOV_VENV/.installed
 
 log() { echo "ensure-tools: $*"; }
 
-ensure_promtool() {
-    if command -v promtool >/dev/null 2>&1; then
+# Runs a command as root: directly when this is root, else through passwordless sudo.
+as_root() {
+    if [ "$(id -u)" -eq 0 ]; then
+        "$@"
+    elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
+        sudo -n "$@"
+    else
+        return 1
+    fi
+}
+
+# apt_ensure COMMAND PACKAGE: installs Debian's PACKAGE when COMMAND is not on PATH.
+apt_ensure() {
+    local command=$1 package=$2
+    if command -v "$command" >/dev/null 2>&1; then
         return 0
     fi
-    if [ "$(id -u)" -ne 0 ]; then
-        echo "ensure-tools: promtool is missing and this user is not root." >&2
-        echo "ensure-tools: install it with: sudo apt-get install -y --no-install-recommends prometheus" >&2
+    if ! as_root true; then
+        echo "ensure-tools: $command is missing and this user can become root neither directly nor by sudo -n." >&2
+        echo "ensure-tools: install it with: sudo apt-get install -y --no-install-recommends $package" >&2
         exit 1
     fi
-    log "installing promtool (Debian package prometheus)"
+    log "installing $command (Debian package $package)"
     local started=$SECONDS
-    export DEBIAN_FRONTEND=noninteractive
-    if ! apt-get install -y -q --no-install-recommends prometheus; then
+    if ! as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "$package"; then
         log "apt-get install failed; updating the package lists and retrying"
-        apt-get update -q
-        apt-get install -y -q --no-install-recommends prometheus
+        as_root apt-get update -q
+        as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "$package"
     fi
-    command -v promtool >/dev/null 2>&1 || { echo "ensure-tools: promtool still not on PATH" >&2; exit 1; }
-    log "installed promtool in $((SECONDS - started))s"
+    command -v "$command" >/dev/null 2>&1 || { echo "ensure-tools: $command still not on PATH" >&2; exit 1; }
+    log "installed $command in $((SECONDS - started))s"
 }
+
+ensure_promtool() { apt_ensure promtool prometheus; }
+ensure_shellcheck() { apt_ensure shellcheck shellcheck; }
+ensure_graphviz() { apt_ensure dot graphviz; }
 
 ensure_checkov() {
     if [ -x "$CHECKOV_VENV/bin/checkov" ] && [ -f "$CHECKOV_STAMP" ] \
@@ -66,7 +90,28 @@ ensure_crd_validator() {
     touch "$dir/node_modules/.installed"
 }
 
-ensure_promtool
-ensure_checkov
-ensure_crd_validator
-log "promtool $(promtool --version 2>&1 | head -n1 | awk '{print $3}'), $("$CHECKOV_VENV/bin/checkov" --version)"
+tools=("$@")
+[ ${#tools[@]} -gt 0 ] || tools=(promtool shellcheck graphviz checkov crd-validator)
+versions=()
+for tool in "${tools[@]}"; do
+    case $tool in
+        promtool)
+            ensure_promtool
+            versions+=("promtool $(promtool --version 2>&1 | head -n1 | awk '{print $3}')") ;;
+        shellcheck)
+            ensure_shellcheck
+            versions+=("shellcheck $(shellcheck --version | awk '/^version:/ {print $2}')") ;;
+        graphviz)
+            ensure_graphviz
+            versions+=("$(dot -V 2>&1 | awk '{print $1, $5}')") ;;
+        checkov)
+            ensure_checkov
+            versions+=("checkov $("$CHECKOV_VENV/bin/checkov" --version)") ;;
+        crd-validator)
+            ensure_crd_validator ;;
+        *)
+            echo "ensure-tools: unknown tool '$tool' (promtool, shellcheck, graphviz, checkov, crd-validator)" >&2
+            exit 2 ;;
+    esac
+done
+[ ${#versions[@]} -eq 0 ] || log "$(printf '%s, ' "${versions[@]}" | sed 's/, $//')"

@@ -71,9 +71,12 @@ def _scan(args: argparse.Namespace) -> int:
         except scan.ScanError as error:
             print(f"error: stack {args.stack}: {error}", file=sys.stderr)
             return 2
-    text = {"text": str, "markdown": lambda r: r.to_markdown(), "json": lambda r: r.to_json()}[args.format](result)
-    _emit(text if isinstance(text, str) else str(text), args.out)
-    return 0 if result.failed == 0 else 1
+    import json
+
+    text = json.dumps(result.to_json(), indent=2) + "\n" if args.format == "json" else result.to_markdown()
+    _emit(text, args.out)
+    # 1: the scan ran and found failed checks (2 is kept for "could not scan").
+    return 0 if result.ok else 1
 
 
 def main(argv: list[str] | None = None) -> int:

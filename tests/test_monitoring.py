@@ -157,8 +157,9 @@ def test_cluster_autoscaler_has_its_own_least_privilege_identity(prod: Recording
     condition = trust["Statement"][0]["Condition"]["StringEquals"]
     assert any(v == "system:serviceaccount:kube-system:cluster-autoscaler" for v in condition.values())
     policy = json.loads(prod.one("aws:iam/rolePolicy:RolePolicy", "cluster-autoscaler-scale").inputs["policy"])
-    discover, scale = policy["Statement"]
+    discover, nodegroups, scale = policy["Statement"]
     assert all(a.split(":")[1].startswith(("Describe", "Get")) for a in discover["Action"])
+    assert nodegroups["Resource"] == "arn:aws:eks:us-east-1:*:nodegroup/tfserving-prod/*/*"
     assert scale["Condition"]["StringEquals"] == {
         "aws:ResourceTag/k8s.io/cluster-autoscaler/tfserving-prod": "owned"}
     values = charts(prod)["cluster-autoscaler"]["values"]

@@ -8,14 +8,14 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_aws as aws
 
-from components.aws.iam import irsa_trust_policy
+from components.aws.iam import irsa_trust_policy, partition_of
 from components.helm_charts import CLUSTER_AUTOSCALER, chart
 
 NAMESPACE = "kube-system"
 SERVICE_ACCOUNT = "cluster-autoscaler"
 
 
-def autoscaler_policy(cluster_name: str) -> str:
+def autoscaler_policy(cluster_name: str, region: str) -> str:
     """Read anything it needs to simulate; change only the Auto Scaling groups of this cluster.
 
     EKS tags a managed node group's Auto Scaling group ``k8s.io/cluster-autoscaler/<cluster>=owned``:
@@ -26,8 +26,10 @@ def autoscaler_policy(cluster_name: str) -> str:
             "autoscaling:DescribeAutoScalingGroups", "autoscaling:DescribeAutoScalingInstances",
             "autoscaling:DescribeLaunchConfigurations", "autoscaling:DescribeScalingActivities",
             "autoscaling:DescribeTags", "ec2:DescribeImages", "ec2:DescribeInstanceTypes",
-            "ec2:DescribeLaunchTemplateVersions", "ec2:GetInstanceTypesFromInstanceRequirements",
-            "eks:DescribeNodegroup"]},
+            "ec2:DescribeLaunchTemplateVersions", "ec2:GetInstanceTypesFromInstanceRequirements"]},
+        # DescribeNodegroup supports resource-level permissions: this cluster's node groups only.
+        {"Sid": "DescribeOwnNodegroups", "Effect": "Allow", "Action": "eks:DescribeNodegroup",
+         "Resource": f"arn:{partition_of(region)}:eks:{region}:*:nodegroup/{cluster_name}/*/*"},
         {"Sid": "ScaleOwnGroups", "Effect": "Allow", "Resource": "*",
          "Action": ["autoscaling:SetDesiredCapacity", "autoscaling:TerminateInstanceInAutoScalingGroup"],
          "Condition": {"StringEquals": {f"aws:ResourceTag/k8s.io/cluster-autoscaler/{cluster_name}": "owned"}}},
@@ -62,7 +64,8 @@ class ClusterAutoscaler(pulumi.ComponentResource):
         role = aws.iam.Role(f"{name}-role", assume_role_policy=irsa_trust_policy(
             args.oidc_provider_arn, args.oidc_issuer_url, NAMESPACE, SERVICE_ACCOUNT), opts=cloud)
         aws.iam.RolePolicy(f"{name}-scale", role=role.id,
-                           policy=pulumi.Output.from_input(args.cluster_name).apply(autoscaler_policy), opts=cloud)
+                           policy=pulumi.Output.from_input(args.cluster_name).apply(
+                               lambda cluster: autoscaler_policy(cluster, args.region)), opts=cloud)
         chart(f"{name}-chart", CLUSTER_AUTOSCALER, NAMESPACE, {
             "autoDiscovery": {"clusterName": args.cluster_name},
             "awsRegion": args.region,

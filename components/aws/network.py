@@ -54,6 +54,10 @@ class Vpc(pulumi.ComponentResource):
 
         vpc = aws.ec2.Vpc(f"{name}-vpc", cidr_block=args.cidr, enable_dns_hostnames=True,
                           enable_dns_support=True, tags={**tags, "Name": name}, opts=child)
+        # Adopt the VPC's default security group and strip its rules: nothing may fall back on it
+        # (CIS AWS 5.4; node groups and the cluster use their own groups).
+        aws.ec2.DefaultSecurityGroup(f"{name}-default-sg", vpc_id=vpc.id, ingress=[], egress=[],
+                                     tags={**tags, "Name": f"{name}-default-unused"}, opts=child)
         igw = aws.ec2.InternetGateway(f"{name}-igw", vpc_id=vpc.id, tags={**tags, "Name": name}, opts=child)
         public_rt = aws.ec2.RouteTable(
             f"{name}-public", vpc_id=vpc.id,

@@ -140,6 +140,8 @@ class GkeCluster(pulumi.ComponentResource):
                 client_certificate_config=gcp.container.ClusterMasterAuthClientCertificateConfigArgs(
                     issue_client_certificate=False)),
             enable_shielded_nodes=True,
+            # VPC flow logs then see pod-to-pod traffic on the same node too.
+            enable_intranode_visibility=True,
             enable_legacy_abac=False,
             # GKE installs and upgrades the Gateway API CRDs the canary routes use.
             gateway_api_config=gcp.container.ClusterGatewayApiConfigArgs(channel="CHANNEL_STANDARD"),

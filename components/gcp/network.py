@@ -50,6 +50,12 @@ class GkeNetwork(pulumi.ComponentResource):
             log_config=gcp.compute.SubnetworkLogConfigArgs(aggregation_interval="INTERVAL_5_SEC",
                                                            flow_sampling=0.5, metadata="INCLUDE_ALL_METADATA"),
             opts=child)
+        # Lowest priority deny-all ingress: only what GKE (and the platform) allow explicitly gets in.
+        gcp.compute.Firewall(f"{name}-deny-ingress", project=args.project, network=network.id,
+                             direction="INGRESS", priority=65534, source_ranges=["0.0.0.0/0"],
+                             denies=[gcp.compute.FirewallDenyArgs(protocol="all")],
+                             log_config=gcp.compute.FirewallLogConfigArgs(metadata="INCLUDE_ALL_METADATA"),
+                             opts=child)
         router = gcp.compute.Router(f"{name}-router", project=args.project, region=args.region,
                                     network=network.id, opts=child)
         gcp.compute.RouterNat(f"{name}-nat", project=args.project, region=args.region, router=router.name,

@@ -1,0 +1,325 @@
+"""The checkov scan of a stack (stacks/scan.py) and the Pulumi -> Terraform-plan mapping
+(stacks/terraform_plan.py) it feeds checkov's ``terraform_plan`` framework with.
+
+checkov runs from ``.venv-checkov`` (``scripts/ensure-tools.sh checkov``); skipped checks live in
+``.checkov.yaml`` only, each with its reason.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import pytest
+
+from stacks import scan as scan_module
+from stacks.mock_engine import Recording, RecordedResource
+from stacks.scan import (KUBERNETES, TERRAFORM_PLAN, ScanError, ScanResult, find_checkov, run_checkov,
+                         scan_recording, scan_stack, skip_entries)
+from stacks.terraform_plan import (ATTRIBUTE_RENAMES, PLURAL_NAMES_KEPT, TERRAFORM_TYPES, TYPE_EXCEPTIONS,
+                                   general_rule, is_cloud_resource, terraform_values, to_terraform_plan)
+
+STACKS = ["dev", "prod", "gke-dev"]
+
+# Cloud checks that fail today and that the PROGRAM (or a stack's config) should fix, per stack:
+# (check id, Terraform address) -> the fix. They are reported to the owner of the program, NOT
+# skipped: the scan still reports them as failed. The test pins the exact set, so a new failure
+# fails it and so does a fixed one (remove its entry). Once the owner decides, each entry either
+# goes (the program is fixed) or moves to .checkov.yaml with its reason.
+_AWS_BOTH = {
+    ("CKV_AWS_158", "aws_cloudwatch_log_group.eks-logs"):
+        "encrypt the control-plane log group: kms_key_id = a KMS key whose policy lets "
+        "logs.<region>.amazonaws.com use it",
+    ("CKV_AWS_355", "aws_iam_role_policy.cluster-autoscaler-scale"):
+        "move eks:DescribeNodegroup out of the Resource \"*\" statement, scoped to "
+        "arn:aws:eks:<region>:<account>:nodegroup/<cluster>/*/*",
+    ("CKV_AWS_18", "aws_s3_bucket.models"):
+        "server access logging (aws_s3_bucket_logging into a log bucket), or decide it is not wanted "
+        "(CloudTrail data events) and skip it with that reason",
+    ("CKV2_AWS_11", "aws_vpc.network-vpc"):
+        "VPC flow logs: an aws_flow_log on the VPC (CloudWatch log group or S3), as the GKE subnet has",
+    ("CKV2_AWS_12", "aws_vpc.network-vpc"):
+        "adopt the VPC's default security group with no rules (aws.ec2.DefaultSecurityGroup "
+        "without ingress/egress); EKS uses its own cluster security group",
+    ("CKV2_AWS_64", "aws_kms_key.eks-secrets-key"):
+        "an explicit key policy on the EKS secrets key (account root admin, the cluster role as user)",
+    ("CKV2_AWS_64", "aws_kms_key.models-key"):
+        "an explicit key policy on the model bucket key (account root admin, model-reader role decrypt)",
+}
+AWAITING_PROGRAM_FIX: dict[str, dict[tuple[str, str], str]] = {"dev": {}, "prod": {}, "gke-dev": {}}
+"""Failed checks the program has not fixed yet, per stack: empty (every failure was fixed or is
+skipped with its reason in .checkov.yaml). A new failure fails the test."""
+
+# Resources checkov must have judged with at least this many passed checks (no vacuous pass).
+MIN_PASSED_CLOUD = 30
+MIN_PASSED_PER_RESOURCE = {
+    "aws": {"aws_eks_cluster.eks-cluster": 2, "aws_s3_bucket.models": 6,
+            "aws_launch_template.eks-gpu-lt": 4, "aws_launch_template.eks-system-lt": 4,
+            "aws_s3_bucket_public_access_block.models-public-access": 4, "aws_kms_key.eks-secrets-key": 3},
+    "gcp": {"google_container_cluster.gke-cluster": 12, "google_container_node_pool.gke-gpu": 5,
+            "google_container_node_pool.gke-system": 5, "google_storage_bucket.models": 3},
+}
+
+
+@pytest.fixture(scope="module")
+def checkov() -> Path:
+    try:
+        return find_checkov()
+    except ScanError as err:
+        pytest.fail(str(err), pytrace=False)
+
+
+@pytest.fixture(scope="module", params=STACKS)
+def stack_scan(request, checkov, tmp_path_factory) -> ScanResult:
+    return scan_stack(request.param, tmp_path_factory.mktemp(f"scan-{request.param}"))
+
+
+def _cloud(stack: str) -> str:
+    return "gcp" if stack.startswith("gke") else "aws"
+
+
+# --- the three stacks -----------------------------------------------------------------------------
+
+def test_kubernetes_has_no_failed_check(stack_scan):
+    fw = stack_scan.frameworks[KUBERNETES]
+    failed = [f"{c.check_id} {c.name!r}: {c.resource}" for c in fw.failed_checks]
+    assert not failed, f"stack {stack_scan.stack}: kubernetes checks failed:\n  " + "\n  ".join(failed)
+    assert fw.parsing_errors == 0
+    assert fw.passed > 100, f"checkov passed only {fw.passed} kubernetes checks"
+
+
+def test_cloud_failures_are_exactly_the_ones_awaiting_a_program_fix(stack_scan):
+    fw = stack_scan.frameworks[TERRAFORM_PLAN]
+    assert fw.parsing_errors == 0
+    failed = {(c.check_id, c.resource) for c in fw.failed_checks}
+    expected = set(AWAITING_PROGRAM_FIX[stack_scan.stack])
+    new = sorted(failed - expected)
+    fixed = sorted(expected - failed)
+    assert not new, (f"stack {stack_scan.stack}: cloud checks fail (fix the program, or skip in "
+                     ".checkov.yaml with a reason):\n" + stack_scan.to_markdown())
+    assert not fixed, (f"stack {stack_scan.stack}: these pass now, remove them from "
+                       f"AWAITING_PROGRAM_FIX: {fixed}")
+
+
+def test_checkov_really_judged_the_cloud_resources(stack_scan):
+    fw = stack_scan.frameworks[TERRAFORM_PLAN]
+    assert fw.passed > MIN_PASSED_CLOUD, f"stack {stack_scan.stack}: only {fw.passed} cloud checks passed"
+    passed = fw.passed_by_resource()
+    for address, minimum in MIN_PASSED_PER_RESOURCE[_cloud(stack_scan.stack)].items():
+        assert passed.get(address, 0) >= minimum, (
+            f"stack {stack_scan.stack}: {address} passed {passed.get(address, 0)} checks (want >= "
+            f"{minimum}); passed per resource: {passed}")
+
+
+def test_every_cloud_resource_was_mapped(stack_scan):
+    assert stack_scan.unmapped == {}, stack_scan.unmapped
+    assert stack_scan.mapping_problems == [], stack_scan.mapping_problems
+    assert stack_scan.frameworks[TERRAFORM_PLAN].resource_count > 15
+
+
+def test_skipped_checks_never_run(stack_scan):
+    # Skips from .checkov.yaml are not run at all (so not even counted as skipped); no inline skips.
+    skipped = {entry for entry in stack_scan.skip_config if ":" not in entry}
+    for name, fw in stack_scan.frameworks.items():
+        ran = {c.check_id for c in fw.passed_checks + fw.failed_checks}
+        assert not ran & skipped, f"{name}: skipped checks ran: {sorted(ran & skipped)}"
+        assert fw.skipped == 0, [(c.check_id, c.resource) for c in fw.skipped_checks]
+
+
+def test_markdown_and_json_carry_the_counts(stack_scan):
+    text = stack_scan.to_markdown()
+    for name, fw in stack_scan.frameworks.items():
+        assert f"| {name} | {fw.passed} | {fw.failed} | {fw.skipped} |" in text, text
+    for check in stack_scan.frameworks[TERRAFORM_PLAN].failed_checks:
+        assert check.check_id in text and check.resource in text
+    data = json.loads(json.dumps(stack_scan.to_json()))
+    assert data["stack"] == stack_scan.stack
+    cloud = data["frameworks"][TERRAFORM_PLAN]
+    assert cloud["failed"] == len(cloud["failed_checks"])
+    assert data["checkov_version"].startswith("3.")
+
+
+# --- the mapping --------------------------------------------------------------------------------
+
+def test_type_table_covers_every_cloud_type_of_the_plans(dev, prod, gke):
+    recorded = {r.type for rec in (dev, prod, gke) for r in rec.resources if is_cloud_resource(r)}
+    missing = sorted(recorded - set(TERRAFORM_TYPES))
+    assert not missing, f"add these Pulumi types to TERRAFORM_TYPES in stacks/terraform_plan.py: {missing}"
+    for rec in (dev, prod, gke):
+        plan = to_terraform_plan(rec)
+        assert plan["pulumi"]["unmapped"] == {} and plan["pulumi"]["mapping_problems"] == []
+        assert len(plan["planned_values"]["root_module"]["resources"]) == sum(
+            1 for r in rec.resources if is_cloud_resource(r))
+
+
+def test_type_table_follows_the_rule_or_a_listed_exception():
+    for token, tf_type in TERRAFORM_TYPES.items():
+        assert tf_type == TYPE_EXCEPTIONS.get(token, general_rule(token)), token
+    for token, tf_type in TYPE_EXCEPTIONS.items():
+        assert general_rule(token) != tf_type, f"{token} follows the rule: not an exception"
+    assert general_rule("aws:eks/nodeGroup:NodeGroup") == "aws_eks_node_group"
+    assert general_rule("gcp:storage/bucketIAMMember:BucketIAMMember") == "google_storage_bucket_iam_member"
+    assert general_rule("gcp:projects/iAMMember:IAMMember") == "google_project_iam_member"
+
+
+def test_attribute_shapes():
+    values = terraform_values("aws_eks_cluster", {
+        "vpcConfig": {"endpointPublicAccess": False, "subnetIds": ["a", "b"]},
+        "tags": {"kubernetes.io/role/elb": "1", "Name": "x"},
+        "encryptionConfig": {"resources": ["secrets"], "provider": {"keyArn": "arn"}},
+        "enabledClusterLogTypes": ["api"],
+    })
+    assert values == {
+        "vpc_config": [{"endpoint_public_access": False, "subnet_ids": ["a", "b"]}],
+        "tags": {"kubernetes.io/role/elb": "1", "Name": "x"},
+        "encryption_config": [{"resources": ["secrets"], "provider": [{"key_arn": "arn"}]}],
+        "enabled_cluster_log_types": ["api"],
+    }
+    pool = terraform_values("google_container_node_pool", {"nodeConfig": {
+        "guestAccelerators": [{"type": "nvidia-l4",
+                               "gpuDriverInstallationConfig": {"gpuDriverVersion": "LATEST"}}],
+        "labels": {"tfplatform.io/node-pool": "gpu"}, "metadata": {"disable-legacy-endpoints": "true"},
+        "masterIpv4CidrBlock": "x"}})
+    assert pool == {"node_config": [{
+        "guest_accelerator": [{"type": "nvidia-l4",
+                               "gpu_driver_installation_config": [{"gpu_driver_version": "LATEST"}]}],
+        "labels": {"tfplatform.io/node-pool": "gpu"}, "metadata": {"disable-legacy-endpoints": "true"},
+        "master_ipv4_cidr_block": "x"}]}
+    assert terraform_values("aws_eks_node_group", {"taints": [{"key": "k", "effect": "NO_SCHEDULE"}]}) == {
+        "taint": [{"key": "k", "effect": "NO_SCHEDULE"}]}
+    policy = json.dumps({"Statement": []})
+    assert terraform_values("aws_iam_role", {"assumeRolePolicy": policy}) == {"assume_role_policy": policy}
+
+
+def test_shapes_the_tables_do_not_cover_are_reported():
+    problems: list[str] = []
+    terraform_values("aws_made_up", {"widgets": [{"a": 1}], "annotations": {"example.com/x": "1"}}, problems)
+    assert any("widgets" in p and "ATTRIBUTE_RENAMES" in p for p in problems), problems
+    assert any("annotations" in p and "MAP_ATTRIBUTES" in p for p in problems), problems
+    # Every reviewed plural is a real Pulumi path of that Terraform type's resources.
+    assert set(ATTRIBUTE_RENAMES) | set(PLURAL_NAMES_KEPT) <= set(TERRAFORM_TYPES.values())
+
+
+def _resource(token: str, name: str, inputs: dict, deps: list[str] | None = None) -> RecordedResource:
+    return RecordedResource(urn=f"urn:pulumi:t::p::{token}::{name}", type=token, name=name, parent="",
+                            custom=True, inputs=inputs, dependencies=deps or [], protect=False, provider="")
+
+
+def test_unmapped_types_are_listed_not_dropped():
+    rec = Recording(stack="t", project="p", resources=[
+        _resource("aws:s3/bucket:Bucket", "models", {"forceDestroy": False}),
+        _resource("aws:sagemaker/domain:Domain", "studio", {}),
+        _resource("kubernetes:core/v1:Namespace", "ns", {"kind": "Namespace"}),
+    ])
+    plan = to_terraform_plan(rec)
+    assert plan["pulumi"]["unmapped"] == {"aws:sagemaker/domain:Domain": ["studio"]}
+    addresses = [r["address"] for r in plan["planned_values"]["root_module"]["resources"]]
+    assert addresses == ["aws_s3_bucket.models"]
+    result = ScanResult(stack="t", frameworks={}, unmapped=plan["pulumi"]["unmapped"])
+    assert not result.ok
+    assert "aws:sagemaker/domain:Domain" in result.to_markdown()
+
+
+def test_references_become_terraform_references(prod):
+    plan = to_terraform_plan(prod)
+    config = {r["address"]: r for r in plan["configuration"]["root_module"]["resources"]}
+    planned = {r["address"]: r for r in plan["planned_values"]["root_module"]["resources"]}
+    block = "aws_s3_bucket_public_access_block.models-public-access"
+    assert config[block]["expressions"]["bucket"]["references"][0] == "aws_s3_bucket.models.id"
+    assert "bucket" not in planned[block]["values"]  # unknown until the bucket exists, as in Terraform
+    changes = {r["address"]: r for r in plan["resource_changes"]}
+    assert changes[block]["change"]["after_unknown"] == {"bucket": True}
+    assert config["aws_eks_node_group.eks-gpu"]["expressions"]["cluster_name"]["references"][0] == \
+        "aws_eks_cluster.eks-cluster.name"
+    assert planned["aws_eks_cluster.eks-cluster"]["values"]["tags_all"]["Stack"] == "prod"
+
+
+# --- the pipe catches insecure settings -------------------------------------------------------------
+
+def test_a_public_prod_endpoint_fails(checkov, plan_with, tmp_path):
+    recording = plan_with("prod", endpointPublicAccess=True)  # publicAccessCidrs default 0.0.0.0/0
+    result = scan_recording(recording, tmp_path, frameworks=[TERRAFORM_PLAN])
+    failed = {(c.check_id, c.resource): c for _, c in result.failed_checks}
+    for check_id in ("CKV_AWS_39", "CKV_AWS_38"):
+        check = failed.get((check_id, "aws_eks_cluster.eks-cluster"))
+        assert check, f"{check_id} did not fail on a public prod endpoint: {sorted(failed)}"
+        assert check.pulumi_urn.endswith("aws:eks/cluster:Cluster::eks-cluster")
+    assert not result.ok
+    text = result.to_markdown()
+    assert "CKV_AWS_39" in text
+    assert f"| {TERRAFORM_PLAN} | {result.frameworks[TERRAFORM_PLAN].passed} |" in text
+
+
+# (address, mutation, checks that must fail on it)
+def _drop(key):
+    return lambda values: values.pop(key)
+
+
+def _set(path, value):
+    def apply(values):
+        target = values
+        for part in path[:-1]:
+            target = target[part]
+        target[path[-1]] = value
+    return apply
+
+
+MUTATIONS = [
+    ("aws_eks_cluster.eks-cluster", _drop("encryption_config"), {"CKV_AWS_58"}),
+    ("aws_s3_bucket_public_access_block.models-public-access", _set(["block_public_policy"], False),
+     {"CKV_AWS_54"}),
+    ("aws_launch_template.eks-gpu-lt", _set(["metadata_options", 0, "http_tokens"], "optional"),
+     {"CKV_AWS_79"}),
+    ("google_storage_bucket.models", _set(["public_access_prevention"], "inherited"), {"CKV_GCP_114"}),
+    ("google_container_node_pool.gke-gpu", _set(["node_config", 0, "workload_metadata_config", 0, "mode"],
+                                                "GCE_METADATA"), {"CKV_GCP_69"}),
+    ("google_container_cluster.gke-cluster", _set(["enable_legacy_abac"], True), {"CKV_GCP_7"}),
+]
+
+
+def test_insecure_plan_changes_fail(checkov, prod, gke, tmp_path):
+    # One Terraform plan holding prod's and gke-dev's resources, each mutation applied to it.
+    plan = to_terraform_plan(prod)
+    other = to_terraform_plan(gke)
+    plan["planned_values"]["root_module"]["resources"] += other["planned_values"]["root_module"]["resources"]
+    plan["resource_changes"] += other["resource_changes"]
+    plan["configuration"]["root_module"]["resources"] += other["configuration"]["root_module"]["resources"]
+    planned = {r["address"]: r for r in plan["planned_values"]["root_module"]["resources"]}
+    baseline = copy.deepcopy(planned)
+    for address, mutate, _ in MUTATIONS:
+        mutate(planned[address]["values"])
+        assert planned[address]["values"] != baseline[address]["values"]
+    for change in plan["resource_changes"]:
+        change["change"]["after"] = planned[change["address"]]["values"]
+    (tmp_path / "plan-insecure.json").write_text(json.dumps(plan))
+    result = run_checkov({TERRAFORM_PLAN: "plan-insecure.json"}, tmp_path)[TERRAFORM_PLAN]
+    failed = {(c.check_id, c.resource) for c in result.failed_checks}
+    for address, _, check_ids in MUTATIONS:
+        for check_id in check_ids:
+            assert (check_id, address) in failed, f"{check_id} did not fail on {address}: {sorted(failed)}"
+
+
+# --- checkov itself -----------------------------------------------------------------------------
+
+def test_missing_checkov_names_ensure_tools(monkeypatch, tmp_path):
+    monkeypatch.delenv("CHECKOV", raising=False)
+    monkeypatch.setattr(scan_module, "DEFAULT_CHECKOV", tmp_path / "no-checkov")
+    with pytest.raises(ScanError, match="scripts/ensure-tools.sh"):
+        find_checkov()
+    with pytest.raises(ScanError, match="scripts/ensure-tools.sh"):
+        scan_stack("dev", tmp_path)
+    monkeypatch.setenv("CHECKOV", str(tmp_path / "elsewhere"))
+    with pytest.raises(ScanError, match="CHECKOV="):
+        find_checkov()
+
+
+def test_checkov_env_overrides(monkeypatch, checkov):
+    monkeypatch.setenv("CHECKOV", str(checkov))
+    assert find_checkov() == checkov
+
+
+def test_skip_file_lists_cloud_skips():
+    entries = skip_entries(scan_module.DEFAULT_CONFIG)
+    assert "CKV_K8S_43" in entries
+    assert any(e.startswith(("CKV_AWS", "CKV2_AWS", "CKV_GCP", "CKV2_GCP")) for e in entries)
