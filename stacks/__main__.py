@@ -23,6 +23,8 @@ def _parser() -> argparse.ArgumentParser:
     plan.add_argument("--manifests", type=Path, metavar="DIR",
                       help="write every Kubernetes object as YAML and the mounted config files")
     plan.add_argument("--quiet", action="store_true", help="print only the summary line")
+    plan.add_argument("--timing", action="store_true",
+                      help="estimate a fresh `pulumi up` from the dependency graph (critical path, lower bound)")
     plan.add_argument("--graph", type=Path, metavar="PATH",
                       help="write the dependency graph as Graphviz DOT (and PATH.svg when `dot` is installed)")
     diff = sub.add_parser("diff", help="compare a stack's plan at a git revision with the working tree")
@@ -114,6 +116,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.manifests:
         files = plan.write_manifests(recording, args.manifests)
         print(f"wrote {len(files)} files under {args.manifests}")
+    if args.timing:
+        from stacks.timing import estimate as estimate_timing
+
+        print(estimate_timing(plan.to_json(recording)).render())
     if args.graph:
         from stacks.graph import write_graph
 

@@ -29,7 +29,7 @@ def to_json(recording: Recording) -> dict[str, Any]:
         "project": recording.project,
         "resources": [{"urn": r.urn, "type": r.type, "name": r.name, "parent": r.parent or None,
                        "custom": r.custom, "protect": r.protect, "retainOnDelete": r.retain_on_delete,
-                       "ignoreChanges": r.ignore_changes, "inputs": r.inputs,
+                       "ignoreChanges": r.ignore_changes, "provider": r.provider or None, "inputs": r.inputs,
                        "dependencies": sorted(r.dependencies)}
                       for r in sorted(recording.resources, key=lambda r: r.urn)],
         "outputs": recording.outputs,

@@ -183,8 +183,11 @@ class EksCluster(pulumi.ComponentResource):
         # ConfigMaps are updated in place rather than replaced: TF Serving re-reads its mounted model
         # config, so adding a model or version needs no pod restart (a replacement would delete and
         # recreate the ConfigMap under running pods).
+        # Workloads wait for the nodes: a Deployment's readiness await would otherwise run (and may
+        # time out) while the node groups are still launching.
         self.provider = k8s.Provider(f"{name}-k8s", kubeconfig=self.kubeconfig, enable_config_map_mutable=True,
-                                     opts=child)
+                                     opts=pulumi.ResourceOptions(parent=self,
+                                                                 depends_on=[g.node_group for g in self.node_groups.values()]))
 
         self.register_outputs({"cluster_name": self.cluster_name, "endpoint": self.endpoint,
                                "oidc_provider_arn": self.oidc_provider_arn, "kubeconfig": self.kubeconfig})

@@ -152,6 +152,7 @@ class ManagedNodeGroup(pulumi.ComponentResource):
             # `pulumi up` would reset it (terraform-aws-eks does the same).
             opts=pulumi.ResourceOptions(parent=self, ignore_changes=["scalingConfig.desiredSize"]))
 
+        self.node_group = group
         self.node_group_name = group.node_group_name
         self.asg_name = group.resources.apply(lambda resources: resources[0].autoscaling_groups[0].name)
 

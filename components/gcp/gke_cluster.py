@@ -164,7 +164,8 @@ class GkeCluster(pulumi.ComponentResource):
         self.kubeconfig = pulumi.Output.secret(pulumi.Output.all(cluster.name, cluster.endpoint,
                                                                  cluster.master_auth.cluster_ca_certificate).apply(
             lambda a: kubeconfig_for(a[0], a[1], a[2])))
-        # ConfigMaps are updated in place: TF Serving re-reads its mounted model config.
+        # ConfigMaps are updated in place: TF Serving re-reads its mounted model config. Workloads
+        # wait for the node pools (a Deployment's readiness await needs nodes).
         self.provider = k8s.Provider(f"{name}-k8s", kubeconfig=self.kubeconfig, enable_config_map_mutable=True,
                                      opts=pulumi.ResourceOptions(parent=self, depends_on=list(self.node_pools.values())))
         self.register_outputs({"cluster_name": self.cluster_name, "endpoint": self.endpoint,
