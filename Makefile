@@ -17,6 +17,7 @@ help:
 	@echo "make test              install test dependencies and tools (scripts/ensure-tools.sh), run pytest"
 	@echo "make tools             install promtool (apt), checkov (.venv-checkov), CRD schemas (npm) if missing"
 	@echo "make docs              rewrite README's config reference and Pulumi.yaml's config block"
+	@echo "make bench [BENCH_ARGS=\"--runs 3\"]  wall time and peak RSS of the plans vs the SDK-import floor"
 	@echo "make clean             remove the virtualenvs, tool stamp and build output"
 
 $(VENV)/.runtime: requirements.txt
@@ -47,6 +48,12 @@ test: $(VENV)/.test $(TOOLS)
 
 docs: $(VENV)/.runtime
 	$(PY) -c "from pathlib import Path; from stacks.reference import write_docs; print(*write_docs(Path('.')))"
+
+# Wall time and peak RSS of the offline plans (dev, prod, gke-dev, generated N-model stacks) against
+# a process that only imports the SDKs; PASS/FAIL against the targets in bench/README.md.
+.PHONY: bench
+bench: $(VENV)/.runtime
+	$(PY) -m bench.plan_bench $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .venv-checkov .stamps $(BUILD) .pytest_cache tests/crd_validator/node_modules
