@@ -334,15 +334,16 @@ def sdk_modules_of(stack: str, python: str = sys.executable) -> list[str]:
     return done.stdout.split()
 
 
-def cases(model_files: dict[int, Path], python: str = sys.executable) -> list[Case]:
+def cases(model_files: dict[int, Path], python: str = sys.executable,
+          eager_modules: Sequence[str] = ()) -> list[Case]:
     plan = [python, "-m", "stacks", "plan"]
     rows = [Case("floor (import SDKs)", [python, "-c", FLOOR_IMPORTS])]
-    # Context, not a target: the floor plus the SDK packages prod's program touches.
-    eager = sdk_modules_of("prod", python)
-    rows.append(Case(f"floor + {len(eager)} SDK pkgs", [python, "-c", FLOOR_IMPORTS + "".join(
-        f"; import {m}" for m in eager)]))
-    rows += [Case(f"plan {stack}", [*plan, "--stack", stack, "--quiet"])
-             for stack in ("dev", "prod", "gke-dev")]
+    plans = [Case(f"plan {stack}", [*plan, "--stack", stack, "--quiet"]) for stack in ("dev", "prod", "gke-dev")]
+    rows += plans
+    if eager_modules:
+        # Context, not a target: the floor plus the SDK packages prod's program touches.
+        rows.append(Case(f"floor + {len(eager_modules)} SDK pkgs", [python, "-c", FLOOR_IMPORTS + "".join(
+            f"; import {m}" for m in eager_modules)]))
     rows += [Case(f"dev + {count} models",
                   [*plan, "--stack", "dev", "--config-file", str(path), "--quiet"], count)
              for count, path in sorted(model_files.items())]
@@ -519,7 +520,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="plan-bench-") as tmp:
         stacks_dir = args.stacks_dir or Path(tmp)
         files = {count: write_model_stack(count, stacks_dir) for count in args.models}
-        rows = cases(files)
+        rows = cases(files, eager_modules=sdk_modules_of("prod"))
         print(f"timing {len(rows)} commands, {args.warmup} + {args.runs} rounds ...", file=sys.stderr)
         try:
             results = measure(rows, args.runs, args.warmup, args.timeout)
