@@ -76,3 +76,25 @@ def promtool() -> str:
 
 def run_promtool(promtool: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run([promtool, *args], cwd=cwd, capture_output=True, text=True, timeout=60)
+
+
+SCANNED_STACKS = ["dev", "prod", "gke-dev"]
+
+
+@pytest.fixture(scope="session")
+def checkov() -> Path:
+    """checkov in .venv-checkov (scripts/ensure-tools.sh); a failure, not a skip, when missing."""
+    from stacks.scan import ScanError, find_checkov
+
+    try:
+        return find_checkov()
+    except ScanError as err:
+        pytest.fail(str(err), pytrace=False)
+
+
+@pytest.fixture(scope="session", params=SCANNED_STACKS)
+def stack_scan(request, checkov, tmp_path_factory):
+    """One checkov scan per stack (manifests and cloud resources), shared by every test that judges it."""
+    from stacks.scan import scan_stack
+
+    return scan_stack(request.param, tmp_path_factory.mktemp(f"scan-{request.param}"))

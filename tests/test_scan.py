@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import copy
 import json
-from pathlib import Path
 
 import pytest
 
@@ -20,7 +19,6 @@ from stacks.scan import (KUBERNETES, TERRAFORM_PLAN, ScanError, ScanResult, find
 from stacks.terraform_plan import (ATTRIBUTE_RENAMES, PLURAL_NAMES_KEPT, TERRAFORM_TYPES, TYPE_EXCEPTIONS,
                                    general_rule, is_cloud_resource, terraform_values, to_terraform_plan)
 
-STACKS = ["dev", "prod", "gke-dev"]
 
 # Cloud checks that fail today and that the PROGRAM (or a stack's config) should fix, per stack:
 # (check id, Terraform address) -> the fix. They are reported to the owner of the program, NOT
@@ -60,19 +58,6 @@ MIN_PASSED_PER_RESOURCE = {
     "gcp": {"google_container_cluster.gke-cluster": 12, "google_container_node_pool.gke-gpu": 5,
             "google_container_node_pool.gke-system": 5, "google_storage_bucket.models": 3},
 }
-
-
-@pytest.fixture(scope="module")
-def checkov() -> Path:
-    try:
-        return find_checkov()
-    except ScanError as err:
-        pytest.fail(str(err), pytrace=False)
-
-
-@pytest.fixture(scope="module", params=STACKS)
-def stack_scan(request, checkov, tmp_path_factory) -> ScanResult:
-    return scan_stack(request.param, tmp_path_factory.mktemp(f"scan-{request.param}"))
 
 
 def _cloud(stack: str) -> str:
