@@ -95,13 +95,8 @@ def build_aws_platform(settings: StackSettings) -> dict[str, object]:
         kms_key_arn=bucket.kms_key_arn, prefix=settings.model_bucket_prefix), opts=aws_opts)
 
     serving_opts = pulumi.ResourceOptions(providers={"kubernetes": cluster.provider})
-    namespace = ServingNamespace(SERVING_NAME, ServingNamespaceArgs(
-        name=settings.serving_namespace, service_account=SERVING_NAME,
-        service_account_annotations=reader.service_account_annotations,
-        istio_injection=settings.traffic_router == "istio"), opts=serving_opts)
-    endpoints = build_servers(settings, namespace, bucket.models_uri, "s3", {"AWS_REGION": settings.region},
-                              serving_opts)
-    monitoring = build_monitoring(settings, namespace, serving_opts)
+    serving = build_serving(settings, reader.service_account_annotations, bucket.models_uri, "s3",
+                            {"AWS_REGION": settings.region}, serving_opts)
     if settings.cluster_autoscaler:
         ClusterAutoscaler("cluster-autoscaler", ClusterAutoscalerArgs(
             cluster_name=cluster.cluster_name, region=settings.region,
@@ -116,11 +111,22 @@ def build_aws_platform(settings: StackSettings) -> dict[str, object]:
         "modelBucket": bucket.bucket_name,
         "modelsUri": bucket.models_uri,
         "modelReaderRoleArn": reader.role_arn,
-        "servingNamespace": namespace.namespace,
-        "servingEndpoints": endpoints["servers"],
-        **({"externalUrl": endpoints["externalUrl"]} if "externalUrl" in endpoints else {}),
-        **monitoring,
+        **serving,
     }
+
+
+def build_serving(settings: StackSettings, service_account_annotations: pulumi.Input[dict[str, str]],
+                  models_uri: pulumi.Input[str], model_store: str, sync_env: dict[str, str],
+                  opts: pulumi.ResourceOptions) -> dict[str, object]:
+    """Everything on the cluster, whatever the cloud: the serving namespace and identity, the servers,
+    monitoring and GPU add-ons. ``opts`` carries the cluster's Kubernetes provider. Returns outputs."""
+    namespace = ServingNamespace(SERVING_NAME, ServingNamespaceArgs(
+        name=settings.serving_namespace, service_account=SERVING_NAME,
+        service_account_annotations=service_account_annotations,
+        istio_injection=settings.traffic_router == "istio"), opts=opts)
+    return {"servingNamespace": namespace.namespace,
+            **build_servers(settings, namespace, models_uri, model_store, sync_env, opts),
+            **build_monitoring(settings, namespace, opts)}
 
 
 def build_monitoring(settings: StackSettings, namespace: ServingNamespace,
@@ -152,7 +158,7 @@ def build_monitoring(settings: StackSettings, namespace: ServingNamespace,
 
 def build_servers(settings: StackSettings, namespace: ServingNamespace, models_uri: pulumi.Input[str],
                   model_store: str, sync_env: dict[str, str], opts: pulumi.ResourceOptions) -> dict:
-    """Register the serving Deployments of every server (cloud-agnostic); return their endpoints."""
+    """Register the serving Deployments of every server; return the endpoint outputs."""
     gateway = None
     if settings.exposure.enabled:
         gateway = ServingGateway(SERVING_NAME, ServingGatewayArgs(
@@ -185,10 +191,9 @@ def build_servers(settings: StackSettings, namespace: ServingNamespace, models_u
         endpoints[key] = {"grpc": serving.grpc_endpoint, "rest": serving.rest_endpoint}
         if serving.canary_grpc_endpoint is not None:
             endpoints[key] |= {"canaryGrpc": serving.canary_grpc_endpoint, "canaryRest": serving.canary_rest_endpoint}
-    result: dict = {"servers": endpoints}
-    if gateway is not None:
-        result["externalUrl"] = gateway.url
-    return result
+    if gateway is None:
+        return {"servingEndpoints": endpoints}
+    return {"servingEndpoints": endpoints, "externalUrl": gateway.url}
 
 
 def gke_node_pool_specs(settings: StackSettings) -> dict[str, GkeNodePoolSpec]:
@@ -228,14 +233,9 @@ def build_gcp_platform(settings: StackSettings) -> dict[str, object]:
         namespace=settings.serving_namespace, service_account=SERVING_NAME,
         prefix=settings.model_bucket_prefix), opts=gcp_opts)
 
-    serving_opts = pulumi.ResourceOptions(providers={"kubernetes": cluster.provider})
-    namespace = ServingNamespace(SERVING_NAME, ServingNamespaceArgs(
-        name=settings.serving_namespace, service_account=SERVING_NAME,
-        service_account_annotations=reader.service_account_annotations,
-        istio_injection=settings.traffic_router == "istio"), opts=serving_opts)
     # gcloud finds credentials through the GKE metadata server (Workload Identity); nothing to pass.
-    endpoints = build_servers(settings, namespace, bucket.models_uri, "gs", {}, serving_opts)
-    monitoring = build_monitoring(settings, namespace, serving_opts)
+    serving = build_serving(settings, reader.service_account_annotations, bucket.models_uri, "gs", {},
+                            pulumi.ResourceOptions(providers={"kubernetes": cluster.provider}))
     return {
         "cloud": "gcp",
         "region": settings.region,
@@ -244,8 +244,5 @@ def build_gcp_platform(settings: StackSettings) -> dict[str, object]:
         "modelBucket": bucket.bucket_name,
         "modelsUri": bucket.models_uri,
         "modelReaderServiceAccount": reader.email,
-        "servingNamespace": namespace.namespace,
-        "servingEndpoints": endpoints["servers"],
-        **({"externalUrl": endpoints["externalUrl"]} if "externalUrl" in endpoints else {}),
-        **monitoring,
+        **serving,
     }
