@@ -14,7 +14,7 @@ from typing import Annotated, Literal
 from pydantic import Field, field_validator, model_validator
 
 from components.model_contract import MODEL_NAME_PATTERN, VERSION_LABEL_PATTERN
-from stacks.settings_base import DNS_LABEL, FieldProblem, Strict, check_cidrs, check_quantity
+from stacks.settings_base import DNS_LABEL, FieldProblem, Strict, check_cidrs, check_keys, check_quantity
 
 STABLE_LABEL = "stable"
 CANARY_LABEL = "canary"
@@ -164,11 +164,7 @@ class Server(Strict):
     def _model_names(cls, models: dict[str, Model]) -> dict[str, Model]:
         if not models:
             raise ValueError("at least one model")
-        for key in models:
-            if not re.match(MODEL_NAME_PATTERN, key):
-                raise FieldProblem(key, key, "a name of lowercase letters, digits, '-' or '_' "
-                                             "(at most 63, starting and ending alphanumeric)")
-        return models
+        return check_keys(models, MODEL_NAME_PATTERN)
 
     @field_validator("image")
     @classmethod

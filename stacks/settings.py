@@ -31,7 +31,7 @@ from stacks.gcp_catalog import check_gcp_pool
 
 from stacks.monitoring_settings import Monitoring
 from stacks.serving_settings import Exposure, Model, RouterKind, Server, default_gpu_fraction
-from stacks.settings_base import DNS_LABEL, FieldProblem, Strict, check_cidrs, check_labels
+from stacks.settings_base import DNS_LABEL, FieldProblem, Strict, check_cidrs, check_keys, check_labels
 
 __all__ = ["PROJECT", "FieldProblem", "Model", "NodePool", "Server", "StackSettings", "Taint"]
 
@@ -212,21 +212,15 @@ class StackSettings(Strict):
     @field_validator("node_pools")
     @classmethod
     def _keys(cls, mapping: dict) -> dict:
-        for key in mapping:
-            if not re.match(MODEL_NAME_PATTERN, key):
-                raise FieldProblem(key, key, "a name of lowercase letters, digits, '-' or '_' "
-                                             "(at most 63, starting and ending alphanumeric)")
-        return mapping
+        return check_keys(mapping, MODEL_NAME_PATTERN)
 
     @field_validator("servers")
     @classmethod
     def _server_names(cls, servers: dict) -> dict:
-        for key in servers:
-            # Kubernetes names tfserving-<key>-canary must stay within 63 characters.
-            if not re.match(r"^[a-z0-9]([-a-z0-9]{0,38}[a-z0-9])?$", key):
-                raise FieldProblem(key, key, "a name of lowercase letters, digits and '-' (at most 40, "
-                                             "starting and ending alphanumeric)")
-        return servers
+        # Kubernetes names tfserving-<key>-canary must stay within 63 characters.
+        return check_keys(servers, r"^[a-z0-9]([-a-z0-9]{0,38}[a-z0-9])?$",
+                          "a name of lowercase letters, digits and '-' (at most 40, starting and ending "
+                          "alphanumeric)")
 
     @model_validator(mode="after")
     def _cross_fields(self) -> StackSettings:

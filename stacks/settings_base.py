@@ -59,3 +59,14 @@ def check_cidrs(cidrs: list[str]) -> list[str]:
         except ValueError:
             raise FieldProblem(str(index), cidr, "an IPv4 CIDR such as 203.0.113.0/24") from None
     return cidrs
+
+
+NAME_KEY_ALLOWED = "a name of lowercase letters, digits, '-' or '_' (at most 63, starting and ending alphanumeric)"
+
+
+def check_keys(mapping: dict, pattern: str, allowed: str = NAME_KEY_ALLOWED) -> dict:
+    """Every key of a config map (pool, server or model name) matches ``pattern``; errors name the key."""
+    for key in mapping:
+        if not re.match(pattern, key):
+            raise FieldProblem(key, key, allowed)
+    return mapping
