@@ -8,12 +8,10 @@ from dataclasses import dataclass, field
 import pulumi
 import pulumi_aws as aws
 
-from components.node_labels import POOL_LABEL
+from components.node_labels import GPU_NODE_LABEL, GPU_RESOURCE, GPU_TAINT_KEY, POOL_LABEL
 
 __all__ = ["POOL_LABEL", "ManagedNodeGroup", "NodeGroupArgs", "NodePoolSpec"]
 
-GPU_TAINT_KEY = "nvidia.com/gpu"
-GPU_RESOURCE = "nvidia.com/gpu"
 DEVICE_PLUGIN_CONFIG_LABEL = "nvidia.com/device-plugin.config"
 
 # Kubernetes spelling of the EKS API's taint effects, for the autoscaler's node-template tags.
@@ -62,7 +60,7 @@ class NodeGroupArgs:
 def node_labels(pool: str, spec: NodePoolSpec) -> dict[str, str]:
     labels = {POOL_LABEL: pool, **spec.labels}
     if spec.gpus_per_node:
-        labels["nvidia.com/gpu.present"] = "true"
+        labels[GPU_NODE_LABEL] = "true"
     if spec.gpus_per_node and spec.gpu_time_slicing > 1:
         # The NVIDIA device plugin picks its per-node config by this label; the config named here
         # advertises each GPU as gpu_time_slicing schedulable nvidia.com/gpu.

@@ -9,8 +9,6 @@ import pulumi_kubernetes as k8s
 
 from components.helm_charts import DCGM_EXPORTER, NVIDIA_DEVICE_PLUGIN, chart
 
-GPU_NODE_LABEL = "nvidia.com/gpu.present"
-
 
 def time_slicing_config(slices: list[int]) -> dict:
     """Device-plugin configs a node selects with ``nvidia.com/device-plugin.config=time-slicing-<N>``."""

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 import pulumi
 import pulumi_kubernetes as k8s
 
+from components.node_labels import GPU_RESOURCE, GPU_TAINT_KEY
 from components.serving.batching import BATCHING_FILE, BatchingConfig, render_batching_parameters
 from components.serving.model_sync import SYNC_IMAGES, SYNC_SCRIPT, SYNC_SPEC_FILE, render_sync_spec
 from components.serving.readiness import READY_SCRIPT, READY_SCRIPT_KEY, readiness_probe
@@ -24,7 +25,6 @@ from components.serving.tfserving_config import (
 
 GRPC_PORT = 8500
 REST_PORT = 8501
-GPU_RESOURCE = "nvidia.com/gpu"
 RUN_AS = 65532  # non-root, above 10000 so it cannot collide with a host user
 APP_LABEL = "app.kubernetes.io/name"
 SERVER_LABEL = "tfplatform.io/server"
@@ -261,7 +261,7 @@ class ModelServer(pulumi.ComponentResource):
                         {"name": "config", "configMap": {"name": config.metadata.name}},
                         {"name": "tmp", "emptyDir": {"sizeLimit": "1Gi"}}],
             "nodeSelector": args.node_selector or None,
-            "tolerations": [{"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}]
+            "tolerations": [{"key": GPU_TAINT_KEY, "operator": "Exists", "effect": "NoSchedule"}]
             if args.gpus else None,
             # Zones first (a zone outage), then nodes (a node drain); ScheduleAnyway so a scale-up
             # is never blocked when a zone has no GPU capacity.
