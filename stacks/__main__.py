@@ -101,6 +101,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: stack {args.stack}: {error}", file=sys.stderr)
         return 2
     elapsed = time.perf_counter() - started
+    plan_json = plan.to_json(recording)  # the cost and timing estimates both read it
 
     tree = plan.render_tree(recording)
     print(tree.splitlines()[-1] if args.quiet else tree)
@@ -110,9 +111,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {key}: {value}")
         from stacks.cost import estimate
 
-        print(f"\nEstimated compute cost: {estimate(plan.to_json(recording)).summary()}")
+        print(f"\nEstimated compute cost: {estimate(plan_json).summary()}")
     if args.json:
-        plan.write_json(recording, args.json)
+        plan.write_json(plan_json, args.json)
         print(f"wrote {args.json}")
     if args.manifests:
         files = plan.write_manifests(recording, args.manifests)
@@ -120,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.timing:
         from stacks.timing import estimate as estimate_timing
 
-        print(estimate_timing(plan.to_json(recording)).render())
+        print(estimate_timing(plan_json).render())
     if args.graph:
         from stacks.graph import write_graph
 

@@ -109,6 +109,7 @@ def write_manifests(recording: Recording, out_dir: Path) -> list[Path]:
     return written
 
 
-def write_json(recording: Recording, path: Path) -> None:
+def write_json(plan_json: dict[str, Any], path: Path) -> None:
+    """Write a plan as made by :func:`to_json`."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(to_json(recording), indent=2, sort_keys=False) + "\n")
+    path.write_text(json.dumps(plan_json, indent=2, sort_keys=False) + "\n")
