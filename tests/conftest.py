@@ -52,10 +52,14 @@ def plan_with(tmp_path):
     return run
 
 
+def k8s_objects(recording: Recording, kind: str) -> list[dict]:
+    """The inputs (manifests) of every Kubernetes object of a kind."""
+    return [r.inputs for r in recording.resources if r.inputs.get("kind") == kind]
+
+
 def k8s_object(recording: Recording, kind: str, name: str) -> dict:
     """The inputs (manifest) of one Kubernetes object by kind and metadata.name."""
-    matches = [r.inputs for r in recording.resources
-               if r.inputs.get("kind") == kind and (r.inputs.get("metadata") or {}).get("name") == name]
+    matches = [o for o in k8s_objects(recording, kind) if (o.get("metadata") or {}).get("name") == name]
     assert len(matches) == 1, f"{len(matches)} {kind} named {name}"
     return matches[0]
 

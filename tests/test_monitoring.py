@@ -9,17 +9,13 @@ from components.helm_charts import CHARTS
 from components.serving.metrics_adapter import adapter_rule
 from stacks.mock_engine import Recording
 from stacks.plan import write_manifests
-from tests.conftest import k8s_object, run_promtool
+from tests.conftest import k8s_object, k8s_objects, run_promtool
 
 CHART = "kubernetes:helm.sh/v4:Chart"
 
 
 def charts(rec: Recording) -> dict[str, dict]:
     return {r.inputs["chart"]: r.inputs for r in rec.of_type(CHART)}
-
-
-def of_kind(rec: Recording, kind: str) -> list[dict]:
-    return [r.inputs for r in rec.resources if r.inputs.get("kind") == kind]
 
 
 def test_prometheus_stack_and_adapter_are_pinned_charts(prod: Recording):
@@ -64,12 +60,12 @@ def test_adapter_serves_the_rps_rule_from_this_prometheus(dev: Recording):
 def test_existing_prometheus_keeps_monitors_rules_and_dashboards(plan_with):
     rec = plan_with(monitoring={"install": False})
     assert "kube-prometheus-stack" not in charts(rec) and "prometheus-adapter" not in charts(rec)
-    assert of_kind(rec, "ServiceMonitor") and of_kind(rec, "PrometheusRule")
-    assert [c for c in of_kind(rec, "ConfigMap") if c["metadata"]["name"].startswith("dashboard-")]
+    assert k8s_objects(rec, "ServiceMonitor") and k8s_objects(rec, "PrometheusRule")
+    assert [c for c in k8s_objects(rec, "ConfigMap") if c["metadata"]["name"].startswith("dashboard-")]
 
 
 def test_a_service_monitor_per_server_on_the_metrics_path(dev: Recording):
-    monitors = {m["metadata"]["name"]: m for m in of_kind(dev, "ServiceMonitor")}
+    monitors = {m["metadata"]["name"]: m for m in k8s_objects(dev, "ServiceMonitor")}
     assert {"tfserving-default", "tfserving-cpu"} <= set(monitors)
     spec = monitors["tfserving-default"]["spec"]
     assert spec["selector"]["matchLabels"] == {"app.kubernetes.io/name": "tfserving",
@@ -111,7 +107,7 @@ def test_plan_writes_the_rule_files_and_promtool_accepts_them(prod_manifests, pr
 
 
 def test_dashboards_ship_as_sidecar_config_maps(prod: Recording, prod_manifests):
-    dashboards = [c for c in of_kind(prod, "ConfigMap") if c["metadata"]["name"].startswith("dashboard-")]
+    dashboards = [c for c in k8s_objects(prod, "ConfigMap") if c["metadata"]["name"].startswith("dashboard-")]
     assert {c["metadata"]["name"] for c in dashboards} >= {"dashboard-tfserving", "dashboard-gpu"}
     for cm in dashboards:
         assert cm["metadata"]["labels"] == {"grafana_dashboard": "1"}
@@ -148,7 +144,7 @@ def test_dcgm_exporter_with_its_service_monitor_by_config(prod: Recording, plan_
     assert monitor["spec"]["selector"]["matchLabels"] == {"app.kubernetes.io/name": "dcgm-exporter"}
     managed = plan_with("gke-dev", monitoring={"gpuMetrics": "managed"})
     assert "dcgm-exporter" not in charts(managed)
-    assert not [m for m in of_kind(managed, "ServiceMonitor") if m["metadata"]["name"] == "dcgm-exporter"]
+    assert not [m for m in k8s_objects(managed, "ServiceMonitor") if m["metadata"]["name"] == "dcgm-exporter"]
 
 
 def test_cluster_autoscaler_has_its_own_least_privilege_identity(prod: Recording):

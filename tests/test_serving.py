@@ -13,7 +13,7 @@ from components.serving.model_sync import render_sync_spec
 from components.serving.tfserving_config import ServedModel
 from stacks.mock_engine import Recording, run_program
 from stacks.plan import ROOT
-from tests.conftest import k8s_object
+from tests.conftest import k8s_object, k8s_objects
 from tests.crd_validation import validate_custom_resources
 from tests.tf_serving_protos import parse_batching
 
@@ -36,10 +36,6 @@ def config_file(rec: Recording, name: str, key: str) -> str:
 def model_config(rec: Recording, name: str = STABLE) -> dict:
     parsed = text_format.Parse(config_file(rec, name, "models.config"), model_server_config_pb2.ModelServerConfig())
     return {c.name: c for c in parsed.model_config_list.config}
-
-
-def of_kind(rec: Recording, kind: str) -> list[dict]:
-    return [r.inputs for r in rec.resources if r.inputs.get("kind") == kind]
 
 
 def dev_servers(**default: object) -> dict:
@@ -69,7 +65,7 @@ def test_several_deployments_each_with_resources_and_pool(dev: Recording):
     assert cpu["resources"]["limits"] == {"cpu": "1", "memory": "2Gi"}
     assert gpu["resources"]["limits"]["nvidia.com/gpu"] == "1"
     assert list(model_config(dev, CPU)) == ["digits-cpu"]
-    assert {h["metadata"]["name"] for h in of_kind(dev, "HorizontalPodAutoscaler")} == {STABLE, CPU}
+    assert {h["metadata"]["name"] for h in k8s_objects(dev, "HorizontalPodAutoscaler")} == {STABLE, CPU}
 
 
 # 2. Batching ---------------------------------------------------------------------------------
@@ -214,7 +210,7 @@ def test_canary_deployment_serves_stable_and_canary_versions(dev: Recording):
 
 def test_canary_route_weights_and_pinned_paths(dev: Recording, prod: Recording):
     for rec, weights in ((dev, [80, 20]), (prod, [95, 5])):
-        (route,) = of_kind(rec, "HTTPRoute")
+        (route,) = k8s_objects(rec, "HTTPRoute")
         assert route["spec"]["parentRefs"] == [{"group": "", "kind": "Service", "name": STABLE, "port": 8501}]
         pinned, split = route["spec"]["rules"]
         assert [b["name"] for b in pinned["backendRefs"]] == [CANARY]
@@ -226,8 +222,8 @@ def test_canary_route_weights_and_pinned_paths(dev: Recording, prod: Recording):
 def test_promotion_is_one_change(plan_with):
     promoted = plan_with(**dev_servers(models={"digits": {"versionPolicy": "specific", "versions": [2],
                                                           "canaryVersion": 2}}))
-    assert not [d for d in of_kind(promoted, "Deployment") if d["metadata"]["name"] == CANARY]
-    assert not of_kind(promoted, "HTTPRoute")
+    assert not [d for d in k8s_objects(promoted, "Deployment") if d["metadata"]["name"] == CANARY]
+    assert not k8s_objects(promoted, "HTTPRoute")
     digits = model_config(promoted)["digits"]
     assert list(digits.model_version_policy.specific.versions) == [2]
     assert dict(digits.version_labels) == {"stable": 2}
@@ -235,7 +231,7 @@ def test_promotion_is_one_change(plan_with):
 
 def test_rollback_is_one_change(plan_with):
     rolled_back = plan_with(**dev_servers(models={"digits": PINNED_DIGITS}))
-    assert {d["metadata"]["name"] for d in of_kind(rolled_back, "Deployment")} == {STABLE, CPU}
+    assert {d["metadata"]["name"] for d in k8s_objects(rolled_back, "Deployment")} == {STABLE, CPU}
     assert dict(model_config(rolled_back)["digits"].version_labels) == {"stable": 1}
 
 
@@ -255,8 +251,8 @@ def test_label_changes_roll_the_pods_but_new_versions_do_not(dev: Recording, pla
 
 def test_istio_mesh_gets_a_virtual_service(plan_with):
     rec = plan_with(trafficRouter="istio")
-    (vs,) = of_kind(rec, "VirtualService")
-    assert not of_kind(rec, "HTTPRoute")
+    (vs,) = k8s_objects(rec, "VirtualService")
+    assert not k8s_objects(rec, "HTTPRoute")
     assert vs["spec"]["hosts"] == [f"{STABLE}.serving.svc.cluster.local"]
     pinned, weighted = vs["spec"]["http"]
     assert [r["weight"] for r in weighted["route"]] == [80, 20]
@@ -276,7 +272,7 @@ def test_in_cluster_endpoints_are_outputs(dev: Recording):
     assert "canaryGrpc" not in endpoints["cpu"]
     ports = {p["name"]: p["port"] for p in k8s_object(dev, "Service", STABLE)["spec"]["ports"]}
     assert ports == {"grpc": 8500, "http": 8501}
-    assert "externalUrl" not in dev.outputs and not of_kind(dev, "Gateway")
+    assert "externalUrl" not in dev.outputs and not k8s_objects(dev, "Gateway")
 
 
 EXPOSED = {"exposure": {"enabled": True, "gatewayClassName": "eg", "hostname": "models.example.com",
@@ -285,11 +281,11 @@ EXPOSED = {"exposure": {"enabled": True, "gatewayClassName": "eg", "hostname": "
 
 def test_external_exposure_through_a_tls_gateway(plan_with):
     rec = plan_with(**EXPOSED)
-    (gateway,) = of_kind(rec, "Gateway")
+    (gateway,) = k8s_objects(rec, "Gateway")
     (listener,) = gateway["spec"]["listeners"]
     assert (listener["protocol"], listener["port"], listener["hostname"]) == ("HTTPS", 443, "models.example.com")
     assert listener["tls"]["certificateRefs"] == [{"kind": "Secret", "name": "models-tls"}]
-    external = [r for r in of_kind(rec, "HTTPRoute") if r["metadata"]["name"].endswith("-external")]
+    external = [r for r in k8s_objects(rec, "HTTPRoute") if r["metadata"]["name"].endswith("-external")]
     assert {r["metadata"]["name"] for r in external} == {f"{STABLE}-external", f"{CPU}-external"}
     cpu_route = next(r for r in external if r["metadata"]["name"] == f"{CPU}-external")
     assert {m["path"]["value"] for m in cpu_route["spec"]["rules"][-1]["matches"]} >= {
