@@ -30,6 +30,12 @@ $(VENV)/.test: $(VENV)/.runtime requirements-test.txt requirements-nodeps.txt mo
 	$(PIP) install --quiet --disable-pip-version-check --no-deps -r requirements-nodeps.txt
 	touch $@
 
+# The model tooling (TensorFlow, tensorflow-serving-api) for `model_tools publish/smoke` outside the tests.
+$(VENV)/.models: $(VENV)/.runtime model_tools/requirements.txt model_tools/requirements-nodeps.txt
+	$(PIP) install --quiet --disable-pip-version-check -r model_tools/requirements.txt
+	$(PIP) install --quiet --disable-pip-version-check --no-deps -r model_tools/requirements-nodeps.txt
+	touch $@
+
 $(TOOLS): scripts/ensure-tools.sh requirements-checkov.txt tests/crd_validator/package-lock.json
 	PYTHON=$(PYTHON) bash scripts/ensure-tools.sh
 	@mkdir -p $(@D)

@@ -11,12 +11,15 @@
 #                 `sudo -n` (GitHub's runners) when that works without a password.
 #   Graphviz      Debian package `graphviz`: `dot` renders `python -m stacks plan --graph` as SVG
 #                 (tests/test_plan_cli.py).
+#   nginx         Debian package `nginx` (1.22): the canary router's rendered nginx.conf is checked
+#                 with `nginx -t` and run in front of stand-in backends (tests/test_canary_router.py).
+#                 The tests start their own nginx; the package's system service is not used.
 #   .venv-checkov checkov, pinned in requirements-checkov.txt, in a venv of its own: its exact
 #                 dependency pins clash with the project's (tests/test_checkov.py).
 #   tests/crd_validator/node_modules  JSON schemas of the Gateway API and Istio CRDs (npm packages
 #                 @kubernetes-models/*, pinned by package-lock.json) for tests/test_manifests.py.
 #
-# Usage: scripts/ensure-tools.sh [promtool|shellcheck|graphviz|checkov|crd-validator ...]  (no argument: all)
+# Usage: scripts/ensure-tools.sh [promtool|shellcheck|graphviz|nginx|checkov|crd-validator ...]  (no argument: all)
 # Environment: PYTHON (default python3) builds the checkov venv.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -64,6 +67,8 @@ apt_ensure() {
 ensure_promtool() { apt_ensure promtool prometheus; }
 ensure_shellcheck() { apt_ensure shellcheck shellcheck; }
 ensure_graphviz() { apt_ensure dot graphviz; }
+# nginx lives in /usr/sbin, which a non-root user's PATH may lack.
+ensure_nginx() { PATH="$PATH:/usr/sbin" apt_ensure nginx nginx; }
 
 ensure_checkov() {
     if [ -x "$CHECKOV_VENV/bin/checkov" ] && [ -f "$CHECKOV_STAMP" ] \
@@ -91,7 +96,7 @@ ensure_crd_validator() {
 }
 
 tools=("$@")
-[ ${#tools[@]} -gt 0 ] || tools=(promtool shellcheck graphviz checkov crd-validator)
+[ ${#tools[@]} -gt 0 ] || tools=(promtool shellcheck graphviz nginx checkov crd-validator)
 versions=()
 for tool in "${tools[@]}"; do
     case $tool in
@@ -104,13 +109,16 @@ for tool in "${tools[@]}"; do
         graphviz)
             ensure_graphviz
             versions+=("$(dot -V 2>&1 | awk '{print $1, $5}')") ;;
+        nginx)
+            ensure_nginx
+            versions+=("$(PATH="$PATH:/usr/sbin" nginx -v 2>&1 | awk '{print $3}' | tr / ' ')") ;;
         checkov)
             ensure_checkov
             versions+=("checkov $("$CHECKOV_VENV/bin/checkov" --version)") ;;
         crd-validator)
             ensure_crd_validator ;;
         *)
-            echo "ensure-tools: unknown tool '$tool' (promtool, shellcheck, graphviz, checkov, crd-validator)" >&2
+            echo "ensure-tools: unknown tool '$tool' (promtool, shellcheck, graphviz, nginx, checkov, crd-validator)" >&2
             exit 2 ;;
     esac
 done

@@ -24,6 +24,8 @@ def _parser() -> argparse.ArgumentParser:
     plan.add_argument("--manifests", type=Path, metavar="DIR",
                       help="write every Kubernetes object as YAML and the mounted config files")
     plan.add_argument("--quiet", action="store_true", help="print only the summary line")
+    plan.add_argument("--redeploy", action="store_true",
+                      help="plan a later `pulumi up` of the stack (default: its first, on a fresh stack)")
     plan.add_argument("--timing", action="store_true",
                       help="estimate a fresh `pulumi up` from the dependency graph (critical path, lower bound)")
     plan.add_argument("--graph", type=Path, metavar="PATH",
@@ -96,11 +98,15 @@ def main(argv: list[str] | None = None) -> int:
 
     started = time.perf_counter()
     try:
-        recording = plan.plan_stack(args.stack, args.config_file)
+        recording = plan.plan_stack(args.stack, args.config_file,
+                                    previous_outputs=plan.DEPLOYED_OUTPUTS if args.redeploy else None)
     except (pulumi.RunError, StackFileError) as error:
         print(f"error: stack {args.stack}: {error}", file=sys.stderr)
         return 2
     elapsed = time.perf_counter() - started
+    from stacks.deploy_rules import RULES, check, format_violations
+
+    violations = check(recording)
     plan_json = plan.to_json(recording)  # the cost and timing estimates both read it
 
     tree = plan.render_tree(recording)
@@ -127,6 +133,12 @@ def main(argv: list[str] | None = None) -> int:
 
         for path in write_graph(recording, args.graph):
             print(f"wrote {path}")
+    which = "a later up" if args.redeploy else "the first up of a fresh stack"
+    if violations:
+        print(f"error: stack {args.stack}: {len(violations)} deploy-rule violation(s) in {which}:\n"
+              f"{format_violations(violations)}", file=sys.stderr)
+        return 2
+    print(f"deploy rules: {len(RULES)} checked on {which}, no violation")
     print(f"planned stack {args.stack} offline in {elapsed:.2f}s")
     return 0
 

@@ -28,7 +28,7 @@ REPLACE_ON_CHANGE: dict[str, tuple[str, ...]] = {
     "aws:eks/nodeGroup:NodeGroup": ("instanceTypes", "amiType", "capacityType", "clusterName", "nodeGroupName",
                                     "nodeRoleArn", "subnetIds", "diskSize", "remoteAccess"),
     "aws:eks/cluster:Cluster": ("name", "roleArn", "kubernetesNetworkConfig", "bootstrapSelfManagedAddons",
-                                "encryptionConfig"),
+                                "encryptionConfig", "accessConfig.bootstrapClusterCreatorAdminPermissions"),
     "aws:s3/bucket:Bucket": ("bucket", "bucketPrefix"),
     "aws:ec2/vpc:Vpc": ("cidrBlock",),
     "aws:ec2/subnet:Subnet": ("cidrBlock", "availabilityZone", "vpcId"),

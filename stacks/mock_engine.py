@@ -19,6 +19,8 @@ from pulumi.runtime.settings import get_root_resource, set_root_resource
 from pulumi.runtime.sync_await import _sync_await
 
 ACCOUNT_ID = "123456789012"
+DEPLOY_ROLE = "tfserving-deploy"
+"""The role the offline plan pretends runs ``pulumi up`` (it gets an EKS access entry)."""
 SECRET = "[secret]"
 
 
@@ -44,6 +46,15 @@ class Recording:
     resources: list[RecordedResource] = field(default_factory=list)
     outputs: dict[str, Any] = field(default_factory=dict)
     stack_urn: str = ""
+    config: dict[str, str] = field(default_factory=dict)
+    """The stack config the program ran with (Pulumi wire form: namespaced keys, string values)."""
+    previous_outputs: dict[str, Any] | None = None
+    """The outputs of the stack's last update (read back through a StackReference); None: a fresh stack,
+    so this plan is its first ``pulumi up``."""
+
+    @property
+    def first_up(self) -> bool:
+        return self.previous_outputs is None
 
     def of_type(self, type_token: str) -> list[RecordedResource]:
         return [r for r in self.resources if r.type == type_token]
@@ -91,9 +102,16 @@ def _short_hash(text: str) -> str:
 class PlanMocks(mocks.Mocks):
     """Answers like the providers would, with deterministic physical names and ARNs."""
 
+    def __init__(self, previous_outputs: dict[str, Any] | None = None):
+        self.previous_outputs = previous_outputs
+
     def new_resource(self, args: mocks.MockResourceArgs) -> tuple[str, dict]:
         state = dict(args.inputs)
         name, token = args.name, args.typ
+        if token == "pulumi:pulumi:StackReference":
+            # A stack that was never updated has no outputs (pkg/resource/deploy/builtins.go
+            # readStackReference returns what the backend's last checkpoint holds).
+            return name, {"name": name, "outputs": dict(self.previous_outputs or {}), "secretOutputNames": []}
         physical = f"{name}-{_short_hash(token + name)}"
         if token.startswith("aws:"):
             service = token.split(":")[1].split("/")[0]
@@ -110,6 +128,8 @@ class PlanMocks(mocks.Mocks):
             issuer = f"https://oidc.eks.us-east-1.amazonaws.com/id/{_short_hash(name).upper()}"
             state.update(endpoint=f"https://{_short_hash(name)}.gr7.us-east-1.eks.amazonaws.com",
                          certificateAuthority={"data": "bW9jay1jYQ=="},
+                         vpcConfig={**(state.get("vpcConfig") or {}),
+                                    "clusterSecurityGroupId": f"sg-{_short_hash(name + 'cluster')}"},
                          identities=[{"oidcs": [{"issuer": issuer}]}])
         elif token == "aws:iam/openIdConnectProvider:OpenIdConnectProvider":
             state["arn"] = f"arn:aws:iam::{ACCOUNT_ID}:oidc-provider/{str(state.get('url', '')).removeprefix('https://')}"
@@ -136,7 +156,16 @@ class PlanMocks(mocks.Mocks):
         return f"{physical}-id", state
 
     def call(self, args: mocks.MockCallArgs) -> tuple[dict, list]:
-        # The one invoke the program makes (GCS CMEK); any other must fail loudly, not return {}.
+        # The invokes the program makes; any other must fail loudly, not return {}.
+        if args.token == "aws:index/getCallerIdentity:getCallerIdentity":
+            return {"accountId": ACCOUNT_ID, "arn": f"arn:aws:sts::{ACCOUNT_ID}:assumed-role/{DEPLOY_ROLE}/pulumi",
+                    "userId": "AROAEXAMPLE:pulumi", "id": ACCOUNT_ID}, []
+        if args.token == "aws:iam/getSessionContext:getSessionContext":
+            arn = args.args["arn"]
+            role = arn.split("/")[1] if ":assumed-role/" in arn else None
+            issuer = f"arn:aws:iam::{ACCOUNT_ID}:role/{role}" if role else arn
+            return {"arn": arn, "issuerArn": issuer, "issuerName": role or "", "id": arn,
+                    "issuerId": "AROAEXAMPLE", "sessionName": "pulumi" if role else ""}, []
         if args.token == "gcp:storage/getProjectServiceAccount:getProjectServiceAccount":
             email = f"service-{GCP_PROJECT_NUMBER}@gs-project-accounts.iam.gserviceaccount.com"
             return {"emailAddress": email, "member": f"serviceAccount:{email}", "id": email}, []
@@ -147,7 +176,7 @@ class RecordingMonitor(mocks.MockMonitor):
     """A MockMonitor that also keeps each registration's parent, dependencies and options."""
 
     def __init__(self, recording: Recording):
-        super().__init__(PlanMocks())
+        super().__init__(PlanMocks(recording.previous_outputs))
         self.recording = recording
 
     def make_urn(self, parent: str, type_: str, name: str) -> str:
@@ -174,15 +203,19 @@ class RecordingMonitor(mocks.MockMonitor):
 
 
 def run_program(program: Path, stack: str, project: str, config: dict[str, str],
-                secret_keys: list[str], into: Recording | None = None) -> Recording:
+                secret_keys: list[str], into: Recording | None = None,
+                previous_outputs: dict[str, Any] | None = None) -> Recording:
     """Execute ``program`` (a ``__main__.py``) on the mock engine with ``config``.
 
-    Raises whatever the program raises (``pulumi.RunError`` for a config error); pass ``into``
-    to inspect what was registered before the failure.
+    ``previous_outputs`` None plans the stack's first ``pulumi up``; a dict plans a later one, the
+    stack's last outputs being these. Raises whatever the program raises (``pulumi.RunError`` for a
+    config error); pass ``into`` to inspect what was registered before the failure.
     """
     recording = into if into is not None else Recording(stack=stack, project=project)
+    recording.previous_outputs = previous_outputs
+    recording.config = dict(config)
     set_root_resource(None)
-    pulumi.runtime.set_mocks(PlanMocks(), project=project, stack=stack, preview=False,
+    pulumi.runtime.set_mocks(PlanMocks(previous_outputs), project=project, stack=stack, preview=False,
                              monitor=RecordingMonitor(recording))
     pulumi.runtime.set_all_config(config, secret_keys)
     from pulumi.runtime.stack import run_pulumi_func

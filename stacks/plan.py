@@ -14,13 +14,18 @@ from stacks.mock_engine import Recording, RecordedResource, run_program
 from stacks.stack_files import load_stack_config
 
 ROOT = Path(__file__).resolve().parent.parent
+DEPLOYED_OUTPUTS = {"stackDeployed": True}
+"""The outputs a stack's last successful ``pulumi up`` leaves, as far as the program reads them back."""
 
 
-def plan_stack(stack: str, config_file: Path | None = None, root: Path = ROOT) -> Recording:
-    """Run ``__main__.py`` for a stack on the mock engine (no CLI, no credentials)."""
+def plan_stack(stack: str, config_file: Path | None = None, root: Path = ROOT,
+               previous_outputs: dict[str, Any] | None = None) -> Recording:
+    """Run ``__main__.py`` for a stack on the mock engine (no CLI, no credentials): its first ``pulumi up``,
+    or a later one when ``previous_outputs`` (the outputs the last up left) are given."""
     stack_file = config_file or root / f"Pulumi.{stack}.yaml"
     cfg = load_stack_config(root / "Pulumi.yaml", stack_file, stack)
-    return run_program(root / "__main__.py", stack, cfg.project, cfg.config, cfg.secret_keys)
+    return run_program(root / "__main__.py", stack, cfg.project, cfg.config, cfg.secret_keys,
+                       previous_outputs=previous_outputs)
 
 
 def to_json(recording: Recording) -> dict[str, Any]:

@@ -30,6 +30,25 @@ from stacks.settings import PROJECT, Server, StackSettings
 
 SERVING_NAME = "tfserving"
 """Name of the serving service account (the bucket identity trusts exactly this one)."""
+DEPLOYED_OUTPUT = "stackDeployed"
+"""Exported by every successful ``pulumi up``; its absence from the stack's last outputs means this run
+is the stack's first."""
+
+
+def serving_awaited(settings: StackSettings) -> pulumi.Input[bool]:
+    """Whether ``pulumi up`` waits for the serving rollouts (``awaitServing``).
+
+    ``auto``: not on the first up (the bucket is created in that run and holds no models until they are
+    published, so the Deployments could never become available and pulumi-kubernetes' await would fail
+    the update after 10 minutes), always afterwards (a broken rollout then fails ``pulumi up`` loudly).
+    The first up is recognised by reading this stack's own last outputs: the engine's StackReference
+    read returns the last checkpoint's outputs and has no self-reference guard
+    (pulumi/pulumi pkg/resource/deploy/builtins.go readStackReference -> backend GetStackOutputs).
+    """
+    if settings.await_serving != "auto":
+        return settings.await_serving == "always"
+    me = pulumi.StackReference(f"{pulumi.get_organization()}/{pulumi.get_project()}/{pulumi.get_stack()}")
+    return me.outputs.apply(lambda outputs: bool((outputs or {}).get(DEPLOYED_OUTPUT)))
 
 
 def served_models(server: Server) -> list[ServedModel]:
@@ -74,6 +93,12 @@ def build_aws_platform(settings: StackSettings) -> dict[str, object]:
     provider = aws.Provider("aws", region=settings.region, default_tags={"tags": tags})
     aws_opts = pulumi.ResourceOptions(providers={"aws": provider})
 
+    # The identity running `pulumi up` gets an access entry: the program's own Kubernetes resources are
+    # applied with it (authentication mode API, no bootstrap admin: see EksCluster).
+    invoke = pulumi.InvokeOptions(provider=provider)
+    caller = aws.get_caller_identity(opts=invoke)
+    deployer = aws.iam.get_session_context(arn=caller.arn, opts=invoke).issuer_arn
+
     vpc = Vpc("network", VpcArgs(cluster_name=settings.cluster_name, zones=list(settings.zones),
                                  cidr=settings.vpc_cidr, single_nat_gateway=settings.single_nat_gateway),
               opts=aws_opts)
@@ -82,8 +107,8 @@ def build_aws_platform(settings: StackSettings) -> dict[str, object]:
         private_subnet_ids=vpc.private_subnet_ids, node_pools=node_pool_specs(settings),
         kubernetes_version=settings.kubernetes_version,
         endpoint_public_access=settings.endpoint_public_access,
-        public_access_cidrs=list(settings.public_access_cidrs),
-        admin_principal_arns=list(settings.cluster_admin_arns), log_types=list(settings.cluster_log_types),
+        public_access_cidrs=list(settings.public_access_cidrs), api_access_cidrs=list(settings.api_access_cidrs),
+        admin_principal_arns=list(settings.cluster_admin_arns), deployer_principal_arn=deployer, log_types=list(settings.cluster_log_types),
         log_retention_days=settings.cluster_log_retention_days, protect=settings.protect), opts=aws_opts)
     bucket = ModelBucket("models", ModelBucketArgs(
         prefix=settings.model_bucket_prefix,
@@ -112,6 +137,7 @@ def build_aws_platform(settings: StackSettings) -> dict[str, object]:
         "modelsUri": bucket.models_uri,
         "modelReaderRoleArn": reader.role_arn,
         **serving,
+        DEPLOYED_OUTPUT: True,
     }
 
 
@@ -165,6 +191,7 @@ def build_servers(settings: StackSettings, namespace: ServingNamespace, models_u
             namespace=namespace.namespace, gateway_class_name=settings.exposure.gateway_class_name,
             hostname=settings.exposure.hostname, tls_secret_name=settings.exposure.tls_secret_name), opts=opts)
     endpoints: dict[str, dict] = {}
+    await_rollout = serving_awaited(settings)
     for key, server in settings.servers.items():
         serving = TfServing(f"{SERVING_NAME}-{key}", TfServingArgs(
             server=ModelServerArgs(
@@ -176,7 +203,7 @@ def build_servers(settings: StackSettings, namespace: ServingNamespace, models_u
                 gpu_memory_fraction=settings.gpu_memory_fraction(server), batching=batching_config(server),
                 node_selector={POOL_LABEL: server.node_pool}, sync_env=sync_env,
                 sync_interval_seconds=server.sync_interval_seconds,
-                startup_timeout_seconds=server.startup_timeout_seconds),
+                startup_timeout_seconds=server.startup_timeout_seconds, await_rollout=await_rollout),
             max_replicas=server.max_replicas, target_requests_per_second=server.target_requests_per_second,
             cpu_utilization=server.cpu_utilization,
             scale_down_stabilization_seconds=server.scale_down_stabilization_seconds,
@@ -188,7 +215,8 @@ def build_servers(settings: StackSettings, namespace: ServingNamespace, models_u
             proxy_cidrs=list(settings.exposure.proxy_cidrs),
             monitoring_namespace=settings.monitoring_namespace,
             gke_metadata_server=settings.cloud == "gcp"), opts=opts)
-        endpoints[key] = {"grpc": serving.grpc_endpoint, "rest": serving.rest_endpoint}
+        endpoints[key] = {"grpc": serving.grpc_endpoint, "rest": serving.rest_endpoint,
+                          "models": list(server.models)}
         if serving.canary_grpc_endpoint is not None:
             endpoints[key] |= {"canaryGrpc": serving.canary_grpc_endpoint, "canaryRest": serving.canary_rest_endpoint}
     if gateway is None:
@@ -221,7 +249,8 @@ def build_gcp_platform(settings: StackSettings) -> dict[str, object]:
         node_pools=gke_node_pool_specs(settings), regional=settings.regional_cluster,
         kubernetes_version=settings.kubernetes_version, release_channel=settings.release_channel,
         endpoint_public_access=settings.endpoint_public_access,
-        authorized_cidrs=list(settings.public_access_cidrs), master_cidr=settings.master_cidr,
+        authorized_cidrs=[*(settings.public_access_cidrs if settings.endpoint_public_access else []),
+                          *settings.api_access_cidrs], master_cidr=settings.master_cidr,
         protect=settings.protect), opts=gcp_opts)
     bucket = GcsModelBucket("models", GcsModelBucketArgs(
         project=settings.gcp_project, location=settings.region,
@@ -245,4 +274,5 @@ def build_gcp_platform(settings: StackSettings) -> dict[str, object]:
         "modelsUri": bucket.models_uri,
         "modelReaderServiceAccount": reader.email,
         **serving,
+        DEPLOYED_OUTPUT: True,
     }

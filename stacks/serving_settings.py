@@ -244,4 +244,4 @@ class Exposure(Strict):
         return self
 
 
-RouterKind = Literal["gateway-api", "istio", "none"]
+RouterKind = Literal["proxy", "gateway-api", "istio", "none"]

@@ -36,6 +36,9 @@ from stacks.settings_base import DNS_LABEL, FieldProblem, Strict, check_cidrs, c
 __all__ = ["PROJECT", "FieldProblem", "Model", "NodePool", "Server", "StackSettings", "Taint"]
 
 PROJECT = "tfserving-platform"
+Prerequisite = Literal["istio", "gamma-mesh", "gateway-api-crds"]
+"""Things installed on the cluster outside this stack that some settings need (the plan checks that every
+object of a custom kind has its CRD installed by the stack or declared here)."""
 GCP_ONLY_KEYS = ("gcp_project", "regional_cluster", "release_channel", "pod_cidr", "service_cidr", "master_cidr",
                  "model_bucket_kms_key")
 AWS_ONLY_KEYS = ("cluster_admin_arns", "cluster_log_types", "cluster_log_retention_days", "single_nat_gateway",
@@ -125,9 +128,15 @@ class StackSettings(Strict):
                                                            "(the private endpoint is always on).")
     public_access_cidrs: list[str] = Field(["0.0.0.0/0"], min_length=1,
                                            description="CIDRs allowed to reach the public endpoint.")
+    api_access_cidrs: list[str] = Field(
+        default_factory=list, description="CIDRs inside or connected to the VPC (a self-hosted deploy runner, "
+                                          "a VPN) allowed to reach the private API endpoint on 443: a "
+                                          "cluster security-group rule on EKS, authorized networks on GKE. "
+                                          "Required when endpointPublicAccess is false.")
     cluster_admin_arns: list[Annotated[str, Field(pattern=r"^arn:aws[a-z-]*:(iam|sts)::[0-9]{12}:.+$")]] = Field(
-        default_factory=list, description="IAM principals given cluster-admin access entries; when "
-                                          "empty the creator gets admin at bootstrap.")
+        default_factory=list, description="IAM principals given cluster-admin access entries (the identity "
+                                          "running `pulumi up` always gets one too); changing it never "
+                                          "replaces the cluster.")
     cluster_log_types: list[ClusterLogType] = Field(["api", "audit", "authenticator"],
                                                     description="Control-plane log types sent to CloudWatch.")
     cluster_log_retention_days: int = Field(30, description="CloudWatch retention of control-plane logs.")
@@ -155,9 +164,19 @@ class StackSettings(Strict):
         default_factory=lambda: {"default": Server(models={"digits": Model()})},
         description="TF Serving Deployments keyed by stable name, each with its models, resources, "
                     "node pool, batching, autoscaling and canary.")
-    traffic_router: RouterKind = Field("gateway-api", description="What applies canary weights: "
-                                       "`gateway-api` (HTTPRoute; needs the Gateway API CRDs), `istio` "
-                                       "(VirtualService) or `none` (no canaries).")
+    traffic_router: RouterKind = Field("proxy", description="What applies canary weights: `proxy` (an nginx "
+                                       "router this stack installs in front of each server with a canary), "
+                                       "`istio` (VirtualService; needs clusterPrerequisites istio), "
+                                       "`gateway-api` (HTTPRoute on the Service; needs a GAMMA mesh, "
+                                       "clusterPrerequisites gamma-mesh) or `none` (no canaries).")
+    cluster_prerequisites: list[Prerequisite] = Field(
+        default_factory=list, description="What is installed on the cluster outside this stack: `istio`, "
+                                          "`gamma-mesh` (a mesh implementing Gateway API for Services), "
+                                          "`gateway-api-crds` (needed for exposure on EKS; GKE installs them).")
+    await_serving: Literal["auto", "always", "never"] = Field(
+        "auto", description="Whether `pulumi up` waits for the serving rollouts: `auto` from the second up "
+                            "on (the first creates the bucket, which holds no models until you publish), "
+                            "`always`, or `never`.")
     exposure: Exposure = Field(default_factory=Exposure, description="External HTTPS access through a "
                                                                      "Gateway; off keeps the models in-cluster.")
     allowed_namespaces: list[Annotated[str, Field(pattern=DNS_LABEL)]] = Field(
@@ -172,7 +191,7 @@ class StackSettings(Strict):
     cluster_autoscaler: bool = Field(True, description="AWS: install cluster-autoscaler (its own IRSA role) so "
                                                        "node groups, GPU ones from zero, follow pending pods.")
 
-    @field_validator("public_access_cidrs")
+    @field_validator("public_access_cidrs", "api_access_cidrs")
     @classmethod
     def _cidrs(cls, cidrs: list[str]) -> list[str]:
         return check_cidrs(cidrs)
@@ -238,7 +257,30 @@ class StackSettings(Strict):
         if not self.endpoint_public_access and self.public_access_cidrs != ["0.0.0.0/0"]:
             raise FieldProblem("publicAccessCidrs", self.public_access_cidrs,
                                "left unset when endpointPublicAccess is false")
+        if self.protect and self.endpoint_public_access and "0.0.0.0/0" in self.public_access_cidrs:
+            raise FieldProblem("publicAccessCidrs", self.public_access_cidrs,
+                               "the deploy runners' and operators' ranges, not 0.0.0.0/0, when protect is true "
+                               "(or endpointPublicAccess false with apiAccessCidrs)")
+        if not self.endpoint_public_access and not self.api_access_cidrs:
+            raise FieldProblem("apiAccessCidrs", [],
+                               "at least one CIDR (e.g. the VPC CIDR of a self-hosted deploy runner) when "
+                               "endpointPublicAccess is false: otherwise nothing, not even `pulumi up`, can "
+                               "reach the Kubernetes API")
+        self._check_prerequisites()
         return self
+
+    def _check_prerequisites(self) -> None:
+        needs = {"istio": "istio", "gateway-api": "gamma-mesh"}.get(self.traffic_router)
+        routes = any(server.has_canary for server in self.servers.values())
+        if needs and routes and needs not in self.cluster_prerequisites:
+            raise FieldProblem("trafficRouter", self.traffic_router,
+                               f"proxy (installed by this stack), or declare {needs!r} in clusterPrerequisites "
+                               f"once it is installed on the cluster: a {self.traffic_router} route does nothing "
+                               "without it")
+        if self.exposure.enabled and self.cloud == "aws" and "gateway-api-crds" not in self.cluster_prerequisites:
+            raise FieldProblem("exposure.enabled", True,
+                               "false, or declare 'gateway-api-crds' in clusterPrerequisites once the Gateway "
+                               "API CRDs and a controller are installed (EKS installs neither)")
 
     def _check_cloud(self) -> None:
         aws = self.cloud == "aws"

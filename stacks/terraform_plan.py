@@ -101,6 +101,9 @@ TERRAFORM_TYPES: dict[str, str] = {
     "aws:eks/cluster:Cluster": "aws_eks_cluster",
     "aws:eks/nodeGroup:NodeGroup": "aws_eks_node_group",
     "aws:eks/addon:Addon": "aws_eks_addon",
+    "aws:eks/accessEntry:AccessEntry": "aws_eks_access_entry",
+    "aws:eks/accessPolicyAssociation:AccessPolicyAssociation": "aws_eks_access_policy_association",
+    "aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule": "aws_vpc_security_group_ingress_rule",
     "aws:autoscaling/tag:Tag": "aws_autoscaling_group_tag",
     "aws:cloudwatch/logGroup:LogGroup": "aws_cloudwatch_log_group",
     # AWS: IAM and KMS

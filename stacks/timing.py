@@ -44,6 +44,24 @@ UNAVOIDABLE = ("aws:ec2/", "gcp:compute/", "aws:eks/cluster:Cluster", "gcp:conta
                "kubernetes:apps/v1:Deployment")
 
 
+# A Deployment of a small image (nginx router, exporters): pull in seconds, ready within a minute.
+SMALL_ROLLOUT_SECONDS = 60.0
+
+
+def resource_seconds(resource: dict[str, Any]) -> float:
+    """A resource's typical time, as Pulumi experiences it: a Kubernetes object whose await is skipped
+    (``pulumi.com/skipAwait``) is done once applied; only TF Serving's rollout pulls a multi-GB image."""
+    inputs = resource.get("inputs") or {}
+    if resource["type"].startswith("kubernetes:"):
+        if ((inputs.get("metadata") or {}).get("annotations") or {}).get("pulumi.com/skipAwait") == "true":
+            return TYPICAL_SECONDS["kubernetes:*"]
+        if resource["type"] == "kubernetes:apps/v1:Deployment":
+            containers = (((inputs.get("spec") or {}).get("template") or {}).get("spec") or {}).get("containers") or []
+            if not any("tensorflow/serving" in str(c.get("image", "")) for c in containers):
+                return SMALL_ROLLOUT_SECONDS
+    return typical_seconds(resource["type"])
+
+
 def typical_seconds(type_token: str) -> float:
     if type_token in TYPICAL_SECONDS:
         return TYPICAL_SECONDS[type_token]
@@ -125,7 +143,6 @@ def _longest(graph: dict[str, tuple[dict, set[str]]], weight) -> tuple[float, li
 def estimate(plan: dict[str, Any]) -> Timing:
     """Critical path of a fresh ``up`` and the unavoidable lower bound, from a plan JSON."""
     graph = _graph(plan)
-    total, path = _longest(graph, lambda r: typical_seconds(r["type"]))
-    lower, lower_path = _longest(graph, lambda r: typical_seconds(r["type"])
-                                 if r["type"].startswith(UNAVOIDABLE) else 0.0)
+    total, path = _longest(graph, resource_seconds)
+    lower, lower_path = _longest(graph, lambda r: resource_seconds(r) if r["type"].startswith(UNAVOIDABLE) else 0.0)
     return Timing(total, path, lower, lower_path)

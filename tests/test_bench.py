@@ -65,6 +65,7 @@ def test_exposure_makes_the_generator_respect_the_route_limit(tmp_path):
     data["config"]["tfserving-platform:exposure"] = {
         "enabled": True, "gatewayClassName": "envoy", "hostname": "models.example.com",
         "tlsSecretName": "models-tls", "proxyNamespaces": ["envoy-gateway-system"]}
+    data["config"]["tfserving-platform:clusterPrerequisites"] = ["gateway-api-crds"]  # EKS has no Gateway API
     base = tmp_path / "Pulumi.exposed.yaml"
     base.write_text(yaml.safe_dump(data))
     settings = settings_of(pb.write_model_stack(40, tmp_path / "out", base=base))

@@ -67,9 +67,11 @@ def test_cluster_encrypts_secrets_logs_and_uses_access_entries(dev: Recording):
     assert cluster["vpcConfig"]["endpointPrivateAccess"] is True
 
 
-def test_prod_api_endpoint_is_private_and_cluster_protected(prod: Recording, dev: Recording):
+def test_prod_api_endpoint_admits_only_the_runners_and_cluster_protected(prod: Recording, dev: Recording):
     cluster = prod.one("aws:eks/cluster:Cluster", "eks-cluster")
-    assert cluster.inputs["vpcConfig"]["endpointPublicAccess"] is False
+    vpc = cluster.inputs["vpcConfig"]
+    assert vpc["endpointPrivateAccess"] is True and vpc["endpointPublicAccess"] is True
+    assert vpc["publicAccessCidrs"] == ["203.0.113.0/24"]
     assert cluster.protect and cluster.inputs["deletionProtection"] is True
     assert prod.one("aws:kms/key:Key", "eks-secrets-key").protect
     assert not dev.one("aws:eks/cluster:Cluster", "eks-cluster").protect
@@ -116,14 +118,47 @@ def test_kubeconfig_is_a_secret_output_using_get_token(dev: Recording):
     assert provider.inputs["kubeconfig"] == "[secret]"
 
 
-def test_admin_access_entries_are_keyed_by_principal(plan_with):
-    rec = plan_with(clusterAdminArns=["arn:aws:iam::123456789012:role/platform-admins"])
+DEPLOYER = "arn:aws:iam::123456789012:role/tfserving-deploy"  # stacks.mock_engine.DEPLOY_ROLE
+
+
+def test_admin_access_entries_are_keyed_by_principal_and_include_the_deployer(plan_with):
+    admin = "arn:aws:iam::123456789012:role/platform-admins"
+    rec = plan_with(clusterAdminArns=[admin])
     entries = rec.of_type("aws:eks/accessEntry:AccessEntry")
-    assert [e.inputs["principalArn"] for e in entries] == ["arn:aws:iam::123456789012:role/platform-admins"]
+    assert sorted(e.inputs["principalArn"] for e in entries) == [admin, DEPLOYER]
     assoc = rec.of_type("aws:eks/accessPolicyAssociation:AccessPolicyAssociation")[0].inputs
     assert assoc["policyArn"].endswith(":cluster-access-policy/AmazonEKSClusterAdminPolicy")
     cluster = rec.one("aws:eks/cluster:Cluster", "eks-cluster").inputs
     assert cluster["accessConfig"]["bootstrapClusterCreatorAdminPermissions"] is False
+
+
+def test_bootstrap_admin_is_false_whatever_the_admins(dev: Recording, plan_with):
+    # ForceNew in terraform-provider-aws: deriving it from clusterAdminArns replaced the cluster
+    # when the first admin was added (hashicorp/terraform-provider-aws#35824).
+    rec = plan_with(clusterAdminArns=["arn:aws:iam::123456789012:role/platform-admins"])
+    for r in (dev, rec):
+        assert r.one("aws:eks/cluster:Cluster", "eks-cluster").inputs["accessConfig"][
+            "bootstrapClusterCreatorAdminPermissions"] is False
+
+
+def test_the_deployer_is_listed_once_and_the_provider_waits_for_its_access(plan_with, dev: Recording):
+    rec = plan_with(clusterAdminArns=[DEPLOYER])
+    assert [e.inputs["principalArn"] for e in rec.of_type("aws:eks/accessEntry:AccessEntry")] == [DEPLOYER]
+    provider = dev.one("pulumi:providers:kubernetes", "eks-k8s")
+    assoc = dev.of_type("aws:eks/accessPolicyAssociation:AccessPolicyAssociation")
+    assert [a.inputs["principalArn"] for a in assoc] == [DEPLOYER]
+    assert assoc[0].urn in provider.dependencies
+
+
+def test_api_access_cidrs_open_443_on_the_cluster_security_group(plan_with):
+    rec = plan_with("prod", endpointPublicAccess=False, publicAccessCidrs=["0.0.0.0/0"],
+                    apiAccessCidrs=["10.20.0.0/16"])
+    (rule,) = rec.of_type("aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule")
+    assert (rule.inputs["fromPort"], rule.inputs["toPort"], rule.inputs["cidrIpv4"]) == (443, 443, "10.20.0.0/16")
+    sg = rec.one("aws:eks/cluster:Cluster", "eks-cluster")
+    assert rule.inputs["securityGroupId"].startswith("sg-")
+    assert rule.urn in rec.one("pulumi:providers:kubernetes", "eks-k8s").dependencies
+    assert sg.inputs["vpcConfig"]["endpointPublicAccess"] is False
 
 
 def test_time_sliced_gpu_pool_advertises_slices_to_the_autoscaler(plan_with):

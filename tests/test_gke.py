@@ -43,12 +43,14 @@ def test_cluster_is_private_with_workload_identity_and_dataplane_v2(gke: Recordi
 def test_regional_protected_cluster(plan_with):
     rec = plan_with("gke-dev", regionalCluster=True, zones=["us-central1-a", "us-central1-b", "us-central1-c"],
                     protect=True, bucketForceDestroy=False, endpointPublicAccess=False,
-                    nodePools={"system": {**SYSTEM_POOL, "desiredSize": 3}, "gpu": GPU_POOL})
+                    apiAccessCidrs=["10.0.0.0/16"], nodePools={"system": {**SYSTEM_POOL, "desiredSize": 3}, "gpu": GPU_POOL})
     cluster = rec.one(CLUSTER, "gke-cluster")
     assert cluster.inputs["location"] == "us-central1"
     assert cluster.inputs["nodeLocations"] == ["us-central1-a", "us-central1-b", "us-central1-c"]
     assert cluster.inputs["deletionProtection"] is True and cluster.protect
     assert cluster.inputs["privateClusterConfig"]["enablePrivateEndpoint"] is True
+    # A private endpoint is reached only from the authorized networks: apiAccessCidrs, no public range.
+    assert [b["cidrBlock"] for b in cluster.inputs["masterAuthorizedNetworksConfig"]["cidrBlocks"]] == ["10.0.0.0/16"]
     # The initial count is per zone: 3 nodes over 3 zones is 1 per zone.
     assert rec.one(NODE_POOL, "gke-system").inputs["initialNodeCount"] == 1
     bucket = rec.one("gcp:storage/bucket:Bucket", "models")

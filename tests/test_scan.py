@@ -223,16 +223,17 @@ def test_references_become_terraform_references(prod):
 # --- the pipe catches insecure settings -------------------------------------------------------------
 
 def test_a_public_prod_endpoint_fails(checkov, plan_with, tmp_path):
-    recording = plan_with("prod", endpointPublicAccess=True)  # publicAccessCidrs default 0.0.0.0/0
+    # protect refuses a world-open endpoint as config; unprotected, the scanner still catches it.
+    recording = plan_with("prod", protect=False, publicAccessCidrs=["0.0.0.0/0"])
     result = scan_recording(recording, tmp_path, frameworks=[TERRAFORM_PLAN])
     failed = {(c.check_id, c.resource): c for _, c in result.failed_checks}
-    for check_id in ("CKV_AWS_39", "CKV_AWS_38"):
+    for check_id in ("CKV_AWS_38",):
         check = failed.get((check_id, "aws_eks_cluster.eks-cluster"))
         assert check, f"{check_id} did not fail on a public prod endpoint: {sorted(failed)}"
         assert check.pulumi_urn.endswith("aws:eks/cluster:Cluster::eks-cluster")
     assert not result.ok
     text = result.to_markdown()
-    assert "CKV_AWS_39" in text
+    assert "CKV_AWS_38" in text
     assert f"| {TERRAFORM_PLAN} | {result.frameworks[TERRAFORM_PLAN].passed} |" in text
 
 

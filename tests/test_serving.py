@@ -204,12 +204,37 @@ def test_canary_deployment_serves_stable_and_canary_versions(dev: Recording):
     assert list(configs["digits"].model_version_policy.specific.versions) == [1, 2]
     assert dict(configs["digits"].version_labels) == {"stable": 1, "canary": 2}
     assert k8s_object(dev, "Deployment", CANARY)["spec"]["replicas"] == 1
-    assert k8s_object(dev, "Service", STABLE)["spec"]["selector"]["app.kubernetes.io/instance"] == STABLE
+    # Callers keep one address: while a canary is active the client Service selects the router,
+    # which splits between the per-track Services.
+    assert k8s_object(dev, "Service", STABLE)["spec"]["selector"] == {
+        "app.kubernetes.io/name": "tfserving-router", "app.kubernetes.io/instance": f"{STABLE}-router"}
+    assert k8s_object(dev, "Service", f"{STABLE}-stable")["spec"]["selector"]["app.kubernetes.io/instance"] == STABLE
     assert k8s_object(dev, "Service", CANARY)["spec"]["selector"]["app.kubernetes.io/instance"] == CANARY
+    # Without a canary it selects the stable pods directly; no router runs.
+    assert k8s_object(dev, "Service", CPU)["spec"]["selector"]["app.kubernetes.io/instance"] == CPU
+    assert [d["metadata"]["name"] for d in k8s_objects(dev, "Deployment") if "router" in d["metadata"]["name"]] \
+        == [f"{STABLE}-router"]
 
 
-def test_canary_route_weights_and_pinned_paths(dev: Recording, prod: Recording):
-    for rec, weights in ((dev, [80, 20]), (prod, [95, 5])):
+def test_proxy_router_weights_and_pinned_paths(dev: Recording, prod: Recording):
+    for rec, weight in ((dev, 20), (prod, 5)):
+        assert not k8s_objects(rec, "HTTPRoute") and not k8s_objects(rec, "VirtualService")
+        conf = k8s_object(rec, "ConfigMap", f"{STABLE}-router-config")["data"]["nginx.conf"]
+        assert conf.count(f"{weight}% tfs_canary_") == 2  # REST and gRPC
+        for path in ("/v1/models/digits/labels/canary", "/v1/models/digits/versions/2"):
+            assert f"location = {path} {{ proxy_pass http://tfs_canary_rest; }}" in conf
+            assert f"location ^~ {path}: {{ proxy_pass http://tfs_canary_rest; }}" in conf
+        assert f"server {STABLE}-stable.serving.svc.cluster.local:8501;" in conf
+        assert f"server {CANARY}.serving.svc.cluster.local:8500;" in conf
+
+
+MESH = {"trafficRouter": "gateway-api", "clusterPrerequisites": ["gamma-mesh", "gateway-api-crds"]}
+
+
+def test_canary_route_weights_and_pinned_paths(plan_with):
+    for base, weights in (("dev", [80, 20]), ("prod", [95, 5])):
+        rec = plan_with(base, **MESH)
+        assert not [d for d in k8s_objects(rec, "Deployment") if "router" in d["metadata"]["name"]]
         (route,) = k8s_objects(rec, "HTTPRoute")
         assert route["spec"]["parentRefs"] == [{"group": "", "kind": "Service", "name": STABLE, "port": 8501}]
         pinned, split = route["spec"]["rules"]
@@ -250,7 +275,7 @@ def test_label_changes_roll_the_pods_but_new_versions_do_not(dev: Recording, pla
 
 
 def test_istio_mesh_gets_a_virtual_service(plan_with):
-    rec = plan_with(trafficRouter="istio")
+    rec = plan_with(trafficRouter="istio", clusterPrerequisites=["istio"])
     (vs,) = k8s_objects(rec, "VirtualService")
     assert not k8s_objects(rec, "HTTPRoute")
     assert vs["spec"]["hosts"] == [f"{STABLE}.serving.svc.cluster.local"]
@@ -276,7 +301,8 @@ def test_in_cluster_endpoints_are_outputs(dev: Recording):
 
 
 EXPOSED = {"exposure": {"enabled": True, "gatewayClassName": "eg", "hostname": "models.example.com",
-                        "tlsSecretName": "models-tls", "proxyNamespaces": ["envoy-gateway-system"]}}
+                        "tlsSecretName": "models-tls", "proxyNamespaces": ["envoy-gateway-system"]},
+           "clusterPrerequisites": ["gateway-api-crds"]}
 
 
 def test_external_exposure_through_a_tls_gateway(plan_with):
@@ -305,15 +331,32 @@ def test_network_policy_default_deny_and_narrow_allow(dev: Recording):
     # One policy covers both tracks of the server.
     assert allow["podSelector"]["matchLabels"] == {"app.kubernetes.io/name": "tfserving",
                                                    "tfplatform.io/server": "default"}
-    callers, scrapers = allow["ingress"]
+    callers, scrapers, router = allow["ingress"]
     assert callers["from"][0]["namespaceSelector"]["matchExpressions"][0]["values"] == ["apps"]
     assert "podSelector" not in callers["from"][0]
     assert {p["port"] for p in callers["ports"]} == {8500, 8501}
     assert scrapers["from"][0]["namespaceSelector"]["matchExpressions"][0]["values"] == ["monitoring"]
     assert [p["port"] for p in scrapers["ports"]] == [8501]
+    # The canary router (same namespace) reaches both ports; nothing else from the namespace does.
+    assert router["from"] == [{"podSelector": {"matchLabels": {
+        "app.kubernetes.io/name": "tfserving-router", "app.kubernetes.io/instance": f"{STABLE}-router"}}}]
+    assert {p["port"] for p in router["ports"]} == {8500, 8501}
     dns, https = allow["egress"]
     assert {p["port"] for p in dns["ports"]} == {53}
     assert https["to"][0]["ipBlock"]["except"] == ["169.254.169.254/32"]
+
+
+def test_router_takes_the_callers_place_in_the_network_policy(dev: Recording):
+    router = k8s_object(dev, "NetworkPolicy", f"{STABLE}-router-allow")["spec"]
+    assert router["podSelector"]["matchLabels"]["app.kubernetes.io/name"] == "tfserving-router"
+    (callers,) = router["ingress"]  # the same callers as the model pods, no scrapers
+    assert callers["from"][0]["namespaceSelector"]["matchExpressions"][0]["values"] == ["apps"]
+    dns, models = router["egress"]
+    assert {p["port"] for p in dns["ports"]} == {53}
+    assert models["to"] == [{"podSelector": {"matchLabels": {"app.kubernetes.io/name": "tfserving",
+                                                             "tfplatform.io/server": "default"}}}]
+    assert {p["port"] for p in models["ports"]} == {8500, 8501}
+    assert not [p for p in k8s_objects(dev, "NetworkPolicy") if p["metadata"]["name"] == f"{CPU}-router-allow"]
 
 
 def test_only_labelled_pods_may_call_when_configured(plan_with):
@@ -321,7 +364,7 @@ def test_only_labelled_pods_may_call_when_configured(plan_with):
     callers = k8s_object(rec, "NetworkPolicy", f"{STABLE}-allow")["spec"]["ingress"][0]
     assert callers["from"][0]["podSelector"] == {"matchLabels": {"tfplatform.io/client": "true"}}
     nobody = plan_with(allowedNamespaces=[])
-    ingress = k8s_object(nobody, "NetworkPolicy", f"{STABLE}-allow")["spec"]["ingress"]
+    ingress = k8s_object(nobody, "NetworkPolicy", f"{CPU}-allow")["spec"]["ingress"]
     assert [r["from"][0]["namespaceSelector"]["matchExpressions"][0]["values"] for r in ingress] == [["monitoring"]]
 
 

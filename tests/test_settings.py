@@ -46,7 +46,8 @@ def test_dev_stack_is_small_and_destroyable():
 def test_prod_stack_is_protected_and_redundant():
     s = parse_settings(stack_raw("prod"))
     assert s.protect and not s.bucket_force_destroy
-    assert not s.endpoint_public_access
+    # The API is reachable by the deploy runners only, never the world.
+    assert s.endpoint_public_access and "0.0.0.0/0" not in s.public_access_cidrs
     assert len(s.zones) == 3 and not s.single_nat_gateway
     assert s.node_pools["gpu"].capacity_type == "ON_DEMAND"
     assert s.servers["default"].replicas >= 2

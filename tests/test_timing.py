@@ -22,11 +22,27 @@ def test_critical_path_is_the_unavoidable_chain(fixture, request):
     slow = [s for s in timing.path if s.seconds >= 30]
     assert all(s.type.startswith(UNAVOIDABLE) for s in slow), slow
     kinds = [s.type.split(":")[-1] for s in slow]
-    assert kinds[0] == "Cluster" and kinds[-1] == "Deployment", kinds
+    # The first up does not wait for TF Serving (its bucket is still empty): the chain ends with what it
+    # does wait for, the last add-on or the canary router's rollout.
+    assert kinds[0] == "Cluster" and kinds[-1] in ("Deployment", "Addon"), kinds
     assert kinds[1] in ("NodeGroup", "NodePool"), kinds
     assert not [s for s in timing.path if s.type.startswith(OFF_PATH)]
     # Only fast API calls (namespace, config) separate the estimate from the lower bound.
     assert timing.lower_bound <= timing.total <= timing.lower_bound + 10
+
+
+def test_later_ups_wait_for_the_serving_rollout_and_the_first_does_not(dev: Recording):
+    from stacks.plan import DEPLOYED_OUTPUTS, plan_stack
+    from stacks.timing import TYPICAL_SECONDS, resource_seconds
+
+    def serving(plan: dict) -> dict:
+        return next(r for r in plan["resources"] if r["name"] == "tfserving-default-deployment")
+
+    first, later = to_json(dev), to_json(plan_stack("dev", previous_outputs=DEPLOYED_OUTPUTS))
+    assert resource_seconds(serving(first)) == TYPICAL_SECONDS["kubernetes:*"]
+    assert resource_seconds(serving(later)) == TYPICAL_SECONDS["kubernetes:apps/v1:Deployment"]
+    assert "tfserving" in " ".join(s.name for s in estimate(later).path)
+    assert estimate(later).total > estimate(first).total
 
 
 def test_a_false_serialization_shows_on_the_critical_path(dev: Recording):

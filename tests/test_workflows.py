@@ -220,6 +220,7 @@ WRITES = {
     ("pr.yml", "preview-aws"): {"id-token", "pull-requests"},
     ("pr.yml", "preview-gcp"): {"id-token", "pull-requests"},
     ("deploy.yml", "dev"): {"id-token"},
+    ("deploy.yml", "smoke-dev"): {"id-token"},
     ("deploy.yml", "prod"): {"id-token"},
 }
 
@@ -324,7 +325,15 @@ def test_deploy_dev_then_prod_behind_its_environment(deploy):
     dev, prod = deploy["jobs"]["dev"], deploy["jobs"]["prod"]
     assert dev["environment"] == "dev"
     assert prod["environment"] == "prod"
-    assert prod["needs"] in ("dev", ["dev"])
+    # prod moves only after dev served: the smoke job needs dev, prod needs the smoke job.
+    smoke = deploy["jobs"]["smoke-dev"]
+    assert smoke["needs"] in ("dev", ["dev"]) and prod["needs"] in ("smoke-dev", ["smoke-dev"])
+    assert smoke["environment"] == "dev" and smoke["concurrency"]["group"] == dev["concurrency"]["group"]
+    assert "bash scripts/smoke-stack.sh dev" in runs(smoke)
+    assert "make .venv/.runtime .venv/.models" in runs(smoke)
+    # prod refuses to start on a runner its API cannot admit.
+    guard = prod["steps"][0]
+    assert guard["if"] == "vars.PROD_RUNNER == ''" and "exit 1" in guard["run"]
     for job, stack in ((dev, "dev"), (prod, "prod")):
         step = pulumi_step(job)
         assert step["with"]["command"] == "up"

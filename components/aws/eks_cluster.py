@@ -30,8 +30,15 @@ class EksClusterArgs:
     endpoint_public_access: bool = True
     """The private endpoint is always on; prod turns the public one off."""
     public_access_cidrs: list[str] = field(default_factory=lambda: ["0.0.0.0/0"])
+    api_access_cidrs: list[str] = field(default_factory=list)
+    """Networks (a deploy runner's VPC, a VPN) allowed to the API on 443 through the cluster security
+    group: EKS's own group admits only the nodes and the control plane, so a private-only endpoint is
+    unreachable for ``pulumi up`` without them."""
     admin_principal_arns: list[str] = field(default_factory=list)
-    """IAM principals given cluster admin through access entries; empty: the creator at bootstrap."""
+    """IAM principals given cluster admin through access entries (people, other pipelines)."""
+    deployer_principal_arn: str | None = None
+    """The IAM role running ``pulumi up`` (an access entry too, so this program's own Kubernetes
+    resources can be applied); listed once even when it is also in ``admin_principal_arns``."""
     log_types: list[str] = field(default_factory=lambda: ["api", "audit", "authenticator"])
     log_retention_days: int = 30
     protect: bool = False
@@ -124,7 +131,11 @@ class EksCluster(pulumi.ComponentResource):
             enabled_cluster_log_types=args.log_types,
             access_config=aws.eks.ClusterAccessConfigArgs(
                 authentication_mode="API",
-                bootstrap_cluster_creator_admin_permissions=not args.admin_principal_arns),
+                # Always false, never derived from config: the field is ForceNew
+                # (terraform-provider-aws internal/service/eks/cluster.go, #35824), so flipping it
+                # would replace the cluster. The deployer gets an explicit access entry instead,
+                # as terraform-aws-eks does (enable_cluster_creator_admin_permissions).
+                bootstrap_cluster_creator_admin_permissions=False),
             # Add-ons are managed below as aws.eks.Addon, with versions EKS picks for the cluster.
             bootstrap_self_managed_addons=False,
             deletion_protection=args.protect,
@@ -133,19 +144,25 @@ class EksCluster(pulumi.ComponentResource):
 
         self.cluster_name = cluster.name
         self.endpoint = cluster.endpoint
+        api_rules = [aws.vpc.SecurityGroupIngressRule(
+            f"{name}-api-{name_slug(cidr)}", security_group_id=cluster.vpc_config.cluster_security_group_id,
+            cidr_ipv4=cidr, from_port=443, to_port=443, ip_protocol="tcp",
+            description=f"Kubernetes API from {cidr}", tags=tags, opts=child) for cidr in args.api_access_cidrs]
         self.oidc_issuer_url = cluster.identities.apply(lambda ids: ids[0].oidcs[0].issuer)
         oidc = aws.iam.OpenIdConnectProvider(f"{name}-oidc", url=self.oidc_issuer_url,
                                              client_id_lists=["sts.amazonaws.com"], tags=tags, opts=child)
         self.oidc_provider_arn = oidc.arn
 
-        for arn in args.admin_principal_arns:
+        admins = sorted({*args.admin_principal_arns, *([args.deployer_principal_arn] if args.deployer_principal_arn else [])})
+        self.admin_access: list[aws.eks.AccessPolicyAssociation] = []
+        for arn in admins:
             admin = f"{name}-admin-{name_slug(arn)[-40:]}"
             entry = aws.eks.AccessEntry(admin, cluster_name=cluster.name,
                                         principal_arn=arn, type="STANDARD", tags=tags, opts=child)
-            aws.eks.AccessPolicyAssociation(
+            self.admin_access.append(aws.eks.AccessPolicyAssociation(
                 admin, cluster_name=cluster.name, principal_arn=entry.principal_arn,
                 policy_arn=f"arn:{partition}:eks::aws:cluster-access-policy/AmazonEKSClusterAdminPolicy",
-                access_scope=aws.eks.AccessPolicyAssociationAccessScopeArgs(type="cluster"), opts=child)
+                access_scope=aws.eks.AccessPolicyAssociationAccessScopeArgs(type="cluster"), opts=child))
 
         def addon(addon_name: str, values: dict | None, depends_on: list[pulumi.Resource]) -> aws.eks.Addon:
             # Versions are left to EKS (the default for the cluster's Kubernetes version).
@@ -184,10 +201,12 @@ class EksCluster(pulumi.ComponentResource):
         # config, so adding a model or version needs no pod restart (a replacement would delete and
         # recreate the ConfigMap under running pods).
         # Workloads wait for the nodes: a Deployment's readiness await would otherwise run (and may
-        # time out) while the node groups are still launching.
+        # time out) while the node groups are still launching. They also wait for the admins' access
+        # policies: with authentication mode API and no bootstrap admin, the deployer is Unauthorized
+        # until its AccessPolicyAssociation exists.
         self.provider = k8s.Provider(f"{name}-k8s", kubeconfig=self.kubeconfig, enable_config_map_mutable=True,
-                                     opts=pulumi.ResourceOptions(parent=self,
-                                                                 depends_on=[g.node_group for g in self.node_groups.values()]))
+                                     opts=pulumi.ResourceOptions(parent=self, depends_on=[
+                                         *(g.node_group for g in self.node_groups.values()), *self.admin_access, *api_rules]))
 
         self.register_outputs({"cluster_name": self.cluster_name, "endpoint": self.endpoint,
                                "oidc_provider_arn": self.oidc_provider_arn, "kubeconfig": self.kubeconfig})

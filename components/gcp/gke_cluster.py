@@ -96,7 +96,9 @@ class GkeCluster(pulumi.ComponentResource):
     cluster_name: pulumi.Output[str]
     endpoint: pulumi.Output[str]
     kubeconfig: pulumi.Output[str]
-    workload_pool: str
+    workload_pool: pulumi.Output[str]
+    """``<project>.svc.id.goog``, read from the cluster: the pool exists only once a cluster with
+    Workload Identity does (terraform-google-kubernetes-engine#916), so bindings on it must wait."""
     provider: k8s.Provider
     node_pools: dict[str, gcp.container.NodePool]
 
@@ -106,7 +108,6 @@ class GkeCluster(pulumi.ComponentResource):
             raise ValueError(f"GkeCluster {name}: a 'system' node pool is required")
         child = pulumi.ResourceOptions(parent=self)
         protected = pulumi.ResourceOptions(parent=self, protect=args.protect)
-        self.workload_pool = f"{args.project}.svc.id.goog"
         location = args.region if args.regional else args.zones[0]
 
         node_sa = gcp.serviceaccount.Account(
@@ -127,7 +128,7 @@ class GkeCluster(pulumi.ComponentResource):
             release_channel=gcp.container.ClusterReleaseChannelArgs(channel=args.release_channel),
             min_master_version=args.kubernetes_version,
             workload_identity_config=gcp.container.ClusterWorkloadIdentityConfigArgs(
-                workload_pool=self.workload_pool),
+                workload_pool=f"{args.project}.svc.id.goog"),
             # Dataplane V2 (Cilium) enforces NetworkPolicy; without it GKE ignores them.
             datapath_provider="ADVANCED_DATAPATH",
             private_cluster_config=gcp.container.ClusterPrivateClusterConfigArgs(
@@ -154,6 +155,7 @@ class GkeCluster(pulumi.ComponentResource):
                     enable_secure_boot=True, enable_integrity_monitoring=True)),
             resource_labels=args.labels, deletion_protection=args.protect, opts=protected)
 
+        self.workload_pool = cluster.workload_identity_config.apply(lambda c: c.workload_pool)
         zone_count = len(args.zones) if args.regional else 1
         self.node_pools = {}
         for pool, spec in args.node_pools.items():

@@ -78,8 +78,9 @@ class GcsModelReaderArgs:
 
     project: str
     bucket_name: pulumi.Input[str]
-    workload_pool: str
-    """``<project>.svc.id.goog`` of the cluster."""
+    workload_pool: pulumi.Input[str]
+    """``<project>.svc.id.goog``, taken from the cluster's output (not typed in) so the binding waits for
+    the cluster: the pool does not exist before it (terraform-google-kubernetes-engine#916)."""
     namespace: str
     service_account: str
     """The Kubernetes service account the serving pods run as."""
@@ -112,7 +113,8 @@ class GcsModelReader(pulumi.ComponentResource):
                                     member=account.member, condition=condition, opts=child)
         gcp.serviceaccount.IAMMember(
             f"{name}-workload-identity", service_account_id=account.name, role="roles/iam.workloadIdentityUser",
-            member=f"serviceAccount:{args.workload_pool}[{args.namespace}/{args.service_account}]", opts=child)
+            member=pulumi.Output.concat("serviceAccount:", args.workload_pool,
+                                        f"[{args.namespace}/{args.service_account}]"), opts=child)
         self.email = account.email
         self.service_account_annotations = account.email.apply(lambda e: {WI_ANNOTATION: e})
         self.register_outputs({"email": self.email})

@@ -37,6 +37,9 @@ PRE_STOP_SECONDS = 15
 # then kills it. Bounded so a node drain never waits minutes per pod.
 TERMINATION_GRACE_SECONDS = 45
 STARTUP_PROBE_PERIOD = 10
+SKIP_AWAIT = "pulumi.com/skipAwait"
+"""pulumi-kubernetes skips its readiness await for an object carrying this annotation = "true"
+(provider/pkg/metadata/annotations.go); any other value, or none, means the update waits."""
 
 
 @dataclass(frozen=True)
@@ -82,6 +85,11 @@ class ModelServerArgs:
     """Time the first model load may take before the kubelet restarts TF Serving."""
     models_volume_size: str = "20Gi"
     """Size limit of the ``emptyDir`` holding the synced models."""
+    await_rollout: pulumi.Input[bool] = True
+    """Let ``pulumi up`` wait for the rollout (Deployment available, Service endpoints ready). False
+    only where the models cannot exist yet: the first up of a stack that creates its bucket."""
+    service_name: str | None = None
+    """Name of this Deployment's own Service (default: the component name)."""
 
 
 def serving_image(version: str, gpus: int) -> str:
@@ -99,12 +107,34 @@ def server_args(batching: bool = False, gpu_memory_fraction: float | None = None
         # The sidecar renames complete versions into place; 30 s is quick enough and cheap.
         "--file_system_poll_wait_seconds=30",
         f"--monitoring_config_file={CONFIG_DIR}/{MONITORING_CONFIG_FILE}",
+        # ServerCore::ReloadConfig (model_servers/server_core.cc) runs UpdateModelVersionLabelMap
+        # before AddModelsViaModelConfigList: at startup no version is loaded yet, so without this
+        # flag every version_labels entry is refused and the pod exits. A label that already points
+        # elsewhere still moves only onto a loaded version (hence the restart checksum below).
+        "--allow_version_labels_for_unavailable_models=true",
     ]
     if batching:
         args += ["--enable_batching=true", f"--batching_parameters_file={CONFIG_DIR}/{BATCHING_FILE}"]
     if gpu_memory_fraction is not None:
         args.append(f"--per_process_gpu_memory_fraction={gpu_memory_fraction}")
     return args
+
+
+def skip_await_annotations(await_rollout: pulumi.Input[bool]) -> pulumi.Output[dict[str, str] | None]:
+    """``{pulumi.com/skipAwait: "true"}`` when the rollout must not be awaited, else no annotation."""
+    return pulumi.Output.from_input(await_rollout).apply(lambda wait: None if wait else {SKIP_AWAIT: "true"})
+
+
+def serving_service(resource_name: str, name: str, namespace: pulumi.Input[str], labels: dict[str, str],
+                    selector: pulumi.Input[dict[str, str]], annotations: pulumi.Input[dict[str, str] | None],
+                    opts: pulumi.ResourceOptions) -> k8s.core.v1.Service:
+    """A ClusterIP Service with TF Serving's two ports (gRPC 8500, REST 8501) for ``selector``."""
+    return k8s.core.v1.Service(resource_name, metadata=k8s.meta.v1.ObjectMetaArgs(
+        name=name, namespace=namespace, labels=labels, annotations=annotations), spec=k8s.core.v1.ServiceSpecArgs(
+        type="ClusterIP", selector=selector,
+        ports=[k8s.core.v1.ServicePortArgs(name="grpc", port=GRPC_PORT, target_port="grpc", app_protocol="grpc"),
+               k8s.core.v1.ServicePortArgs(name="http", port=REST_PORT, target_port="http", app_protocol="http")]),
+        opts=opts)
 
 
 def restricted(extra: dict | None = None) -> dict:
@@ -129,6 +159,7 @@ class ModelServer(pulumi.ComponentResource):
     """
 
     deployment_name: pulumi.Output[str]
+    service: k8s.core.v1.Service
     service_name: pulumi.Output[str]
     selector: dict[str, str]
     grpc_endpoint: pulumi.Output[str]
@@ -147,8 +178,11 @@ class ModelServer(pulumi.ComponentResource):
         self.selector = {APP_LABEL: "tfserving", "app.kubernetes.io/instance": name}
         labels = {**server_selector(args.server), **self.selector, TRACK_LABEL: args.track,
                   "app.kubernetes.io/component": "model-server"}
-        meta = lambda suffix="": k8s.meta.v1.ObjectMetaArgs(  # noqa: E731
-            name=f"{name}{suffix}", namespace=args.namespace, labels=labels)
+        meta = lambda suffix="", annotations=None: k8s.meta.v1.ObjectMetaArgs(  # noqa: E731
+            name=f"{name}{suffix}", namespace=args.namespace, labels=labels, annotations=annotations)
+        # Both are awaited by pulumi-kubernetes: the Deployment until available, the Service until
+        # no selected pod is unready (provider/pkg/await/service.go checkAndLogStatus).
+        skip_await = skip_await_annotations(args.await_rollout)
 
         data = {
             MODEL_CONFIG_FILE: render_model_config(args.models),
@@ -166,17 +200,14 @@ class ModelServer(pulumi.ComponentResource):
                                   .encode()).hexdigest()[:16]
 
         deployment = k8s.apps.v1.Deployment(
-            f"{name}-deployment", metadata=meta(),
+            f"{name}-deployment", metadata=meta(annotations=skip_await),
             spec=self._deployment_spec(args, labels, checksum, config),
             opts=pulumi.ResourceOptions(parent=self,
                                         ignore_changes=["spec.replicas"] if args.autoscaled else None))
 
-        service = k8s.core.v1.Service(f"{name}-service", metadata=meta(), spec=k8s.core.v1.ServiceSpecArgs(
-            type="ClusterIP", selector=self.selector,
-            ports=[k8s.core.v1.ServicePortArgs(name="grpc", port=GRPC_PORT, target_port="grpc",
-                                               app_protocol="grpc"),
-                   k8s.core.v1.ServicePortArgs(name="http", port=REST_PORT, target_port="http",
-                                               app_protocol="http")]), opts=child)
+        service = serving_service(f"{name}-service", args.service_name or name, args.namespace, labels,
+                                  self.selector, skip_await, child)
+        self.service = service
 
         self.deployment_name = deployment.metadata.name
         self.service_name = service.metadata.name

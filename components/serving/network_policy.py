@@ -34,6 +34,9 @@ class ServingNetworkPolicyArgs:
     """Namespace allowed to scrape the REST port's metrics path."""
     istio: bool = False
     """Sidecars need istiod (xDS on 15012) to start."""
+    router_selector: dict[str, str] | None = None
+    """Pod labels of the server's canary router (``trafficRouter: proxy`` while a canary is active): the
+    callers' rules then apply to the router too, which alone may reach the model pods besides them."""
     gke_metadata_server: bool = False
     """GKE Workload Identity: credentials come from the GKE metadata server at 169.254.169.254:80
     (with Dataplane V2 also 169.254.169.252:988), so that address is allowed instead of blocked."""
@@ -67,12 +70,17 @@ class ServingNetworkPolicy(pulumi.ComponentResource):
             ingress.append({"from": [namespaces_peer(args.proxy_namespaces)], "ports": rest_port})
         if args.proxy_cidrs:
             ingress.append({"from": [{"ipBlock": {"cidr": c}} for c in args.proxy_cidrs], "ports": rest_port})
+        callers = list(ingress)
         if args.monitoring_namespace:
             ingress.append({"from": [namespaces_peer([args.monitoring_namespace])], "ports": rest_port})
+        if args.router_selector:
+            ingress.append({"from": [{"podSelector": {"matchLabels": dict(args.router_selector)}}],
+                            "ports": both_ports})
+        dns = {"to": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
+                       "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}}}],
+               "ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}]}
         egress = [
-            {"to": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
-                     "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}}}],
-             "ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}]},
+            dns,
             {"to": [{"ipBlock": {"cidr": "0.0.0.0/0", "except": [METADATA_CIDR]}}],
              "ports": [{"protocol": "TCP", "port": 443}]},
         ]
@@ -91,4 +99,16 @@ class ServingNetworkPolicy(pulumi.ComponentResource):
                                                 labels=args.selector),
             spec={"podSelector": {"matchLabels": args.selector}, "policyTypes": ["Ingress", "Egress"],
                   "ingress": ingress, "egress": egress}, opts=pulumi.ResourceOptions(parent=self))
+        self.router_allow = None
+        if args.router_selector:
+            # The router takes the callers' place: the same sources in, only DNS and the model pods out.
+            self.router_allow = k8s.networking.v1.NetworkPolicy(
+                f"{name}-router-allow",
+                metadata=k8s.meta.v1.ObjectMetaArgs(name=f"{name}-router-allow", namespace=args.namespace,
+                                                    labels=args.router_selector),
+                spec={"podSelector": {"matchLabels": dict(args.router_selector)},
+                      "policyTypes": ["Ingress", "Egress"], "ingress": callers,
+                      "egress": [dns, {"to": [{"podSelector": {"matchLabels": dict(args.selector)}}],
+                                       "ports": both_ports}]},
+                opts=pulumi.ResourceOptions(parent=self))
         self.register_outputs({})

@@ -8,7 +8,18 @@ from dataclasses import dataclass, field
 import pulumi
 
 from components.serving.autoscaling import ServingAutoscaling, ServingAutoscalingArgs
-from components.serving.model_server import ModelServer, ModelServerArgs, server_selector
+from components.serving.canary_router import CanaryRouter, CanaryRouterArgs
+from components.serving.model_server import (
+    APP_LABEL,
+    GRPC_PORT,
+    REST_PORT,
+    SERVER_LABEL,
+    ModelServer,
+    ModelServerArgs,
+    server_selector,
+    serving_service,
+    skip_await_annotations,
+)
 from components.serving.network_policy import ServingNetworkPolicy, ServingNetworkPolicyArgs
 from components.serving.routing import ExternalGateway, ServingRoute, ServingRouteArgs
 
@@ -26,8 +37,9 @@ class TfServingArgs:
     scale_down_stabilization_seconds: int = 300
     canary_weight: int = 10
     canary_replicas: int = 1
-    router: str = "gateway-api"
-    """``gateway-api``, ``istio`` or ``none`` (canaries refused)."""
+    router: str = "proxy"
+    """``proxy`` (a :class:`CanaryRouter` this component installs), ``gateway-api`` (an HTTPRoute on the
+    Service: needs a GAMMA mesh), ``istio`` (a VirtualService: needs Istio) or ``none`` (canaries refused)."""
     gateway: ExternalGateway | None = None
     allowed_namespaces: list[str] = field(default_factory=list)
     allowed_pod_labels: dict[str, str] = field(default_factory=dict)
@@ -39,9 +51,12 @@ class TfServingArgs:
 
 
 class TfServing(pulumi.ComponentResource):
-    """Creates: a stable :class:`ModelServer`, a canary :class:`ModelServer` while a model has an
-    active canary version, a :class:`ServingAutoscaling` (HPA on CPU and requests per second, PDB)
-    for the stable Deployment, a :class:`ServingNetworkPolicy` and a :class:`ServingRoute`.
+    """Creates: the client ``Service`` named like the component (gRPC 8500, REST 8501), a stable
+    :class:`ModelServer` (its own Service ``<name>-stable``), a canary :class:`ModelServer` while a
+    model has an active canary version, with router ``proxy`` a :class:`CanaryRouter` the client Service
+    then selects (so callers keep one address while the canary comes and goes), a
+    :class:`ServingAutoscaling` (HPA on CPU and requests per second, PDB) for the stable Deployment,
+    a :class:`ServingNetworkPolicy` and, for the mesh routers or exposure, a :class:`ServingRoute`.
     Pass the cluster's Kubernetes provider in ``opts.providers``; nothing here knows the cloud.
     """
 
@@ -60,12 +75,29 @@ class TfServing(pulumi.ComponentResource):
 
         # The HorizontalPodAutoscaler owns the stable replica count once the Deployment exists.
         stable = ModelServer(name, dataclasses.replace(
-            server, track="stable", autoscaled=True, models=[m.stable_view() for m in server.models]), opts=child)
+            server, track="stable", autoscaled=True, service_name=f"{name}-stable",
+            models=[m.stable_view() for m in server.models]), opts=child)
         canary = None
         if has_canary:
             canary = ModelServer(f"{name}-canary", dataclasses.replace(
                 server, track="canary", replicas=args.canary_replicas, autoscaled=False,
                 models=[m.canary_view() for m in server.models]), opts=child)
+        router = None
+        if canary is not None and args.router == "proxy":
+            # nginx resolves its upstream hosts once, at start: the backend Services must exist first.
+            router = CanaryRouter(f"{name}-router", CanaryRouterArgs(
+                namespace=server.namespace, server=server.server, models=server.models,
+                stable_service=stable.service_name, canary_service=canary.service_name,
+                canary_weight=args.canary_weight),
+                opts=pulumi.ResourceOptions(parent=self, depends_on=[stable.service, canary.service]))
+        # Not labelled app=tfserving: the ServiceMonitor selects the per-track Services, and scraping this
+        # one too would count the stable pods twice (or scrape the router).
+        client = serving_service(
+            f"{name}-client", name, server.namespace,
+            {APP_LABEL: "tfserving-endpoint", SERVER_LABEL: server.server},
+            router.selector if router is not None else stable.selector,
+            skip_await_annotations(server.await_rollout),
+            pulumi.ResourceOptions(parent=self, depends_on=[router] if router is not None else None))
 
         ServingAutoscaling(name, ServingAutoscalingArgs(
             namespace=server.namespace, deployment_name=stable.deployment_name, selector=stable.selector,
@@ -78,16 +110,21 @@ class TfServing(pulumi.ComponentResource):
             proxy_namespaces=args.proxy_namespaces if args.gateway else [],
             proxy_cidrs=args.proxy_cidrs if args.gateway else [],
             monitoring_namespace=args.monitoring_namespace, istio=args.router == "istio",
+            router_selector=router.selector if router is not None else None,
             gke_metadata_server=args.gke_metadata_server), opts=child)
-        if canary is not None or args.gateway is not None:
+        mesh_canary = canary is not None and args.router in ("gateway-api", "istio")
+        if mesh_canary or args.gateway is not None:
+            # With the proxy router the client Service already splits: an external route just targets it.
             ServingRoute(name, ServingRouteArgs(
-                namespace=server.namespace, models=server.models, stable_service=stable.service_name,
-                canary_service=canary.service_name if canary else None, canary_weight=args.canary_weight,
-                router=args.router if args.router != "none" else "gateway-api", gateway=args.gateway,
+                namespace=server.namespace, models=server.models, stable_service=client.metadata.name,
+                canary_service=canary.service_name if mesh_canary else None, canary_weight=args.canary_weight,
+                router=args.router if mesh_canary else "gateway-api", gateway=args.gateway,
                 labels=server_selector(server.server)), opts=child)
 
-        self.grpc_endpoint = stable.grpc_endpoint
-        self.rest_endpoint = stable.rest_endpoint
+        host = pulumi.Output.all(client.metadata.name, server.namespace).apply(
+            lambda a: f"{a[0]}.{a[1]}.svc.cluster.local")
+        self.grpc_endpoint = host.apply(lambda h: f"{h}:{GRPC_PORT}")
+        self.rest_endpoint = host.apply(lambda h: f"http://{h}:{REST_PORT}")
         self.canary_grpc_endpoint = canary.grpc_endpoint if canary else None
         self.canary_rest_endpoint = canary.rest_endpoint if canary else None
         self.register_outputs({"grpc_endpoint": self.grpc_endpoint, "rest_endpoint": self.rest_endpoint,

@@ -32,17 +32,22 @@ def small_saved_model(tmp_path):
     return root
 
 
+def fake_aws_credentials(mp: pytest.MonkeyPatch) -> None:
+    """Credentials and region for moto; nothing of the developer's own AWS setup leaks in."""
+    for var in ("AWS_PROFILE", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_SESSION_TOKEN"):
+        mp.delenv(var, raising=False)
+    mp.setenv("AWS_ACCESS_KEY_ID", "testing")
+    mp.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    mp.setenv("AWS_DEFAULT_REGION", "us-east-1")
+
+
 @pytest.fixture
 def s3_bucket(monkeypatch):
     """An S3 bucket in moto's in-process mock; yields the bucket URI with the 'models' prefix."""
     import boto3
     from moto import mock_aws
 
-    for var in ("AWS_PROFILE", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_SESSION_TOKEN"):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    fake_aws_credentials(monkeypatch)
     with mock_aws():
         boto3.client("s3").create_bucket(Bucket=BUCKET)
         yield f"s3://{BUCKET}/models"

@@ -19,11 +19,14 @@ import boto3
 import pytest
 from moto.server import ThreadedMotoServer
 
+from components.serving.model_server import server_args
 from components.serving.model_sync import SYNC_SCRIPT, render_sync_spec
-from components.serving.tfserving_config import ServedModel
+from components.serving.tfserving_config import ServedModel, render_model_config
 from stacks.config import parse_settings
 from stacks.plan import ROOT
+from stacks.platform import batching_config, served_models
 from stacks.stack_files import load_stack_config
+from tests import tfserving_core
 
 from .tfserving_fake import FakeTFServing, LoadedModel
 
@@ -92,8 +95,17 @@ def test_ship_a_model(tmp_path, s3_env):
     assert sorted(p.name for p in (synced / "digits").iterdir() if not p.name.startswith(".")) == ["1", "2"]
     assert (synced / "digits" / "2" / "assets.extra" / "tf_serving_warmup_requests").exists()
 
+    # TF Serving starts on the synced files with the flags and model config the promoted stack renders
+    # (the startup rules of tests/tfserving_core.py: labels assigned before any version loads, ...);
+    # the stand-in then serves exactly what that server would.
+    server = settings.servers["default"]
+    config = render_model_config([m for m in served_models(server) if m.name == "digits"], models_dir=str(synced))
+    args = server_args(batching_config(server) is not None, settings.gpu_memory_fraction(server))
+    started = tfserving_core.start(args, config, Path("/"))
+    assert started.resolve("digits", "stable") == 2
     fake = FakeTFServing(LoadedModel(str(synced / "digits" / "2")), "digits")
-    fake.states, fake.labels = {2: "AVAILABLE"}, {"stable": 2}
+    fake.states = {v: "AVAILABLE" for v in started.loaded["digits"]}
+    fake.labels = dict(started.labels["digits"])
     rest = fake.start_rest()
     try:
         smoke = tool(s3_env, "smoke", "--rest-url", rest, "--model", "digits", "-n", "5")
