@@ -110,7 +110,21 @@ def _cmd_promote(a) -> int:
 def _cmd_rollback(a) -> int:
     from model_tools.labels import rollback
 
-    return _report_change(rollback(a.stack_file, a.model, a.bucket_uri, label=a.label, to=a.to, pin=a.pin))
+    return _report_change(
+        rollback(
+            a.stack_file, a.model, a.bucket_uri, label=a.label, to=a.to, pin=a.pin,
+            previous_published=a.previous_published,
+        )
+    )
+
+
+def _cmd_check(a) -> int:
+    from model_tools.labels import check_stack
+
+    report = check_stack(a.stack_file, a.bucket_uri)
+    print(report.render())
+    report.raise_if_missing()
+    return 0
 
 
 def _cmd_smoke(a) -> int:
@@ -205,16 +219,24 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser(
         "publish",
-        help="upload a SavedModel as the next (or given) version; marker written last",
+        help="upload a SavedModel as a new version (the next or a given number); marker written last",
         description="Upload a SavedModel directory to <bucket-uri>/<model>/<version>/ and write the "
         "_COMPLETE marker last. Version: one more than the highest version directory "
-        "present (complete or not), or --version.",
+        "present (complete or not), or --version. The number is claimed first (_PUBLISHING, "
+        "created only if absent) and the marker is created only if absent, so a concurrent "
+        "publish of the same number fails and asks you to publish again. A published version "
+        "is immutable: publish a changed model as a new version.",
     )
     s.add_argument("saved_model", help="SavedModel directory")
     s.add_argument("--bucket-uri", required=True, help=bucket_help)
     s.add_argument("--model", required=True, help="model name (e.g. digits)")
     s.add_argument("--version", type=int, help="version number (default: next free)")
-    s.add_argument("--force", action="store_true", help="replace an existing version (unpublishes it first)")
+    s.add_argument(
+        "--force",
+        action="store_true",
+        help="clean up an INCOMPLETE version (a failed upload: no _COMPLETE marker) and upload it "
+        "again; a published version is never replaced, even with --force",
+    )
     g = s.add_mutually_exclusive_group()
     g.add_argument("--progress", action="store_true", help="always show the progress bar")
     g.add_argument(
@@ -252,16 +274,36 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser(
         "rollback",
-        help="move a label back to the previous published version",
-        description="Move a label (default stable) to the highest published version below its "
-        "current one, or to --to N.",
+        help="move a label back to the version it had before its last promotion",
+        description="Move a label (default stable) back to the version it had before promote last "
+        "moved it, as promote recorded in a '# model_tools history: ...' comment on the "
+        "label's line, or to --to N. Without that record it refuses, unless --previous-published "
+        "asks for the highest published version below the current one (which may be a rejected "
+        "canary).",
     )
     _add_stack_model(s)
     s.add_argument("--label", default="stable", help="label to move (default stable)")
-    s.add_argument("--to", help="version to roll back to (default: previous published)")
+    s.add_argument("--to", help="version to roll back to (default: the one recorded before the current)")
+    s.add_argument(
+        "--previous-published",
+        action="store_true",
+        help="without a recorded history: the highest published version below the current one",
+    )
     s.add_argument("--bucket-uri", required=True, help=bucket_help)
     _add_pin(s)
     s.set_defaults(func=_cmd_rollback)
+
+    s = sub.add_parser(
+        "check",
+        help="check that every model version a stack file needs is published (run before pulumi up)",
+        description="List every server/model/version Pulumi.<stack>.yaml needs from the bucket "
+        "(versionPolicy specific: each of versions, canaryVersion and labelled versions; latest and "
+        "all: at least one published version) and exit 1 naming each one that is not published "
+        "(no _COMPLETE marker): new pods would wait in Init for it.",
+    )
+    s.add_argument("--stack-file", required=True, help="Pulumi.<stack>.yaml to check")
+    s.add_argument("--bucket-uri", required=True, help=bucket_help)
+    s.set_defaults(func=_cmd_check)
 
     s = sub.add_parser(
         "smoke",

@@ -11,6 +11,22 @@ Models live in the servers of the stack: ``config.tfserving-platform:servers.<se
 (model names are unique across servers, so the model name alone finds its server). While a model
 has an active ``canaryVersion`` the platform manages its ``canary`` label, so that label is not
 moved here, and no version above the canary is added to ``versions``.
+
+Rollback history: ``rollback`` must return to the version that was stable *before the promotion*,
+not to the highest published version below the current one (that can be a rejected canary). The
+stack schema is strict (no room for a ``previousStable`` key), so ``promote`` records the versions
+a label replaced in a comment on the label's own line, newest first::
+
+    stable: 3   # model_tools history: 3 <- 1
+
+``rollback`` reads it, moves the label to the next entry and drops the first. The record lives in
+the file it describes, so it is per stack, reviewed with the change, and reverted with it (a
+record in the bucket would be shared by every stack and outlive a discarded edit). It only counts
+while its first entry is where the label points: a label edited by hand leaves a stale record,
+and ``rollback`` then refuses (as it does without a record) unless given ``--to N`` or
+``--previous-published`` (the old rule: the highest published version below the current one).
+
+``check`` lists every version a stack file needs from the bucket (see :func:`check_stack`).
 """
 
 from __future__ import annotations
@@ -32,6 +48,10 @@ STABLE_LABEL = "stable"
 CANARY_LABEL = "canary"
 POLICIES = ("latest", "all", "specific")
 STACK_FILE_RE = re.compile(r"^Pulumi\.(?P<stack>[^/\\]+)\.ya?ml$")
+HISTORY_TAG = "model_tools history:"
+HISTORY_LIMIT = 10
+"""At most this many versions (the current one included) are kept in a label's history comment."""
+_HISTORY_RE = re.compile(r"(?:\s*#)?\s*model_tools history:\s*(\d+(?:\s*<-\s*\d+)*)")
 
 
 @dataclass
@@ -50,6 +70,7 @@ class LabelChange:
     server: str | None = None
     old_implicit: bool = False  # old_version is the default stable label (highest of versions)
     canary_promoted: int | None = None  # canaryVersion that the change put into versions
+    note: str | None = None  # why this version (rollback: where the target came from)
 
     def apply_command(self) -> str:
         """The command that applies the change (``cd`` first when the file is elsewhere)."""
@@ -75,6 +96,8 @@ class LabelChange:
             notes.append(f"added {', '.join(map(str, self.versions_added))} to versions")
         if self.canary_promoted is not None:
             notes.append(f"canaryVersion {self.canary_promoted} is now in versions: the canary is promoted")
+        if self.note:
+            notes.append(self.note)
         return text + (f" ({'; '.join(notes)})" if notes else "")
 
 
@@ -293,6 +316,67 @@ def _write(y, data, stack_file: str) -> None:
     os.replace(tmp, stack_file)
 
 
+def _history_token(labels, label: str):
+    """The comment token after ``label``'s value (its end-of-line comment, plus any comment lines below)."""
+    items = labels.ca.items.get(label) if hasattr(labels, "ca") else None
+    return items[2] if items and len(items) > 2 else None
+
+
+def read_history(entry, label: str) -> list[int]:
+    """Versions ``label`` pointed at, newest (where promote/rollback left it) first; [] if none recorded."""
+    labels = entry.get("labels")
+    if not hasattr(labels, "get") or label not in labels:
+        return []
+    token = _history_token(labels, label)
+    if token is None:
+        return []
+    found = _HISTORY_RE.search(token.value.split("\n", 1)[0])
+    return [int(v) for v in re.findall(r"\d+", found.group(1))] if found else []
+
+
+def _write_history(entry, label: str, history: list[int]) -> None:
+    """Record ``history`` in the comment on ``label``'s line, keeping any other comment there.
+
+    Fewer than two versions record nothing (there is nothing to roll back to), and an old record
+    is removed. A flow-style ``labels`` map becomes block style so the label has a line of its own.
+    """
+    labels = entry["labels"]
+    history = history[:HISTORY_LIMIT]
+    text = f"# {HISTORY_TAG} " + " <- ".join(map(str, history)) if len(history) > 1 else ""
+    token = _history_token(labels, label)
+    if token is None:
+        if text:
+            if labels.fa.flow_style():
+                labels.fa.set_block_style()
+            labels.yaml_add_eol_comment(text, label)
+        return
+    first, newline, rest = token.value.partition("\n")
+    kept = _HISTORY_RE.sub("", first).rstrip()
+    if kept and text:
+        first = f"{kept}  {text}"
+    elif kept:
+        first = kept
+    elif text:
+        first = f" {text}"  # the line had no comment of its own: keep a gap after the value
+    elif not rest:
+        labels.ca.items[label][2] = None
+        return
+    else:
+        first = ""
+    token.value = first + (newline or "\n") + rest
+
+
+def _after_move(history: list[int], current: int | None, version: int) -> list[int]:
+    """The history once promote moves the label from ``current`` to ``version``: the new version
+    first, then what it replaced (continuing the recorded history only if it is not stale)."""
+    if current is None:
+        return [version]
+    if current == version:
+        return history
+    base = history if history and history[0] == current else [current]
+    return [version, *base]
+
+
 def _published(bucket_uri: str, model: str, storage=None) -> list[int]:
     from model_tools.publish import published_versions
     from model_tools.storage import open_storage, parse_bucket_uri
@@ -322,7 +406,9 @@ def promote(
             f"version {version} of model '{model}' is not published in {bucket_uri} (no _COMPLETE marker; "
             f"published versions: {shown}). Publish it first with `python -m model_tools publish`"
         )
-    return _apply(y, data, stack_file, stack, server, entry, model, label, version, published, pin)
+    current, _ = _current(entry, model, label)
+    history = _after_move(read_history(entry, label), current, version)
+    return _apply(y, data, stack_file, stack, server, entry, model, label, version, published, pin, history)
 
 
 def rollback(
@@ -333,38 +419,95 @@ def rollback(
     to=None,
     pin: bool = False,
     storage=None,
+    previous_published: bool = False,
 ) -> LabelChange:
-    """Move ``label`` back to the previous published version (or to ``to``)."""
+    """Move ``label`` back to the version it had before ``promote`` last moved it (or to ``to``).
+
+    The previous versions come from the history comment ``promote`` writes on the label's line.
+    Without a usable history this refuses, unless ``previous_published`` asks for the old rule
+    (the highest published version below the current one, which may be a rejected canary).
+    """
     check_model_name(model)
     check_label(label)
+    if to is not None and previous_published:
+        raise ToolError("pass either --to or --previous-published, not both")
     stack = stack_name(stack_file)
     y, data, _ = load_stack(stack_file)
     server, entry = find_model(data, stack_file, model)
     _refuse_managed_canary(entry, server, model, label)
     current, _ = _current(entry, model, label)
     published = _published(bucket_uri, model, storage)
+    shown = ", ".join(map(str, published)) or "none"
+    history = read_history(entry, label)
+    recorded = len(history) > 1 and history[0] == current
+    note = None
     if to is not None:
         target = check_version(to)
         if target not in published:
-            shown = ", ".join(map(str, published)) or "none"
             raise ToolError(
                 f"cannot roll back to version {target}: it is not published in {bucket_uri} "
                 f"(published versions: {shown})"
             )
+        # Back to a recorded version: drop what came after it. Elsewhere: nothing known before it.
+        after = history[history.index(target, 1):] if recorded and target in history[1:] else [target]
+    elif current is None:
+        raise ToolError(f"model '{model}' has no '{label}' label in {stack_file}; use --to N to set one")
+    elif recorded:
+        target, after = history[1], history[1:]
+        note = f"the version '{label}' had before {current} was promoted, recorded in the stack file"
+        if target not in published:
+            raise ToolError(
+                f"the rollback history of '{label}' of model '{model}' in {stack_file} "
+                f"({_history_text(history)}) says {target} came before {current}, but version {target} "
+                f"is no longer published in {bucket_uri} (published versions: {shown}). Publish it "
+                f"again, or pick another version with --to N"
+            )
     else:
-        if current is None:
-            raise ToolError(f"model '{model}' has no '{label}' label in {stack_file}; use --to N to set one")
         earlier = [v for v in published if v < current]
+        if not previous_published:
+            guess = (
+                f"version {earlier[-1]}, which may be a rejected canary"
+                if earlier else "there is none"
+            )
+            raise ToolError(
+                f"{_no_history_reason(history, current, label, model, stack_file)}, so the version "
+                f"'{label}' had before {current} is unknown. Pass --to N to choose it, or "
+                f"--previous-published to take the highest published version below {current} ({guess})"
+            )
         if not earlier:
             raise ToolError(
                 f"no published version of '{model}' older than {current} (published: "
-                f"{', '.join(map(str, published)) or 'none'}); nothing to roll back to"
+                f"{shown}); nothing to roll back to"
             )
-        target = earlier[-1]
-    return _apply(y, data, stack_file, stack, server, entry, model, label, target, published, pin)
+        target, after = earlier[-1], [earlier[-1]]
+        note = f"--previous-published: the highest published version below {current}"
+    return _apply(
+        y, data, stack_file, stack, server, entry, model, label, target, published, pin, after, note
+    )
 
 
-def _apply(y, data, stack_file, stack, server, entry, model, label, version, published, pin) -> LabelChange:
+def _history_text(history: list[int]) -> str:
+    return f"{HISTORY_TAG} " + " <- ".join(map(str, history))
+
+
+def _no_history_reason(history: list[int], current: int, label: str, model: str, stack_file: str) -> str:
+    if history and history[0] != current:
+        return (
+            f"the rollback history of '{label}' of model '{model}' in {stack_file} "
+            f"({_history_text(history)}) was recorded when the label pointed at {history[0]}, but it "
+            f"points at {current} now (changed by hand?)"
+        )
+    return (
+        f"no earlier '{label}' version of model '{model}' is recorded in {stack_file}: promote records "
+        f"the version it replaces in a '# {HISTORY_TAG} ...' comment on the label's line, and this "
+        f"label has none (set by hand, already rolled back to its oldest recorded version, or the "
+        f"comment was removed)"
+    )
+
+
+def _apply(
+    y, data, stack_file, stack, server, entry, model, label, version, published, pin, history, note=None
+) -> LabelChange:
     pinned = None
     current, implicit = _current(entry, model, label)
     if _policy(entry, model) == "latest":
@@ -396,9 +539,142 @@ def _apply(y, data, stack_file, stack, server, entry, model, label, version, pub
             )
         promoted = canary if version == canary else None
     old, added = _set_label(entry, model, label, version)
+    _write_history(entry, label, history)
     _write(y, data, stack_file)
     if old is None and implicit:
         old = current
     return LabelChange(
-        stack_file, stack, model, label, old, version, added, True, pinned, server, implicit, promoted
+        stack_file, stack, model, label, old, version, added, True, pinned, server, implicit, promoted, note
     )
+
+
+@dataclass
+class Need:
+    """One thing a stack file needs from the bucket: a version, or any version (latest / all)."""
+
+    server: str
+    model: str
+    version: int | None  # None: any published version (versionPolicy latest or all)
+    why: str  # "versions, label stable", "canaryVersion", "latest 2", "all"
+    status: str = ""  # "published", or why it is missing
+    ok: bool = False
+
+    @property
+    def needs(self) -> str:
+        if self.version is None:
+            return f"a published version ({self.why})"
+        return f"version {self.version} ({self.why})"
+
+
+@dataclass
+class CheckReport:
+    """What ``check`` found: every need of a stack file and whether the bucket satisfies it."""
+
+    stack_file: str
+    bucket_uri: str
+    needs: list[Need]
+
+    @property
+    def missing(self) -> list[Need]:
+        return [n for n in self.needs if not n.ok]
+
+    def render(self) -> str:
+        rows = [("SERVER", "MODEL", "NEEDS", "STATUS")]
+        rows += [
+            (n.server, n.model, n.needs, n.status if n.ok else f"MISSING: {n.status}") for n in self.needs
+        ]
+        widths = [max(len(r[i]) for r in rows) for i in range(3)]
+        lines = [f"{self.stack_file} needs from {self.bucket_uri}:"]
+        lines += ["  " + "  ".join(c.ljust(w) for c, w in zip(r, widths)) + "  " + r[3] for r in rows]
+        if not self.missing:
+            lines.append(f"ok: all {len(self.needs)} are published")
+        return "\n".join(lines)
+
+    def raise_if_missing(self) -> None:
+        missing = self.missing
+        if not missing:
+            return
+        names = ", ".join(
+            f"{n.server}/{n.model} "
+            + ("(no published version)" if n.version is None else f"version {n.version}")
+            for n in missing
+        )
+        raise ToolError(
+            f"{len(missing)} of {len(self.needs)} model versions {self.stack_file} needs are not "
+            f"published in {self.bucket_uri}: {names}. New TF Serving pods would wait in Init "
+            "(model-sync-init) for them. Publish them (python -m model_tools publish ... --version N), "
+            "or change the stack file, before `pulumi up`",
+            exit_code=1,
+        )
+
+
+def stack_needs(stack_file: str) -> list[Need]:
+    """Every version the stack file's servers need from the bucket, in file order.
+
+    ``specific``: each of ``versions``; any policy: ``canaryVersion`` (the canary pods load it) and
+    every labelled version (TF Serving only labels loaded versions). ``latest`` and ``all`` also
+    need at least one published version: the model-sync init container waits for one.
+    """
+    _, data, _ = load_stack(stack_file)
+    servers, _ = _servers(data, stack_file)
+    needs: list[Need] = []
+    for server_name, server in servers.items():
+        for model, entry in _server_models(server).items():
+            if not hasattr(entry, "get"):
+                raise ToolError(f"model '{model}' in server '{server_name}' of {stack_file} must be a map")
+            policy = _policy(entry, model)
+            reasons: dict[int, list[str]] = {}
+            for v in _versions(entry, model) if policy == "specific" else []:
+                reasons.setdefault(v, []).append("versions")
+            where = f"model '{model}' in server '{server_name}' of {stack_file}"
+            if entry.get("canaryVersion") is not None:
+                reasons.setdefault(_need_version(entry["canaryVersion"], where), []).append("canaryVersion")
+            labels = entry.get("labels")
+            for label, v in labels.items() if hasattr(labels, "items") else []:
+                reasons.setdefault(_need_version(v, where), []).append(f"label {label}")
+            if policy != "specific":
+                why = f"latest {int(entry.get('latestVersions', 1))}" if policy == "latest" else "all"
+                needs.append(Need(str(server_name), str(model), None, why))
+            needs += [
+                Need(str(server_name), str(model), v, ", ".join(reasons[v])) for v in sorted(reasons)
+            ]
+    return needs
+
+
+def _need_version(value, where: str) -> int:
+    try:
+        return check_version(value)
+    except ToolError as e:
+        raise ToolError(f"{where}: {e}") from None
+
+
+def check_stack(stack_file: str, bucket_uri: str, storage=None) -> CheckReport:
+    """Check every need of ``stack_file`` against the bucket (complete = has the ``_COMPLETE`` marker)."""
+    from model_tools.contract import COMPLETION_MARKER
+    from model_tools.publish import scan_versions
+    from model_tools.storage import open_storage, parse_bucket_uri
+
+    needs = stack_needs(stack_file)
+    if storage is None:
+        storage, base = open_storage(bucket_uri)
+    else:
+        base = parse_bucket_uri(bucket_uri)
+    found = {m: {v.version: v for v in scan_versions(storage, base, m)} for m in {n.model for n in needs}}
+    for need in needs:
+        versions = found[need.model]
+        complete = sorted(v for v, info in versions.items() if info.complete)
+        if need.version is None:
+            need.ok = bool(complete)
+            need.status = (
+                f"published: {', '.join(map(str, complete))}" if complete
+                else f"no published version under {base.uri(need.model)}/"
+            )
+        elif need.version in complete:
+            need.ok, need.status = True, "published"
+        else:
+            state = (
+                f"incomplete upload, no {COMPLETION_MARKER} marker" if need.version in versions
+                else "not in the bucket"
+            )
+            need.status = f"{state} (published: {', '.join(map(str, complete)) or 'none'})"
+    return CheckReport(stack_file, str(base), needs)

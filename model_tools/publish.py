@@ -3,6 +3,11 @@
 Layout (``components.model_contract``): ``<prefix>/<model>/<version>/...`` with
 ``<prefix>/<model>/<version>/_COMPLETE`` written last. Readers treat a version without the
 marker as not published, so an interrupted upload is never served.
+
+A publish first claims its version number by creating ``_PUBLISHING`` in the version directory
+only if it does not exist, and writes the marker the same conditional way, so two concurrent
+publishers never share a number and a published version is never overwritten: the loser fails
+with a message to publish again. ``--force`` only cleans up an incomplete version.
 """
 
 from __future__ import annotations
@@ -10,6 +15,9 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import os
+import re
+import socket
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,7 +25,16 @@ from pathlib import Path
 from model_tools import __version__
 from model_tools.contract import COMPLETION_MARKER, check_model_name, check_version
 from model_tools.errors import ToolError
-from model_tools.storage import BucketURI, Storage, StorageError, open_storage, parse_bucket_uri
+from model_tools.storage import BucketURI, ObjectExists, Storage, StorageError, open_storage, parse_bucket_uri
+
+# After model_tools.contract, which puts the repository root on sys.path when needed.
+from components.model_contract import (  # isort: skip
+    MARKER_PATH_PATTERN,
+    PUBLISH_CLAIM,
+    RESERVED_NAMES,
+    marker_document,
+    render_marker,
+)
 
 SAVED_MODEL_FILES = ("saved_model.pb", "saved_model.pbtxt")
 
@@ -72,6 +89,8 @@ def scan_versions(
         info = found.setdefault(int(first), VersionInfo(int(first), False))
         if rest == COMPLETION_MARKER:
             info.complete = True
+        elif rest == PUBLISH_CLAIM:
+            pass  # an upload in progress (or one that failed): the version exists, the claim is no file
         else:
             info.files += 1
             info.bytes += size
@@ -119,8 +138,15 @@ def collect_files(saved_model_dir: str) -> list[LocalFile]:
     files = []
     for path in sorted(p for p in root.rglob("*") if p.is_file()):
         rel = path.relative_to(root).as_posix()
-        if rel == COMPLETION_MARKER:
-            raise ToolError(f"{saved_model_dir} contains a file named {COMPLETION_MARKER}; remove it first")
+        if rel in RESERVED_NAMES:
+            raise ToolError(f"{saved_model_dir} contains a file named {rel}, a name the bucket layout "
+                            "reserves; remove it first")
+        if not re.fullmatch(MARKER_PATH_PATTERN, rel):
+            raise ToolError(
+                f"{saved_model_dir} contains a file the serving sync cannot handle: {rel!r}. File names "
+                "must be printable ASCII without '\"' or '\\' and without leading or trailing blanks "
+                "(components/model_contract.py MARKER_PATH_PATTERN); rename it"
+            )
         digest = hashlib.sha256()
         with open(path, "rb") as f:
             for chunk in iter(lambda: f.read(1 << 20), b""):
@@ -144,6 +170,23 @@ def _progress_bar(total: int, enabled: bool | None, desc: str):
     )
 
 
+def _publisher() -> str:
+    return f"model_tools {__version__} on {socket.gethostname()} (pid {os.getpid()})"
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _published_refusal(model: str, version: int, target: str, next_free: int) -> ToolError:
+    return ToolError(
+        f"version {version} of model '{model}' already exists at {target} and is published (its "
+        f"{COMPLETION_MARKER} marker exists). Published versions are immutable: pods that copied it "
+        f"keep its old bytes, so it is never overwritten, not even with --force. Publish the new model "
+        f"as a new version instead (omit --version to publish it as version {next_free})"
+    )
+
+
 def publish(
     saved_model_dir: str,
     bucket_uri: str,
@@ -154,7 +197,13 @@ def publish(
     storage: Storage | None = None,
     log=print,
 ) -> PublishResult:
-    """Upload ``saved_model_dir`` as ``<bucket_uri>/<model>/<version>/`` and write the marker last."""
+    """Upload ``saved_model_dir`` as ``<bucket_uri>/<model>/<version>/`` and write the marker last.
+
+    The version number is claimed first (``_PUBLISHING``, created only if absent) and the marker
+    is created only if absent, so a concurrent publisher of the same number fails instead of
+    mixing its files into this one. ``force`` cleans up an *incomplete* version first; a published
+    one is never replaced.
+    """
     check_model_name(model)
     if version is not None:
         version = check_version(version)
@@ -164,31 +213,47 @@ def publish(
         storage, base = open_storage(base)
 
     existing = {v.version: v for v in scan_versions(storage, base, model)}
+    next_free = next_version(list(existing.values()))
     if version is None:
-        version = next_version(list(existing.values()))
+        version = next_free
     target = base.uri(model, version) + "/"
     prefix = _version_prefix(base, model, version)
     marker_key = prefix + COMPLETION_MARKER
+    claim_key = prefix + PUBLISH_CLAIM
     replaced = version in existing
+    if replaced and existing[version].complete:
+        raise _published_refusal(model, version, target, next_free)
     if replaced and not force:
-        state = "published" if existing[version].complete else "incomplete (no marker)"
         raise ToolError(
-            f"version {version} of model '{model}' already exists at {target} ({state}); refusing to "
-            f"overwrite it. Pass --force to replace it, or omit --version to publish as version "
-            f"{next_version(list(existing.values()))}"
+            f"version {version} of model '{model}' already exists at {target} (incomplete: no "
+            f"{COMPLETION_MARKER} marker, a failed upload or one still running); refusing to touch it. "
+            f"Pass --force to clean it up and upload it again (only when no other publish of it is "
+            f"running), or omit --version to publish as version {next_free}"
         )
     total = sum(f.size for f in files)
     done = 0
-    rerun = (
-        f"python -m model_tools publish {saved_model_dir} --bucket-uri {base} --model {model} "
-        f"--version {version} --force"
-    )
+    again = f"python -m model_tools publish {saved_model_dir} --bucket-uri {base} --model {model}"
+    rerun = f"{again} --version {version} --force"
+
+    def lost_race(what: str) -> ToolError:
+        return ToolError(
+            f"another publish took version {version} of model '{model}' first ({what} at {target} already "
+            f"exists): this publish stopped and published nothing. Publish again to get a new version "
+            f"number:\n  {again}",
+            exit_code=1,
+        )
+
     try:
         if replaced:
-            # Unpublish first (the marker goes before the files), then clear stale files.
-            log(f"replacing existing version {version} at {target} (--force)")
-            storage.delete([marker_key])
+            if storage.get_bytes(marker_key) is not None:  # published since the listing above
+                raise _published_refusal(model, version, target, next_free + 1)
+            log(f"cleaning up incomplete version {version} at {target} (--force)")
             storage.delete(sorted(storage.list(prefix)))
+        claim = {"model": model, "version": version, "claimed_at": _now(), "claimed_by": _publisher()}
+        try:
+            storage.create_exclusive(claim_key, render_marker(claim), "application/json")
+        except ObjectExists:
+            raise lost_race(f"its {PUBLISH_CLAIM} claim") from None
         log(f"publishing {saved_model_dir} -> {target} ({len(files)} files, {total} bytes)")
         with _progress_bar(total, progress, f"{model}/{version}") as bar:
             for f in files:
@@ -200,28 +265,39 @@ def publish(
             raise StorageError(
                 f"after upload these objects are missing or have the wrong size: {', '.join(bad)}"
             )
+        ours = {prefix + f.rel for f in files} | {claim_key}
+        extra = sorted(k[len(prefix) :] for k in remote if k not in ours)
+        if extra:
+            raise StorageError(
+                f"after upload the version holds objects that are not part of it: {', '.join(extra)} "
+                "(another upload into the same version?)"
+            )
+        # The claim goes before the marker: a complete version holds exactly the marker's files.
+        storage.delete([claim_key])
+    except ToolError as e:
+        if isinstance(e, StorageError):
+            raise _upload_failed(model, version, done, len(files), str(e), rerun, 1) from None
+        raise
     except (Exception, KeyboardInterrupt) as e:  # noqa: BLE001 - any failure must leave a clear message
-        reason = str(e) if isinstance(e, StorageError) else f"{type(e).__name__}: {e}"
-        raise ToolError(
-            f"publishing {model} version {version} failed after {done}/{len(files)} files: {reason}\n"
-            f"No {COMPLETION_MARKER} marker was written, so version {version} is NOT published and the "
-            f"serving sync ignores it.\nTo finish it, fix the cause and re-run:\n  {rerun}",
-            exit_code=130 if isinstance(e, KeyboardInterrupt) else 1,
+        raise _upload_failed(
+            model, version, done, len(files), f"{type(e).__name__}: {e}", rerun,
+            130 if isinstance(e, KeyboardInterrupt) else 1,
         ) from None
 
-    marker = {
-        "model": model,
-        "version": version,
-        "file_count": len(files),
-        "total_bytes": total,
-        "files": {f.rel: {"size": f.size, "sha256": f.sha256} for f in files},
-        "published_at": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "published_by": f"model_tools {__version__}",
-    }
+    marker = marker_document(
+        model, version, {f.rel: (f.size, f.sha256) for f in files}, _now(), f"model_tools {__version__}"
+    )
     try:
-        storage.put_bytes(
-            marker_key, json.dumps(marker, indent=2, sort_keys=True).encode(), "application/json"
-        )
+        storage.create_exclusive(marker_key, render_marker(marker), "application/json")
+    except ObjectExists:
+        raise ToolError(
+            f"another publish wrote the {COMPLETION_MARKER} marker of version {version} of model "
+            f"'{model}' at {target} first: this upload is NOT published, and the files it uploaded may "
+            f"have replaced some of that version's (the serving sync refuses a version whose files do not "
+            f"match its marker; check `python -m model_tools list`). Publish again to get a new version "
+            f"number:\n  {again}",
+            exit_code=1,
+        ) from None
     except (Exception, KeyboardInterrupt) as e:  # noqa: BLE001
         raise ToolError(
             f"all files of {model} version {version} were uploaded but writing {COMPLETION_MARKER} "
@@ -231,6 +307,16 @@ def publish(
         ) from None
     log(f"published {target} (marker {COMPLETION_MARKER} written last)")
     return PublishResult(model, version, target, files, marker, replaced)
+
+
+def _upload_failed(model: str, version: int, done: int, count: int, reason: str, rerun: str,
+                   exit_code: int) -> ToolError:
+    return ToolError(
+        f"publishing {model} version {version} failed after {done}/{count} files: {reason}\n"
+        f"No {COMPLETION_MARKER} marker was written, so version {version} is NOT published and the "
+        f"serving sync ignores it.\nTo finish it, fix the cause and re-run:\n  {rerun}",
+        exit_code=exit_code,
+    )
 
 
 def format_versions(model: str, versions: list[VersionInfo]) -> str:

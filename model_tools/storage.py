@@ -3,6 +3,13 @@
 ``s3://`` honours the usual AWS settings (profile, region, ``AWS_ENDPOINT_URL_S3`` for MinIO
 or moto); ``gs://`` uses Application Default Credentials, or ``STORAGE_EMULATOR_HOST``.
 Every backend error is turned into a ``StorageError`` with a readable message.
+
+``create_exclusive`` writes an object only if none exists under its key, atomically on the server:
+S3 conditional writes (``If-None-Match: *``, 412 PreconditionFailed, or 409
+ConditionalRequestConflict while another such write is in flight) and GCS preconditions
+(``ifGenerationMatch=0``, 412). moto honours ``If-None-Match``; gcp-storage-emulator ignores
+``ifGenerationMatch`` (the condition is sent, but the emulator overwrites), and so may an S3-compatible
+store without conditional writes.
 """
 
 from __future__ import annotations
@@ -20,6 +27,10 @@ SCHEMES = ("s3", "gs")
 
 class StorageError(ToolError):
     """A storage operation failed (credentials, missing bucket, network, permissions)."""
+
+
+class ObjectExists(StorageError):
+    """``create_exclusive`` found the object already there (another writer was first)."""
 
 
 @dataclass(frozen=True)
@@ -83,6 +94,10 @@ class Storage(abc.ABC):
     @abc.abstractmethod
     def put_bytes(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None:
         """Write a small object."""
+
+    @abc.abstractmethod
+    def create_exclusive(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None:
+        """Write a small object only if ``key`` does not exist yet; else raise ``ObjectExists``."""
 
     @abc.abstractmethod
     def get_bytes(self, key: str) -> bytes | None:
@@ -149,6 +164,21 @@ class S3Storage(Storage):
     def put_bytes(self, key, data, content_type="application/octet-stream"):
         with self._errors(f"write {self.uri(key)}"):
             self.client.put_object(Bucket=self.bucket, Key=key, Body=data, ContentType=content_type)
+
+    def create_exclusive(self, key, data, content_type="application/octet-stream"):
+        import botocore.exceptions as bex
+
+        with self._errors(f"create {self.uri(key)}"):
+            try:
+                self.client.put_object(
+                    Bucket=self.bucket, Key=key, Body=data, ContentType=content_type, IfNoneMatch="*"
+                )
+            except bex.ClientError as e:
+                code = e.response.get("Error", {}).get("Code", "")
+                status = e.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+                if code in ("PreconditionFailed", "ConditionalRequestConflict") or status == 412:
+                    raise ObjectExists(f"{self.uri(key)} already exists ({code or status})") from None
+                raise
 
     def get_bytes(self, key):
         import botocore.exceptions as bex
@@ -247,6 +277,17 @@ class GCSStorage(Storage):
     def put_bytes(self, key, data, content_type="application/octet-stream"):
         with self._errors(f"write {self.uri(key)}"):
             self.client.bucket(self.bucket).blob(key).upload_from_string(data, content_type=content_type)
+
+    def create_exclusive(self, key, data, content_type="application/octet-stream"):
+        from google.api_core import exceptions as gex
+
+        with self._errors(f"create {self.uri(key)}"):
+            try:
+                self.client.bucket(self.bucket).blob(key).upload_from_string(
+                    data, content_type=content_type, if_generation_match=0
+                )
+            except gex.PreconditionFailed:
+                raise ObjectExists(f"{self.uri(key)} already exists (PreconditionFailed)") from None
 
     def get_bytes(self, key):
         from google.api_core import exceptions as gex

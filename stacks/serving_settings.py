@@ -153,8 +153,16 @@ class Server(Strict):
     canary_weight: int = Field(10, ge=1, le=99, description="Percent of unlabelled traffic sent to the "
                                                             "canary while a model has an active canaryVersion.")
     canary_replicas: int = Field(1, ge=1, le=20, description="Pods of the canary Deployment.")
+    models_volume_size: str = Field(
+        "20Gi", description="Size limit of the pod's models volume (emptyDir). It must hold every version the "
+                            "pod serves plus the one being copied (N+1 times the model size); above it the "
+                            "kubelet evicts the pod, so the sync skips a copy that would not fit.")
+    sync_cpu: str = Field("500m", description="CPU request and limit of each model-sync container. The AWS CLI "
+                                              "spends about 4.3 CPU-seconds per GiB copied: 500m copies 1 GiB "
+                                              "in about 9 s, 100m in about 45 s.")
+    sync_memory: str = Field("512Mi", description="Memory request and limit of each model-sync container.")
 
-    @field_validator("cpu", "memory")
+    @field_validator("cpu", "memory", "sync_cpu", "sync_memory", "models_volume_size")
     @classmethod
     def _quantity(cls, quantity: str) -> str:
         return check_quantity(quantity)

@@ -371,7 +371,10 @@ class StackSettings(Strict):
                                    server.models[model].canary_version,
                                    "unset while trafficRouter is none (nothing would apply canaryWeight): "
                                    "set trafficRouter to gateway-api or istio")
-            pods = server.replicas + (server.canary_replicas if server.has_canary else 0)
+            # A rolling update surges one pod per Deployment (maxSurge 1, maxUnavailable 0) and a promotion
+            # rolls the stable pods while the canary still runs: the pool must hold that peak, or the surge
+            # pod stays Pending, pulumi's await fails the update and the canary is never removed.
+            pods = server.replicas + 1 + (server.canary_replicas + 1 if server.has_canary else 0)
             demand[server.node_pool] = demand.get(server.node_pool, 0) + pods * server.gpus
         for pool_name, gpus in demand.items():
             pool = self.node_pools[pool_name]
@@ -379,7 +382,8 @@ class StackSettings(Strict):
             if pool.is_gpu and gpus > capacity:
                 raise FieldProblem(f"nodePools.{pool_name}.maxSize", pool.max_size,
                                    f"enough for the {gpus} GPUs the servers' minimum replicas (and canaries) "
-                                   f"request ({capacity} at maxSize)")
+                                   f"request during a rolling update, one surge pod per Deployment "
+                                   f"included ({capacity} at maxSize)")
         if self.exposure.enabled and not (self.exposure.proxy_namespaces or self.exposure.proxy_cidrs):
             raise FieldProblem("exposure.proxyNamespaces", [],
                                "the namespaces of the gateway's proxy pods, or proxyCidrs for a load "

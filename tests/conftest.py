@@ -64,6 +64,14 @@ def k8s_object(recording: Recording, kind: str, name: str) -> dict:
     return matches[0]
 
 
+def mounted_config(recording: Recording, deployment: str) -> dict[str, str]:
+    """The data of the ConfigMap a Deployment mounts as its ``config`` volume (one immutable ConfigMap
+    per revision, named ``<server>-config-<content hash>``)."""
+    spec = k8s_object(recording, "Deployment", deployment)["spec"]["template"]["spec"]
+    (volume,) = [v for v in spec["volumes"] if v["name"] == "config"]
+    return k8s_object(recording, "ConfigMap", volume["configMap"]["name"])["data"]
+
+
 def policy(text: str) -> dict:
     return json.loads(text)
 

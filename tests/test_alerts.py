@@ -36,6 +36,7 @@ DEFAULT = AlertThresholds()
 
 SEVERITY = {
     "TFServingTargetDown": "warning",
+    "TFServingPodStuckInInit": "warning",
     "TFServingNoAvailableReplicas": "critical",
     "TFServingHighErrorRatio": "critical",
     "TFServingHighP99Latency": "warning",
@@ -141,6 +142,19 @@ MEM_SERIES = "container_memory_working_set_bytes"
 LIMITS = "kube_pod_container_resource_limits"
 INIT_LIMITS = "kube_pod_init_container_resource_limits"
 GPU = "DCGM_FI_DEV_GPU_UTIL"
+INIT_RUNNING = "kube_pod_init_container_status_running"
+INIT_WAITING = "kube_pod_init_container_status_waiting"
+
+
+def init_state(pod: str, running: str, waiting: str, container: str = "model-sync-init",
+               ns: str = NS) -> list[dict]:
+    """kube-state-metrics' running and waiting series (1 or 0) of one init container."""
+    labels = ksm(ns, pod=pod, container=container)
+    return [s(INIT_RUNNING, labels, running), s(INIT_WAITING, labels, waiting)]
+
+
+def sync_init(pod: str, ns: str = NS) -> dict:
+    return ksm(ns, pod=pod, container="model-sync-init")
 
 CASES: dict[str, Case] = {
     "TFServingTargetDown": Case(
@@ -156,6 +170,31 @@ CASES: dict[str, Case] = {
                Fire(up("tfserving-resnet-canary-c", job="tfserving-resnet-canary"), "")],
         healthy=[s("up", up(POD_A), "1x15"),
                  s("up", up("tfserving-resnet-canary-c", job="tfserving-resnet-canary"), "1x15")],
+    ),
+    "TFServingPodStuckInInit": Case(
+        eval_time="20m",
+        firing=[
+            # Waiting for a version that is not in the bucket: running since the pod started.
+            *init_state(POD_A, running="1x25", waiting="0x25"),
+            # The sync image cannot be pulled: waiting (ImagePullBackOff) all along.
+            *init_state("tfserving-resnet-canary-c", running="0x25", waiting="1x25"),
+            # Crash-looping between running and waiting: still in init the whole time.
+            *init_state("tfserving-resnet-d", running="1 0 1 0 1 0 1 0 1 0 1 0 1 0 1 0 1 0 1 0 1 0 1",
+                        waiting="0 1 0 1 0 1 0 1 0 1 0 1 0 1 0 1 0 1 0 1 0 1 0"),
+            # In init for 10 minutes only, then done (terminated: neither running nor waiting).
+            *init_state(POD_B, running="0x9 1x9 0x6", waiting="1x9 0x15"),
+            # The model-sync native sidecar is an init container running all the time: quiet.
+            *init_state(POD_B, running="0x9 0x9 1x6", waiting="0x25", container="model-sync"),
+            *init_state("tfserving-resnet-e", running="1x25", waiting="0x25", container="model-sync"),
+            # Another namespace, and a pod that is not TF Serving with a container of the same name.
+            *init_state("tfserving-x", running="1x25", waiting="0x25", ns="other"),
+            *init_state("batch-loader-x", running="1x25", waiting="0x25"),
+        ],
+        fires=[Fire(sync_init(POD_A), "1"), Fire(sync_init("tfserving-resnet-canary-c"), "1"),
+               Fire(sync_init("tfserving-resnet-d"), "1")],
+        # A normal start: 2 minutes in init, then the sidecar runs beside TF Serving.
+        healthy=[*init_state(POD_A, running="1x2 0x22", waiting="0x25"),
+                 *init_state(POD_A, running="0x2 1x22", waiting="1x2 0x22", container="model-sync")],
     ),
     "TFServingNoAvailableReplicas": Case(
         eval_time="12m",
@@ -440,6 +479,26 @@ def test_every_runbook_anchor_is_a_heading():
     # And no runbook for an alert that no longer exists.
     sections = set(re.findall(r"^### ((?:TFServing|GPU)\w+)$", doc, flags=re.M))
     assert sections == {r["alert"] for r in rules}
+
+
+def test_init_alert_watches_the_init_container_of_the_serving_pods(dev):
+    """The alert names the init container the serving Deployments really run first, and not the
+    model-sync native sidecar (which runs for the pod's whole life)."""
+    from components.monitoring.alerts import INIT_STUCK_MINUTES, MODEL_SYNC_INIT, SERVING_NAME
+    from tests.conftest import k8s_objects
+
+    deployments = [d for d in k8s_objects(dev, "Deployment")
+                   if d["metadata"]["labels"].get("app.kubernetes.io/component") == "model-server"]
+    assert {d["metadata"]["name"] for d in deployments} >= {"tfserving-default", "tfserving-default-canary"}
+    for deployment in deployments:
+        first, *rest = deployment["spec"]["template"]["spec"]["initContainers"]
+        assert re.fullmatch(SERVING_NAME, deployment["metadata"]["name"])  # its pods match pod=~
+        assert first["name"] == MODEL_SYNC_INIT and "restartPolicy" not in first, deployment["metadata"]
+        assert first["command"][-1] == "wait", first
+        assert all(c.get("restartPolicy") == "Always" for c in rest)  # sidecars, not watched
+    rule = rule_named(rules_for(DEFAULT), "TFServingPodStuckInInit")
+    assert rule["for"] == f"{INIT_STUCK_MINUTES}m" == "15m"
+    assert f'container="{MODEL_SYNC_INIT}"' in rule["expr"] and f'pod=~"{SERVING_NAME}"' in rule["expr"]
 
 
 def test_threshold_defaults():

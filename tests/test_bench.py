@@ -54,7 +54,8 @@ def test_split_over_servers_fits_the_gpu_pool(tmp_path):
     assert len(generated) == 13  # ceil(200 / 16)
     assert all(len(s.models) <= 16 and s.node_pool == "gpu" for s in generated)
     assert sum(len(s.models) for s in generated) == 200
-    assert settings.node_pools["gpu"].max_size >= 13  # one GPU per server's replica, one GPU per node
+    # One GPU per server's replica and one per rollout's surge pod, one GPU per node.
+    assert settings.node_pools["gpu"].max_size >= 26
     assert {"default", "default-2", "default-13", "cpu"} <= set(settings.servers)
 
 

@@ -69,20 +69,25 @@ def test_instance_type_change_is_a_replacement_with_a_cost_delta(two_commits: Pa
     group = changes["eks-gpu"]
     assert group["op"] == "replace"
     assert any(f["path"] == "instanceTypes" and f["replaces"] and f["new"] == ["g5.2xlarge"] for f in group["fields"])
-    # g5.xlarge (1.006/h) -> g5.2xlarge (1.212/h) on a 0-2 node pool: +0 at min, +2 x 0.206 x 730 at max.
+    # g5.xlarge (1.006/h) -> g5.2xlarge (1.212/h) on a 0-4 node pool: +0 at min, +4 x 0.206 x 730 at max.
     low, high = result["cost"]["monthlyDelta"]
-    assert low == 0 and high == pytest.approx(2 * (1.212 - 1.006) * 730, abs=0.05)
+    assert low == 0 and high == pytest.approx(4 * (1.212 - 1.006) * 730, abs=0.05)
     assert all(c["op"] != "delete" for c in result["changes"])
 
 
-def test_label_change_is_an_update_of_the_config(two_commits: Path):
+def test_label_change_is_a_new_config_revision_and_a_rollout(two_commits: Path):
     done = stacks_cli(two_commits, "diff", "--stack", "dev", "--base", "HEAD~1", "--format", "json")
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)
-    assert result["counts"]["replace"] == 0 and result["counts"]["update"] >= 1
+    # A new config is a new immutable ConfigMap (the old one stays for the old pods until the rollout is
+    # done), and the Deployment rolls onto it: nothing else is replaced.
+    replaced = {c["name"] for c in result["changes"] if c["op"] == "replace"}
+    assert replaced == {"tfserving-default-config", "tfserving-default-canary-config"}, replaced
     config = next(c for c in result["changes"] if c["name"] == "tfserving-default-config")
-    assert config["op"] == "update"
     assert any(f["path"] == "data.models.config" and 'key: "beta"' in f["new"] for f in config["fields"])
+    assert any(f["path"] == "metadata.name" and f["replaces"] for f in config["fields"])
+    deployment = next(c for c in result["changes"] if c["name"] == "tfserving-default-deployment")
+    assert deployment["op"] == "update"
     assert result["cost"]["monthlyDelta"] == [0, 0]
 
 

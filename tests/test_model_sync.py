@@ -1,11 +1,18 @@
 """The serving sync script, run for real: POSIX sh + the AWS CLI against moto's S3 server.
 
 No part of the script is mocked: each test writes a spec file with ``render_sync_spec``, publishes
-objects with boto3 and runs ``sync.sh once|wait|loop`` as a process (``sync_helpers.Sync``).
+objects with boto3 and runs ``sync.sh once|wait|loop`` as a process (``sync_helpers.Sync``), with
+AWS CLI v1's upgrade debug mode on (any warning about a v2 difference fails the run). The awk
+program that reads markers is also run on its own, under every awk installed (mawk, gawk, busybox).
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import re
+import shutil
+import subprocess
 import threading
 import time
 import uuid
@@ -14,11 +21,11 @@ import boto3
 import pytest
 from moto.server import ThreadedMotoServer
 
-from components.model_contract import COMPLETION_MARKER
-from components.serving.model_sync import SYNC_SCRIPT, SYNC_SPEC_PATH, render_sync_spec
+from components.model_contract import COMPLETION_MARKER, SYNC_STATE_FILE, marker_document, render_marker
+from components.serving.model_sync import MANIFEST_AWK, SYNC_SCRIPT, SYNC_SPEC_PATH, render_sync_spec
 from components.serving.tfserving_config import ServedModel
 
-from .sync_helpers import Sync, mark_complete, publish, wait_for
+from .sync_helpers import Sync, mark_complete, marker_for, publish, v2_warnings, version_files, wait_for
 
 
 @pytest.fixture(scope="module")
@@ -84,6 +91,105 @@ def test_bad_mode_spec_and_source_are_reported(sync):
     sync.spec.write_text("# comment\n\ndigits newest 2\n")
     bad = sync.run("once")
     assert bad.returncode == 1 and "line 3 ignored: 'digits newest 2'" in bad.stderr
+
+    unit = sync.run("once", MODELS_VOLUME_BYTES="20Gi")
+    assert unit.returncode == 2 and "MODELS_VOLUME_BYTES='20Gi' is not a number of bytes" in unit.stderr
+
+
+@pytest.mark.skipif(shutil.which("shellcheck") is None, reason="shellcheck is not installed")
+def test_the_script_passes_shellcheck(tmp_path):
+    script = tmp_path / "sync.sh"
+    script.write_text(SYNC_SCRIPT)
+    result = subprocess.run(["shellcheck", "--shell=sh", str(script)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout
+
+
+def test_aws_cli_v2_differences_are_handled(sync):
+    """v1's upgrade debug mode flags what v2 would do differently: the pager (shown on the script
+    without its AWS_PAGER="") and nothing in the script itself. The empty prefix makes the listing
+    print "None" (text output, no Contents), which is no version."""
+    sync.write_spec(latest("digits"))
+    without_pager = sync.tmp / "no-pager.sh"
+    without_pager.write_text(SYNC_SCRIPT.replace('export AWS_PAGER=""', ":"))
+    sync.run(script=without_pager)
+    logged = sync.aws_log.read_text()
+    assert any("pager" in warning for warning in v2_warnings(logged)), logged
+
+    sync.aws_log.write_text("")
+    result = sync.run()  # fails on any v2 warning
+    assert result.returncode == 0, result.stderr
+    assert "no complete version of digits" in result.stderr and sync.versions("digits") == []
+
+
+# --- the marker: read by awk, in the exact layout publish writes -----------------------------------
+
+AWKS = [name for name in ("mawk", "gawk", "busybox") if shutil.which(name)] or ["awk"]
+MARKER_FILES = {"saved_model.pb": b"graph", "variables/variables.index": b"index",
+                "assets/my vocab.txt": b"v"}
+
+
+def sha256(body: bytes) -> str:
+    return hashlib.sha256(body).hexdigest()
+
+
+def marker_text(files: dict[str, bytes] = MARKER_FILES, version: int = 3) -> str:
+    listed = {rel: (len(body), sha256(body)) for rel, body in files.items()}
+    # published_by with a non-ASCII character: JSON escapes it, and fields other than files are skipped.
+    document = marker_document("digits", version, listed, "2024-01-01T00:00:00Z", "ci on h\u00f4st")
+    return render_marker(document).decode()
+
+
+def read_marker(awk: str, text: str, tmp_path) -> subprocess.CompletedProcess:
+    marker = tmp_path / "marker"
+    marker.write_text(text)
+    command = ["busybox", "awk"] if awk == "busybox" else [awk]
+    variables = ["model=digits", "version=3", f"marker={COMPLETION_MARKER}", f"state={SYNC_STATE_FILE}"]
+    options = [arg for variable in variables for arg in ("-v", variable)]
+    return subprocess.run([*command, *options, MANIFEST_AWK, str(marker)], capture_output=True, text=True,
+                          timeout=10)
+
+
+@pytest.mark.parametrize("awk", AWKS)
+def test_the_marker_publish_writes_is_read_by_every_awk(awk, tmp_path):
+    result = read_marker(awk, marker_text(), tmp_path)
+    assert result.returncode == 0, result.stdout
+    expected = [f"{len(body)} {sha256(body)} {rel}" for rel, body in sorted(MARKER_FILES.items())]
+    assert result.stdout.splitlines() == expected
+
+
+NO_SIZE = "has no size or no 64-digit sha256"
+VOCAB_ENTRY = re.compile(r'    "assets/my vocab.txt": \{\n.*?\n    \},\n', re.S)
+MANGLED = {
+    "truncated at a line end": (lambda t: t[: t.rindex("\n", 0, len(t) // 2)], "truncated"),
+    "truncated in a line": (lambda t: t[: len(t) // 2], "line 10: "),
+    "an empty object": (lambda t: "{}", "does not start with a line {"),
+    "on one line": (lambda t: json.dumps(json.loads(t), sort_keys=True), "does not start with a line {"),
+    "CRLF line ends": (lambda t: t.replace("\n", "\r\n"), "does not start with a line {"),
+    "a size edited": (lambda t: t.replace('"size": 5', '"size": 6', 1),
+                      "total_bytes is 11 but the sizes add up to 12"),
+    "a file dropped": (lambda t: VOCAB_ENTRY.sub("", t), "file_count is 3 but 2 files are listed"),
+    "a file twice": (lambda t: VOCAB_ENTRY.sub(lambda m: m.group(0) * 2, t), "is listed twice"),
+    "a size missing": (lambda t: t.replace('",\n      "size": 1\n', '"\n', 1), NO_SIZE),
+    "a sha256 cut": (lambda t: t.replace(sha256(b"v"), sha256(b"v")[:-1]), NO_SIZE),
+    "a size as a string": (lambda t: t.replace('"size": 1', '"size": "1"'), NO_SIZE),
+    "a nested field": (lambda t: t.replace('"size": 1', '"size": {'), "not a field of a file entry"),
+    "text after it": (lambda t: t + "\n{}", "text after the closing }"),
+    "another version's": (lambda t: marker_text(version=4), "it is the marker of digits/4, not of digits/3"),
+    "an escaped name": (lambda t: marker_text({**MARKER_FILES, "caf\u00e9": b"x"}),
+                        "file name with an escape"),
+    "a parent path": (lambda t: marker_text({**MARKER_FILES, "../evil": b"x"}), "unsafe file name ../evil"),
+    "a reserved name": (lambda t: marker_text({**MARKER_FILES, COMPLETION_MARKER: b"x"}),
+                        "reserved file name"),
+}
+
+
+@pytest.mark.parametrize("awk", AWKS)
+@pytest.mark.parametrize("mangled", list(MANGLED))
+def test_a_mangled_marker_is_refused_with_a_reason(awk, mangled, tmp_path):
+    mangle, reason = MANGLED[mangled]
+    result = read_marker(awk, mangle(marker_text()), tmp_path)
+    assert result.returncode == 1, result.stdout
+    assert reason in result.stdout and len(result.stdout.splitlines()) == 1, result.stdout
 
 
 # --- which versions are copied ---------------------------------------------------------------------
@@ -165,7 +271,7 @@ def test_no_partially_copied_version_is_ever_visible(sync, bucket):
     """A watcher polls the models directory during the copy: a numeric directory, once visible, is whole."""
     client, name = bucket
     publish(client, name, "digits", 1, files=60)
-    expected = {"saved_model.pb", COMPLETION_MARKER, "variables/variables.index",
+    expected = {"saved_model.pb", COMPLETION_MARKER, SYNC_STATE_FILE, "variables/variables.index",
                 *(f"variables/shard-{shard:03d}" for shard in range(60))}
     sync.write_spec(latest("digits"))
     seen_incoming, partial, done = [], [], threading.Event()
@@ -192,6 +298,137 @@ def test_no_partially_copied_version_is_ever_visible(sync, bucket):
     assert sync.versions("digits") == [1]
     assert seen_incoming, "the copy was too quick to observe: the check proved nothing"
     assert not partial, f"a version directory was visible with {partial[0]} of {len(expected)} files"
+
+
+# --- every copy is checked against its marker ------------------------------------------------------
+
+@pytest.mark.parametrize("damage, why", [
+    ("other bytes, same size", "variables/variables.index has another sha256 than the marker says"),
+    ("an object gone", "variables/variables.index is missing"),
+    ("an object more", "variables/stray is not in the marker"),
+])
+def test_a_copy_that_does_not_match_its_marker_is_never_renamed_into_place(sync, bucket, damage, why):
+    client, name = bucket
+    publish(client, name, "digits", 1)
+    key = "models/digits/1/variables/"
+    if damage == "other bytes, same size":
+        client.put_object(Bucket=name, Key=key + "variables.index", Body=b"INDEX")
+    elif damage == "an object gone":
+        client.delete_object(Bucket=name, Key=key + "variables.index")
+    else:
+        client.put_object(Bucket=name, Key=key + "stray", Body=b"from another upload")
+    sync.write_spec(latest("digits"))
+    result = sync.run()
+    assert result.returncode == 1
+    uri = sync.env["MODEL_SOURCE_URI"]
+    assert (f"model-sync: copy of {uri}/digits/1/ does not match its _COMPLETE marker (1 difference(s) with "
+            f"the marker: {why}): discarded, retrying next round") in result.stderr.splitlines()
+    assert "copied" not in result.stderr
+    assert list((sync.models / "digits").iterdir()) == []  # nothing renamed, nothing left behind
+
+
+@pytest.mark.parametrize("volume_bytes", ["", "1000000000"])
+def test_a_marker_in_another_layout_is_refused(sync, bucket, volume_bytes):
+    """Without the space check the copy is discarded; with it (MODELS_VOLUME_BYTES) the marker is read
+    first and nothing is downloaded."""
+    client, name = bucket
+    publish(client, name, "digits", 1, complete=False)
+    client.put_object(Bucket=name, Key=f"models/digits/1/{COMPLETION_MARKER}", Body=b"{}")  # hand-made
+    sync.write_spec(latest("digits"))
+    result = sync.run(MODELS_VOLUME_BYTES=volume_bytes)
+    assert result.returncode == 1
+    uri = sync.env["MODEL_SOURCE_URI"]
+    if volume_bytes:
+        assert (f"not copying digits/1: {uri}/digits/1/_COMPLETE is not a marker as model_tools publish "
+                "writes it (line 1: the marker does not start with a line {); publish the model again as a "
+                "new version") in result.stderr
+    else:
+        assert (f"copy of {uri}/digits/1/ does not match its _COMPLETE marker (the copied _COMPLETE is not a "
+                "marker as model_tools publish writes it: line 1: the marker does not start with a line {): "
+                "discarded, retrying next round") in result.stderr
+    assert list((sync.models / "digits").iterdir()) == []
+
+
+def test_a_republish_during_the_copy_is_discarded_not_renamed(sync, bucket):
+    """The old `publish --force` ran while a pod copied: marker deleted, new files uploaded. The copy
+    gets old and new files and no marker; it is discarded. Once the new marker is written, the next
+    round copies the new version whole."""
+    client, name = bucket
+    publish(client, name, "digits", 1)
+    new = {**version_files("digits", 1), "saved_model.pb": b"graph digits 1, take two"}
+    sync.change_after_listing({f"models/digits/1/{COMPLETION_MARKER}": None,
+                               "models/digits/1/saved_model.pb": new["saved_model.pb"]})
+    sync.write_spec(latest("digits"))
+    first = sync.run()
+    assert first.returncode == 1
+    assert ("does not match its _COMPLETE marker (the copy has no _COMPLETE: it vanished during the copy "
+            "(uploaded again?)): discarded, retrying next round") in first.stderr
+    assert "copied" not in first.stderr and list((sync.models / "digits").iterdir()) == []
+
+    new_marker = marker_for("digits", 1, new)
+    client.put_object(Bucket=name, Key=f"models/digits/1/{COMPLETION_MARKER}", Body=new_marker)
+    second = sync.run()
+    assert second.returncode == 0, second.stderr
+    copied = sync.files("digits", 1)
+    assert copied["saved_model.pb"] == new["saved_model.pb"] and copied[COMPLETION_MARKER] == new_marker
+
+
+def test_a_damaged_local_copy_is_copied_again(sync, bucket):
+    client, name = bucket
+    publish(client, name, "digits", 1)
+    sync.seed("digits", 1)
+    (sync.models / "digits" / "1" / "variables" / "variables.index").write_bytes(b"ind")  # e.g. a full disk
+    sync.write_spec(latest("digits"))
+    result = sync.run()
+    assert result.returncode == 0, result.stderr
+    assert (f"the local copy {sync.models}/digits/1 is damaged (1 difference(s) with the marker: "
+            "variables/variables.index has 3 bytes, the marker says 5): copying it again") in result.stderr
+    assert "copied digits/1 again, replacing the damaged copy" in result.stderr
+    assert sync.files("digits", 1)["variables/variables.index"] == b"index" and sync.hidden("digits") == []
+
+    quiet = sync.run()  # a healthy copy costs the listing only: no marker download, nothing logged
+    assert quiet.returncode == 0 and "model-sync" not in quiet.stderr, quiet.stderr
+
+
+def test_a_version_replaced_in_the_bucket_is_reported_and_the_local_copy_kept(sync, bucket):
+    client, name = bucket
+    publish(client, name, "digits", 1)
+    sync.write_spec(latest("digits"))
+    assert sync.run().returncode == 0
+    served = sync.files("digits", 1)
+
+    # New bytes under the same number (what publish --force used to do, or a hand-made upload).
+    new = {**version_files("digits", 1), "saved_model.pb": b"graph digits 1, take two"}
+    client.put_object(Bucket=name, Key="models/digits/1/saved_model.pb", Body=new["saved_model.pb"])
+    client.put_object(Bucket=name, Key=f"models/digits/1/{COMPLETION_MARKER}",
+                      Body=marker_for("digits", 1, new))
+    result = sync.run()
+    assert result.returncode == 1
+    uri = sync.env["MODEL_SOURCE_URI"]
+    assert f"REPLACED: {uri}/digits/1/ has another _COMPLETE than the copy this pod serves" in result.stderr
+    assert "keeping the local copy" in result.stderr and "copied" not in result.stderr
+    assert sync.files("digits", 1) == served
+
+
+def test_a_copy_that_would_overflow_the_volume_is_skipped(sync, bucket):
+    """Version 2 alone fits the volume; next to version 1 (still served during the swap) it does not."""
+    client, name = bucket
+    sync.seed("digits", 1, files=8)
+    for version in (1, 2):
+        publish(client, name, "digits", version, files=8)
+    sync.write_spec(latest("digits"))
+    used = int(subprocess.check_output(["du", "-sk", str(sync.models)]).split()[0]) * 1024
+    need = sum(-(-len(body) // 4096) * 4096 for body in version_files("digits", 2, files=8).values()) + 8192
+    limit = used + need - 1
+    skipped = sync.run(MODELS_VOLUME_BYTES=str(limit))
+    assert skipped.returncode == 1
+    assert (f"not copying digits/2: it needs {need} bytes and {sync.models} already uses {used}, more than "
+            f"MODELS_VOLUME_BYTES={limit} (the pod would be evicted)") in skipped.stderr
+    assert sync.versions("digits") == [1]
+
+    fits = sync.run(MODELS_VOLUME_BYTES=str(limit + 1))
+    assert fits.returncode == 0, fits.stderr
+    assert sync.versions("digits") == [1, 2]
 
 
 # --- wait: the init container ----------------------------------------------------------------------

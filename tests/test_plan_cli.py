@@ -58,7 +58,9 @@ def test_manifests_one_file_per_object_and_mounted_files(dev_cli):
     deployment = yaml.safe_load((manifests / "serving" / "deployment-tfserving-default.yaml").read_text())
     assert deployment["kind"] == "Deployment"
     assert (manifests / "_cluster" / "namespace-serving.yaml").exists()
-    models_config = (manifests / "files" / "serving" / "tfserving-default-config" / "models.config").read_text()
+    # One immutable ConfigMap per revision: tfserving-default-config-<content hash>.
+    (config_dir,) = (manifests / "files" / "serving").glob("tfserving-default-config-*")
+    models_config = (config_dir / "models.config").read_text()
     assert 'name: "digits"' in models_config
 
 

@@ -13,7 +13,7 @@ from components.serving.model_sync import render_sync_spec
 from components.serving.tfserving_config import ServedModel
 from stacks.mock_engine import Recording, run_program
 from stacks.plan import ROOT
-from tests.conftest import k8s_object, k8s_objects
+from tests.conftest import k8s_object, k8s_objects, mounted_config
 from tests.crd_validation import validate_custom_resources
 from tests.tf_serving_protos import parse_batching
 
@@ -30,7 +30,7 @@ def server(rec: Recording, name: str = STABLE) -> dict:
 
 
 def config_file(rec: Recording, name: str, key: str) -> str:
-    return k8s_object(rec, "ConfigMap", f"{name}-config")["data"][key]
+    return mounted_config(rec, name)[key]
 
 
 def model_config(rec: Recording, name: str = STABLE) -> dict:
@@ -76,7 +76,7 @@ def test_batching_flags_and_file_only_when_enabled(dev: Recording, plan_with):
     assert "--batching_parameters_file=/etc/tfserving/batching.config" in args
     off = plan_with(**dev_servers(batching={"enabled": False}))
     assert not any("batching" in a for a in server(off)["args"])
-    assert "batching.config" not in k8s_object(off, "ConfigMap", f"{STABLE}-config")["data"]
+    assert "batching.config" not in mounted_config(off, STABLE)
 
 
 def test_batching_defaults_follow_the_tuning_guide(dev: Recording):
@@ -117,9 +117,10 @@ def test_sync_spec_matches_what_tf_serving_loads(dev: Recording):
                                        ServedModel("digits-latest", "latest", latest_versions=2)])
 
 
-def test_tf_serving_polls_for_new_versions_and_config(dev: Recording, plan_with):
+def test_tf_serving_polls_for_new_versions_and_reads_its_config_once(dev: Recording, plan_with):
     args = server(dev)["args"]
-    assert "--model_config_file_poll_wait_seconds=60" in args
+    # The config of a pod never changes (one immutable ConfigMap per revision): no config poll.
+    assert not [a for a in args if a.startswith("--model_config_file_poll_wait_seconds")]
     assert "--file_system_poll_wait_seconds=30" in args
     rec = plan_with(**dev_servers(syncIntervalSeconds=120))
     env = {e["name"]: e["value"] for e in pod_spec(rec)["initContainers"][1]["env"]}
@@ -149,7 +150,11 @@ def test_probes_wait_for_model_load(dev: Recording, plan_with):
     assert c["startupProbe"]["tcpSocket"]["port"] == "http"
     assert c["startupProbe"]["periodSeconds"] * c["startupProbe"]["failureThreshold"] >= 600
     assert c["readinessProbe"]["exec"]["command"] == ["/bin/bash", "/etc/tfserving/ready.sh"]
-    assert "ready.sh" in k8s_object(dev, "ConfigMap", f"{STABLE}-config")["data"]
+    assert "ready.sh" in mounted_config(dev, STABLE)
+    # Readiness checks every specific version and every label (tests/test_readiness_probe.py runs it).
+    assert mounted_config(dev, STABLE)["ready.models"].splitlines()[-2:] == [
+        "digits specific 1 stable=1", "digits-latest latest 2"]
+    assert "digits specific 1,2 canary=2 stable=1" in mounted_config(dev, CANARY)["ready.models"]
     assert c["livenessProbe"]["tcpSocket"]["port"] == "grpc"
     slow = server(plan_with(**dev_servers(startupTimeoutSeconds=1800)))
     assert slow["startupProbe"]["periodSeconds"] * slow["startupProbe"]["failureThreshold"] == 1800
@@ -260,18 +265,25 @@ def test_rollback_is_one_change(plan_with):
     assert dict(model_config(rolled_back)["digits"].version_labels) == {"stable": 1}
 
 
-def test_label_changes_roll_the_pods_but_new_versions_do_not(dev: Recording, plan_with):
-    def checksum(rec: Recording) -> str:
-        return k8s_object(rec, "Deployment", STABLE)["spec"]["template"]["metadata"]["annotations"][
-            "tfplatform.io/restart-checksum"]
+def test_every_config_change_is_a_new_immutable_config_that_only_new_pods_mount(dev: Recording, plan_with):
+    def mounted(rec: Recording) -> str:
+        spec = k8s_object(rec, "Deployment", STABLE)["spec"]["template"]["spec"]
+        return next(v["configMap"]["name"] for v in spec["volumes"] if v["name"] == "config")
 
-    more_versions = plan_with(**dev_servers(models={"digits": {**PINNED_DIGITS, "canaryVersion": 2},
-                                                    "digits-latest": {"latestVersions": 3}}))
+    same = plan_with(**dev_servers(models={"digits": {**PINNED_DIGITS, "canaryVersion": 2},
+                                           "digits-latest": {"latestVersions": 2}}))
     relabelled = plan_with(**dev_servers(models={"digits": {"versionPolicy": "specific", "versions": [1, 2],
                                                             "labels": {"stable": 2}}}))
-    assert checksum(more_versions) == checksum(plan_with(**dev_servers(models={
-        "digits": {**PINNED_DIGITS, "canaryVersion": 2}, "digits-latest": {"latestVersions": 2}})))
-    assert checksum(relabelled) != checksum(dev)
+    more_versions = plan_with(**dev_servers(models={"digits": {**PINNED_DIGITS, "canaryVersion": 2},
+                                                    "digits-latest": {"latestVersions": 3}}))
+    assert mounted(same) == mounted(dev) and mounted(dev).startswith(f"{STABLE}-config-")
+    assert len({mounted(dev), mounted(relabelled), mounted(more_versions)}) == 3
+    for rec in (dev, relabelled):
+        config = k8s_object(rec, "ConfigMap", mounted(rec))
+        assert config["immutable"] is True
+    # A new published version of a `latest` model needs no new config: the sync picks it up.
+    assert "tfplatform.io/restart-checksum" not in (k8s_object(dev, "Deployment", STABLE)["spec"]["template"]
+                                                    ["metadata"].get("annotations") or {})
 
 
 def test_istio_mesh_gets_a_virtual_service(plan_with):

@@ -48,7 +48,13 @@ BAD = [
     (one(gpus=0), f"{NS}:servers.default.gpus", "0", "at least 1 on GPU pool 'gpu'"),
     (servers(default={"nodePool": "system", "gpus": 1, "models": {"a": {}}}), f"{NS}:servers.default.gpus",
      "1", "at most 0"),
-    (one(replicas=4, maxReplicas=4), f"{NS}:nodePools.gpu.maxSize", "2", "enough for the 4 GPUs"),
+    # 4 replicas + 1 surge pod of a rolling update on a 2-GPU pool.
+    (one(replicas=4, maxReplicas=4), f"{NS}:nodePools.gpu.maxSize", "2", "enough for the 5 GPUs"),
+    # One replica on a one-GPU pool: the rollout's surge pod would never schedule.
+    ({**raw(nodePools={"system": {"instanceTypes": ["m6i.large"]},
+                       "gpu": {"instanceTypes": ["g5.xlarge"], "gpusPerNode": 1, "minSize": 0, "desiredSize": 0,
+                               "maxSize": 1}}), **one(replicas=1)},
+     f"{NS}:nodePools.gpu.maxSize", "1", "one surge pod per Deployment included"),
     # GPU image exactly when GPUs are requested, as KServe insists.
     (one(image="registry.example.com/tensorflow/serving:2.18.0"), f"{NS}:servers.default.image",
      "'registry.example.com/tensorflow/serving:2.18.0'", "a tag with -gpu when gpus > 0"),
@@ -142,7 +148,7 @@ def test_a_canary_version_already_served_means_promoted():
 def test_time_sliced_pool_gets_a_default_memory_fraction():
     settings = parse_settings({**raw(nodePools={"system": {"instanceTypes": ["m6i.large"]},
                                                 "gpu": {"instanceTypes": ["g5.xlarge"], "gpusPerNode": 1,
-                                                        "gpuTimeSlicing": 3, "maxSize": 2}}),
+                                                        "gpuTimeSlicing": 3, "maxSize": 3}}),
                                **one(replicas=6, maxReplicas=6)})
     assert settings.gpu_memory_fraction(settings.servers["default"]) == 0.3
     assert parse_settings({}).gpu_memory_fraction(parse_settings({}).servers["default"]) is None

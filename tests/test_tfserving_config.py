@@ -11,19 +11,19 @@ from components.serving.tfserving_config import (
     render_model_config,
 )
 from stacks.mock_engine import Recording
-from tests.conftest import k8s_object
+from tests.conftest import mounted_config
 
 
 def parse(text: str) -> model_server_config_pb2.ModelServerConfig:
     return text_format.Parse(text, model_server_config_pb2.ModelServerConfig())
 
 
-def mounted_config(rec: Recording, name: str = "tfserving-cpu") -> str:
-    return k8s_object(rec, "ConfigMap", f"{name}-config")["data"]["models.config"]
+def models_config(rec: Recording, name: str = "tfserving-cpu") -> str:
+    return mounted_config(rec, name)["models.config"]
 
 
 def test_dev_cpu_server_config_parses_with_latest_policy(dev: Recording):
-    (model,) = parse(mounted_config(dev)).model_config_list.config
+    (model,) = parse(models_config(dev)).model_config_list.config
     assert model.name == "digits-cpu" and model.base_path == "/models/digits-cpu"
     assert model.model_platform == "tensorflow"
     assert model.model_version_policy.WhichOneof("policy_choice") == "latest"
@@ -31,7 +31,7 @@ def test_dev_cpu_server_config_parses_with_latest_policy(dev: Recording):
 
 
 def test_prod_config_pins_versions_and_labels(prod: Recording):
-    digits, _ = parse(mounted_config(prod, "tfserving-default")).model_config_list.config
+    digits, _ = parse(models_config(prod, "tfserving-default")).model_config_list.config
     assert list(digits.model_version_policy.specific.versions) == [1]
     assert dict(digits.version_labels) == {"stable": 1}
 

@@ -120,8 +120,12 @@ def test_a_label_on_a_version_not_loaded_yet_is_refused_without_the_flag(tmp_pat
     assert start(server_args(), pinned((1,), stable=1), root).resolve("digits", "stable") == 1
 
 
+# Our pods read their config once; these rules concern servers that poll it (as ours did before).
+POLLING = [*server_args(), "--model_config_file_poll_wait_seconds=60"]
+
+
 def test_with_the_flag_an_existing_label_moves_only_onto_a_loaded_version(tmp_path: Path):
-    state = start(server_args(), pinned((1,), stable=1), models_on_disk(tmp_path, digits=[1, 2]))
+    state = start(POLLING, pinned((1,), stable=1), models_on_disk(tmp_path, digits=[1, 2]))
     moved = pinned((1, 2), stable=2)
     with pytest.raises(ReloadError, match=NOT_AVAILABLE.format(2, "digits")) as refused:
         state.reload(moved)
@@ -201,7 +205,7 @@ def test_a_version_directory_without_a_saved_model_does_not_load(tmp_path: Path)
     root = models_on_disk(tmp_path, digits=[1])
     state = start(server_args(), config, root)
     (root / "models/digits/2").mkdir()  # e.g. a model copied one directory too deep
-    polled = state.reload(config)  # on a poll: the broken version fails, version 1 stays
+    polled = state.poll_files()  # on a file-system poll: the broken version fails, version 1 stays
     assert polled.loaded == {"digits": (1,)} and ("digits", 2) in polled.failed
     with pytest.raises(StartupError, match=r"1 servable\(s\) did not become available: \{\{\{name: digits "
                                            r"version: 2\} due to error: NOT_FOUND: .*saved_model.pb"):

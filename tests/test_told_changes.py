@@ -409,7 +409,7 @@ DOC_CASES: dict[tuple[str, str], DocCase] = {
         stacks=("dev",), value_json=json.dumps('["apps", "frontend"]'),
         why="the example value [\"apps\"] is already dev's (a no-op); the README says to change what "
             "differs, e.g. who may call the models: widen it"),
-    ("README.md", "pulumi config set --path nodePools.gpu.maxSize 4"): DocCase(stacks=("dev",)),
+    ("README.md", "pulumi config set --path nodePools.gpu.maxSize 6"): DocCase(stacks=("dev",)),
     # "On Google Cloud (GKE)" (after `pulumi stack select --create gke-dev`); Pulumi.gke-dev.yaml's header.
     ("README.md", "pulumi config set gcpProject my-project"): DocCase(),
     ("Pulumi.gke-dev.yaml", "pulumi config set gcpProject my-project"): DocCase(),
@@ -480,7 +480,7 @@ def _admin_cases(stack: str) -> list[HandCase]:
     ]
 
 
-SCALE_POOL = "pulumi config set --path 'nodePools.gpu.maxSize' 4"
+SCALE_POOL = "pulumi config set --path 'nodePools.gpu.maxSize' 6"
 GO_PRIVATE = "go private-only in place (no replacement)"
 PRIVATE = Edit("endpointPublicAccess", True, "false")
 API_CIDRS = Edit("apiAccessCidrs", True, '["10.0.0.0/16"]')
@@ -502,8 +502,8 @@ HAND_CASES: list[HandCase] = [
     # README.md "Deploy for real" instructions, on the other stacks too.
     HandCase("nodePools.gpu.maxSize-8@prod", "prod", "README.md", SCALE_POOL,
              (Edit("nodePools.gpu.maxSize", True, "8"),)),
-    HandCase("nodePools.gpu.maxSize-4@gke-dev", "gke-dev", "README.md", SCALE_POOL,
-             (Edit("nodePools.gpu.maxSize", True, "4"),)),
+    HandCase("nodePools.gpu.maxSize-6@gke-dev", "gke-dev", "README.md", SCALE_POOL,
+             (Edit("nodePools.gpu.maxSize", True, "6"),)),
     HandCase("allowedNamespaces-widen@prod", "prod", "README.md", "pulumi config set allowedNamespaces",
              (Edit("allowedNamespaces", False, json.dumps('["apps", "frontend"]')),)),
     HandCase("allowedNamespaces-widen@gke-dev", "gke-dev", "README.md", "pulumi config set allowedNamespaces",
@@ -731,7 +731,7 @@ def test_every_told_command_has_a_case():
 def test_gathering_finds_the_known_instructions():
     """The parser still sees the commands it is meant to (a broken regex would make every test vacuous)."""
     keys = {t.key for t in gather_told()}
-    assert "pulumi config set --path nodePools.gpu.maxSize 4" in keys
+    assert "pulumi config set --path nodePools.gpu.maxSize 6" in keys
     assert f"pulumi config rm --path {CANARY}" in keys
     assert any(k.startswith("model_tools promote") for k in keys)
     assert any(k.startswith("model_tools rollback") for k in keys)

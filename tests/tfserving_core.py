@@ -264,6 +264,9 @@ class ServerState:
     allow_version_labels: bool = True
     blocked: str = ""
     """Why the config poll thread hangs for good (a reload waiting for a model that never loads)."""
+    source_config: model_server_config_pb2.ModelServerConfig | None = None
+    """The config the file-system source polls with: the last one AddModelsViaModelConfigList ran for.
+    A reload refused at the label check has already replaced ``config`` but never reaches the source."""
 
     def resolve(self, model: str, label: str) -> int:
         """The version a ``/labels/<label>`` request is served from (server_core.cc
@@ -274,6 +277,18 @@ class ServerState:
         if version not in self.loaded.get(model, ()):
             raise LookupError(f"label {label} of {model} names version {version}, which is not loaded")
         return version
+
+    def poll_files(self) -> ServerState:
+        """One round of the file-system poll (--file_system_poll_wait_seconds) with the source config the
+        server runs: versions that appeared load, versions that vanished unload
+        (sources/storage_path/file_system_storage_path_source.cc PollFileSystemAndInvokeCallback, then
+        core/availability_preserving_policy.cc). Nothing is awaited."""
+        if self.flags["file_system_poll_wait_seconds"] <= 0:
+            return self
+        models = list((self.source_config or self.config).model_config_list.config)
+        aspired, _ = _poll(models, self.fs_root)
+        loaded, failed, _ = _settle(self, models, aspired)
+        return replace(self, loaded=loaded, failed=failed)
 
     def reload(self, config_text: str) -> ServerState:
         """model_servers/server.cc PollFilesystemAndReloadConfig, then the file-system poll that picks
@@ -401,6 +416,7 @@ def _reload_config(state: ServerState, new) -> ServerState:
             raise ReloadError(str(err), state) from None
         if platform != TENSORFLOW:
             raise ReloadError(f"Model {m.name} requests unsupported platform {platform}", state)
+    state = replace(state, source_config=new)  # AddModelsViaModelConfigList reconfigures the source
     # FileSystemStoragePathSource::SetAspiredVersionsCallback: a positive interval polls periodically,
     # 0 polls once (at startup), a negative one never.
     poll_seconds = state.flags["file_system_poll_wait_seconds"]

@@ -20,7 +20,10 @@ Series the rules read, and the labels they rely on:
   ``..._spec_max_replicas`` / ``..._spec_min_replicas`` (``horizontalpodautoscaler``),
   ``kube_pod_container_status_restarts_total`` and ``kube_pod_container_resource_limits``
   (``pod``, ``container``, ``resource``), and their ``kube_pod_init_container_*`` twins, which
-  cover the model-sync sidecar (a native sidecar is an init container).
+  cover the model-sync sidecar (a native sidecar is an init container);
+  ``kube_pod_init_container_status_running`` / ``..._waiting`` (``pod``, ``container``; 1 while the
+  init container is in that state), for the ``model-sync-init`` container that waits until every
+  model version of the pod is in the bucket (kube-state-metrics docs/metrics/workload/pod-metrics.md).
 * cAdvisor (the kubelet): ``container_cpu_usage_seconds_total``, ``container_memory_working_set_bytes``;
   ``container=""`` is the pod-level cgroup and is left out.
 * NVIDIA dcgm-exporter: ``DCGM_FI_DEV_GPU_UTIL`` (percent, one series per GPU). With Kubernetes
@@ -51,6 +54,12 @@ REQUEST_LATENCY_BUCKET = ":tensorflow:serving:request_latency_bucket"
 GPU_UTIL = "DCGM_FI_DEV_GPU_UTIL"
 SERVING_NAME = "tfserving-.+"
 """Regex of the Services (scrape ``job``), Deployments and HPAs of TF Serving."""
+MODEL_SYNC_INIT = "model-sync-init"
+"""The init container of every TF Serving pod (``components/serving/model_server.py``) that waits,
+without ever failing, until each model's versions are complete in the bucket."""
+INIT_STUCK_MINUTES = 15
+"""Minutes a pod may stay in ``model-sync-init`` before alerting: a normal first sync takes seconds to
+a few minutes; a version that is not published never arrives."""
 
 _K8S_NAME = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
 
@@ -146,6 +155,10 @@ def serving_alert_rules(namespace: str, environment: str, thresholds: AlertThres
     # limits and restarts in the kube_pod_init_container_* series.
     limits = '{__name__=~"kube_pod_container_resource_limits|kube_pod_init_container_resource_limits", '
 
+    # The pod's waiting init container, not the model-sync native sidecar (an init container that
+    # runs for the pod's whole life, so its running series is always 1).
+    sync_init = f'{{{ns}, pod=~"{SERVING_NAME}", container="{MODEL_SYNC_INIT}"}}'
+
     gpu = f'{GPU_UTIL}{{{ns}, pod!=""}}'
     gpu_where = ("GPU {{ $labels.gpu }} ({{ $labels.UUID }}) on {{ $labels.Hostname }}, "
                  "allocated to pod {{ $labels.namespace }}/{{ $labels.pod }}")
@@ -157,6 +170,17 @@ def serving_alert_rules(namespace: str, environment: str, thresholds: AlertThres
           "Scraping {{ $labels.instance }} (job {{ $labels.job }}, "
           "pod {{ $labels.namespace }}/{{ $labels.pod }}) has failed for 5 minutes. The metrics come "
           "from TF Serving's REST port, so that pod's REST API is most likely unreachable too.", "5m"),
+        a("TFServingPodStuckInInit",
+          f"kube_pod_init_container_status_running{sync_init} == 1 "
+          f"or kube_pod_init_container_status_waiting{sync_init} == 1", "warning",
+          "TF Serving pod {{ $labels.pod }} is stuck in its model-sync init container",
+          "Pod {{ $labels.namespace }}/{{ $labels.pod }} has been in its init container "
+          "{{ $labels.container }} (running or waiting) for "
+          f"{INIT_STUCK_MINUTES} minutes. That container waits until every model version the pod "
+          "serves is complete in the bucket (its _COMPLETE marker), so a versions or canaryVersion "
+          "entry that is not published (never published, or deleted), unreadable bucket access, "
+          "or a sync image that cannot be pulled keeps the pod out of service; a rollout stalls "
+          "behind it.", f"{INIT_STUCK_MINUTES}m"),
         a("TFServingNoAvailableReplicas",
           f"kube_deployment_status_replicas_available{deploy} == 0 "
           f"and on (namespace, deployment) kube_deployment_spec_replicas{deploy} > 0", "critical",

@@ -99,6 +99,10 @@ KNOWN_METRICS: dict[str, str] = {
     "kube_pod_init_container_status_restarts_total": KUBE_STATE_METRICS,
     "kube_pod_container_resource_limits": KUBE_STATE_METRICS,
     "kube_pod_init_container_resource_limits": KUBE_STATE_METRICS,
+    # pod-metrics.md, STABLE: 1 while the init container is in that state, else 0 (labels container,
+    # pod, namespace, uid). The model-sync-init container is "running" while it waits for versions.
+    "kube_pod_init_container_status_running": KUBE_STATE_METRICS,
+    "kube_pod_init_container_status_waiting": KUBE_STATE_METRICS,
 
     # --- cAdvisor (scraped from the kubelet): google/cadvisor docs/storage/prometheus.md -----------
     "container_cpu_usage_seconds_total": CADVISOR,  # counter, seconds

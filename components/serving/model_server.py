@@ -11,14 +11,19 @@ import pulumi_kubernetes as k8s
 from components.node_labels import GPU_RESOURCE, GPU_TAINT_KEY
 from components.serving.batching import BATCHING_FILE, BatchingConfig, render_batching_parameters
 from components.serving.model_sync import SYNC_IMAGES, SYNC_SCRIPT, SYNC_SPEC_FILE, render_sync_spec
-from components.serving.readiness import READY_SCRIPT, READY_SCRIPT_KEY, readiness_probe
+from components.serving.readiness import (
+    READY_SCRIPT,
+    READY_SCRIPT_KEY,
+    READY_SPEC_KEY,
+    readiness_probe,
+    render_readiness_spec,
+)
 from components.serving.tfserving_config import (
     CONFIG_DIR,
     MODEL_CONFIG_FILE,
     MODELS_DIR,
     MONITORING_CONFIG_FILE,
     ServedModel,
-    render_labels,
     render_model_config,
     render_monitoring_config,
 )
@@ -30,6 +35,7 @@ APP_LABEL = "app.kubernetes.io/name"
 SERVER_LABEL = "tfplatform.io/server"
 TRACK_LABEL = "tfplatform.io/track"
 RESTART_CHECKSUM = "tfplatform.io/restart-checksum"
+"""Pod annotation carrying a config checksum, for Deployments whose ConfigMap keeps its name (the router)."""
 # Endpoints controllers and kube-proxy (or a mesh) need a few seconds to stop sending traffic to a
 # terminating pod; TF Serving ignores SIGTERM (tensorflow/serving#1853), so the pod waits first.
 PRE_STOP_SECONDS = 15
@@ -84,7 +90,12 @@ class ModelServerArgs:
     startup_timeout_seconds: int = 600
     """Time the first model load may take before the kubelet restarts TF Serving."""
     models_volume_size: str = "20Gi"
-    """Size limit of the ``emptyDir`` holding the synced models."""
+    """Size limit of the ``emptyDir`` holding the synced models: every served version plus the one being
+    copied. Above it the kubelet evicts the pod, so the sync (``MODELS_VOLUME_BYTES``) skips such a copy."""
+    sync_cpu: str = "500m"
+    """CPU request and limit of each sync container (the AWS CLI needs ~4.3 CPU-seconds per GiB)."""
+    sync_memory: str = "512Mi"
+    """Memory request and limit of each sync container."""
     await_rollout: pulumi.Input[bool] = True
     """Let ``pulumi up`` wait for the rollout (Deployment available, Service endpoints ready). False
     only where the models cannot exist yet: the first up of a stack that creates its bucket."""
@@ -102,15 +113,16 @@ def server_args(batching: bool = False, gpu_memory_fraction: float | None = None
         f"--port={GRPC_PORT}",
         f"--rest_api_port={REST_PORT}",
         f"--model_config_file={CONFIG_DIR}/{MODEL_CONFIG_FILE}",
-        # Re-read the config (a mounted ConfigMap) so added models and versions need no restart.
-        "--model_config_file_poll_wait_seconds=60",
+        # No --model_config_file_poll_wait_seconds: the config is read once. Each revision of it is its own
+        # immutable ConfigMap that only new pods mount, so a running pod never reloads a config whose label
+        # moves onto a version it has not loaded (ReloadConfig would store that config, refuse the label
+        # and never load the version: the model is then unloaded once the sync prunes the old one).
         # The sidecar renames complete versions into place; 30 s is quick enough and cheap.
         "--file_system_poll_wait_seconds=30",
         f"--monitoring_config_file={CONFIG_DIR}/{MONITORING_CONFIG_FILE}",
         # ServerCore::ReloadConfig (model_servers/server_core.cc) runs UpdateModelVersionLabelMap
         # before AddModelsViaModelConfigList: at startup no version is loaded yet, so without this
-        # flag every version_labels entry is refused and the pod exits. A label that already points
-        # elsewhere still moves only onto a loaded version (hence the restart checksum below).
+        # flag every version_labels entry is refused and the pod exits.
         "--allow_version_labels_for_unavailable_models=true",
     ]
     if batching:
@@ -118,6 +130,30 @@ def server_args(batching: bool = False, gpu_memory_fraction: float | None = None
     if gpu_memory_fraction is not None:
         args.append(f"--per_process_gpu_memory_fraction={gpu_memory_fraction}")
     return args
+
+
+_QUANTITY_FACTORS = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "k": 10**3, "M": 10**6, "G": 10**9,
+                     "T": 10**12}
+
+
+def quantity_bytes(quantity: str) -> int:
+    """A Kubernetes memory/storage quantity in bytes: ``"20Gi"`` -> 21474836480."""
+    for suffix, factor in _QUANTITY_FACTORS.items():
+        if quantity.endswith(suffix):
+            return int(float(quantity[: -len(suffix)]) * factor)
+    return int(float(quantity))
+
+
+def sync_threads(cpu: str) -> int:
+    """gcloud storage threads for a sync container's CPU limit: 4 per core, at least 2."""
+    cores = int(cpu[:-1]) / 1000 if cpu.endswith("m") else float(cpu)
+    return max(2, round(4 * cores))
+
+
+def config_revision(data: dict[str, str]) -> str:
+    """A short hash of a ConfigMap's data: its name changes exactly when its content does."""
+    text = "\n".join(f"{key}\0{data[key]}" for key in sorted(data))
+    return hashlib.sha256(text.encode()).hexdigest()[:10]
 
 
 def skip_await_annotations(await_rollout: pulumi.Input[bool]) -> pulumi.Output[dict[str, str] | None]:
@@ -190,18 +226,22 @@ class ModelServer(pulumi.ComponentResource):
             SYNC_SPEC_FILE: render_sync_spec(args.models),
             "sync.sh": SYNC_SCRIPT,
             READY_SCRIPT_KEY: READY_SCRIPT,
+            # Ready means every listed version AVAILABLE and every label resolving, not just any version.
+            READY_SPEC_KEY: render_readiness_spec(args.models),
         }
         if args.batching:
             data[BATCHING_FILE] = render_batching_parameters(args.batching)
-        config = k8s.core.v1.ConfigMap(f"{name}-config", metadata=meta("-config"), data=data, opts=child)
-        # TF Serving reads the batching file once and moves a label only onto a loaded version:
-        # such changes roll the pods (new pods load everything before they turn ready).
-        checksum = hashlib.sha256((render_labels(args.models) + "\n" + data.get(BATCHING_FILE, ""))
-                                  .encode()).hexdigest()[:16]
+        # One immutable ConfigMap per revision, named by its content: new config reaches new pods only
+        # (the name in the pod template changes, so the Deployment rolls), old pods keep reading theirs
+        # until they are gone. Pulumi creates the new one first and deletes the old one at the end of the
+        # update, after the Deployment's rollout was awaited.
+        revision = config_revision(data)
+        config = k8s.core.v1.ConfigMap(f"{name}-config", metadata=meta(f"-config-{revision}"), data=data,
+                                       immutable=True, opts=child)
 
         deployment = k8s.apps.v1.Deployment(
             f"{name}-deployment", metadata=meta(annotations=skip_await),
-            spec=self._deployment_spec(args, labels, checksum, config),
+            spec=self._deployment_spec(args, labels, config),
             opts=pulumi.ResourceOptions(parent=self,
                                         ignore_changes=["spec.replicas"] if args.autoscaled else None))
 
@@ -218,20 +258,24 @@ class ModelServer(pulumi.ComponentResource):
         self.register_outputs({"deployment_name": self.deployment_name, "service_name": self.service_name,
                                "grpc_endpoint": self.grpc_endpoint, "rest_endpoint": self.rest_endpoint})
 
-    def _deployment_spec(self, args: ModelServerArgs, labels: dict[str, str], checksum: str,
-                         config: k8s.core.v1.ConfigMap) -> dict:
+    def _deployment_spec(self, args: ModelServerArgs, labels: dict[str, str], config: k8s.core.v1.ConfigMap) -> dict:
         sync_env = [{"name": "MODEL_SOURCE_URI", "value": args.model_source_uri},
                     {"name": "MODEL_DIR", "value": MODELS_DIR},
                     {"name": "MODEL_SPEC_FILE", "value": f"{CONFIG_DIR}/{SYNC_SPEC_FILE}"},
                     {"name": "SYNC_INTERVAL_SECONDS", "value": str(args.sync_interval_seconds)},
                     # The CLIs write caches under $HOME; the root filesystem is read-only.
                     {"name": "HOME", "value": "/tmp"},
+                    # A copy that would overflow the volume's sizeLimit is skipped, not evicted.
+                    {"name": "MODELS_VOLUME_BYTES", "value": str(quantity_bytes(args.models_volume_size))},
+                    # gcloud storage sizes its pools from the node's CPUs, not the container's limit.
+                    {"name": "CLOUDSDK_STORAGE_PROCESS_COUNT", "value": "1"},
+                    {"name": "CLOUDSDK_STORAGE_THREAD_COUNT", "value": str(sync_threads(args.sync_cpu))},
                     *({"name": k, "value": v} for k, v in sorted(args.sync_env.items()))]
         sync_mounts = [{"name": "models", "mountPath": MODELS_DIR},
                        {"name": "config", "mountPath": CONFIG_DIR, "readOnly": True},
                        {"name": "tmp", "mountPath": "/tmp"}]
-        sync_resources = {"requests": {"cpu": "100m", "memory": "256Mi"},
-                          "limits": {"cpu": "100m", "memory": "256Mi"}}
+        sync_resources = {"requests": {"cpu": args.sync_cpu, "memory": args.sync_memory},
+                          "limits": {"cpu": args.sync_cpu, "memory": args.sync_memory}}
         sync_image = SYNC_IMAGES[args.model_store]
 
         def sync_container(container_name: str, mode: str) -> dict:
@@ -304,6 +348,5 @@ class ModelServer(pulumi.ComponentResource):
             "selector": {"matchLabels": self.selector},
             # Never fewer ready pods than desired during a rollout.
             "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
-            "template": {"metadata": {"labels": labels, "annotations": {RESTART_CHECKSUM: checksum}},
-                         "spec": pod_spec},
+            "template": {"metadata": {"labels": labels}, "spec": pod_spec},
         }

@@ -80,12 +80,6 @@ def render_model_config(models: list[ServedModel], models_dir: str = MODELS_DIR)
     return "\n".join(lines) + "\n"
 
 
-def render_labels(models: list[ServedModel]) -> str:
-    """The version labels alone: TF Serving moves a label only onto a loaded version, so label changes
-    roll the pods (their checksum is a pod annotation) instead of relying on the config poll."""
-    return "\n".join(f"{m.name} {label}={version}" for m in models for label, version in sorted(m.labels.items()))
-
-
 def render_monitoring_config(path: str = METRICS_PATH) -> str:
     """The ``--monitoring_config_file`` contents; without it the metrics path answers 404."""
     return f"prometheus_config {{\n  enable: true\n  path: {_quote(path)}\n}}\n"

@@ -56,7 +56,8 @@ def test_missing_required_flag_is_a_usage_error(capsys):
 
 
 def test_publish_list_promote_work_without_pulumi_or_tensorflow(tmp_path):
-    """In a fresh interpreter where `import pulumi` fails, the bucket and stack commands still work."""
+    """In a fresh interpreter where `import pulumi` fails, the bucket and stack commands (publish, list,
+    promote, rollback, check) still work."""
     script = textwrap.dedent(f"""
         import os, sys
         sys.modules["pulumi"] = None  # any `import pulumi` now raises ImportError
@@ -79,8 +80,11 @@ def test_publish_list_promote_work_without_pulumi_or_tensorflow(tmp_path):
             stack = {str(tmp_path)!r} + "/Pulumi.ci.yaml"
             assert main(["promote", "--stack-file", stack, "--model", "digits",
                          "--version", "2", "--bucket-uri", "s3://ci-bucket/models"]) == 0
-            assert main(["rollback", "--stack-file", stack, "--model", "digits",
+            # The label had no version before this promotion, so there is no recorded one to go back to:
+            # roll back to the previous published version, explicitly.
+            assert main(["rollback", "--stack-file", stack, "--model", "digits", "--previous-published",
                          "--bucket-uri", "s3://ci-bucket/models"]) == 0
+            assert main(["check", "--stack-file", stack, "--bucket-uri", "s3://ci-bucket/models"]) == 0
         assert "tensorflow" not in sys.modules, "tensorflow was imported"
         assert not any(m.startswith("pulumi") and sys.modules[m] for m in sys.modules)
         print("OK")
@@ -92,3 +96,4 @@ def test_publish_list_promote_work_without_pulumi_or_tensorflow(tmp_path):
     assert proc.stdout.strip().endswith("OK")
     assert "pulumi up --stack ci" in proc.stdout
     assert "label 'stable' 2 -> 1" in proc.stdout
+    assert "ok: all 2 are published" in proc.stdout  # a version for `all`, and the stable label's

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 
@@ -93,6 +94,12 @@ def assert_platform_accepts(path) -> None:
         settings.Server.model_validate(server)
 
 
+def label_line(path, label: str) -> list[str]:
+    """The lines setting ``label``, with runs of spaces collapsed (comment alignment is ruamel's)."""
+    return [" ".join(line.split()) for line in Path(path).read_text().splitlines()
+            if line.lstrip().startswith(f"{label}:")]
+
+
 def changed_lines(before: str, after: str) -> list[tuple[str, str]]:
     a, b = before.splitlines(), after.splitlines()
     assert len(a) == len(b), "lines were added or removed"
@@ -113,7 +120,8 @@ def test_promote_canary_adds_version_and_keeps_everything_else(stack_file, publi
             "          versions: [1, 2]          # loaded versions",
             "          versions: [1, 2, 3]       # loaded versions",
         ),
-        ("            canary: 2", "            canary: 3"),
+        # promote records the version it replaced, for rollback.
+        ("            canary: 2", "            canary: 3   # model_tools history: 3 <- 2"),
     ]
     assert_platform_accepts(stack_file)
 
@@ -178,20 +186,179 @@ def test_latest_policy_takes_no_labels_unless_pinned(stack_file, published, caps
     assert_platform_accepts(stack_file)
 
 
-def test_rollback_moves_stable_to_previous_published(stack_file, published, capsys):
+def test_rollback_returns_to_the_stable_before_the_promotion(stack_file, published, capsys):
     assert promote(stack_file, published, "digits", 3) == 0
+    assert "            stable: 3   # what clients get by default  # model_tools history: 3 <- 1\n" \
+        in stack_file.read_text()
     capsys.readouterr()
+    # 2 is published and below 3, but stable was 1 before the promotion.
     assert rollback(stack_file, published, "digits") == 0
     out = capsys.readouterr().out
-    assert "label 'stable' 3 -> 2" in out and "pulumi up --stack dev" in out
-    assert models(stack_file)["digits"]["labels"]["stable"] == 2
-    assert rollback(stack_file, published, "digits", "--to", 1) == 0
+    assert "label 'stable' 3 -> 1" in out and "pulumi up --stack dev" in out
+    assert "the version 'stable' had before 3 was promoted" in out
     assert models(stack_file)["digits"]["labels"]["stable"] == 1
+    # Back at the oldest recorded version: the record is gone, the user's comment stays.
+    assert "            stable: 1   # what clients get by default\n" in stack_file.read_text()
     assert rollback(stack_file, published, "digits") == 2
+    err = capsys.readouterr().err
+    assert "no earlier 'stable' version of model 'digits' is recorded" in err
+    assert "--to N" in err and "--previous-published" in err and "Traceback" not in err
+    assert rollback(stack_file, published, "digits", "--previous-published") == 2
     assert "nothing to roll back to" in capsys.readouterr().err
     assert rollback(stack_file, published, "digits", "--to", 4) == 2
     assert "not published" in capsys.readouterr().err
-    assert "# what clients get by default" in stack_file.read_text()
+    assert rollback(stack_file, published, "digits", "--to", 2, "--previous-published") == 2
+    assert "not both" in capsys.readouterr().err
+    assert models(stack_file)["digits"]["labels"]["stable"] == 1
+    assert_platform_accepts(stack_file)
+
+
+def test_history_comment_does_not_read_like_an_instruction(stack_file, published):
+    """A promoted stack file gets committed; tests/test_told_changes.py treats stack file comments
+    that tell what to change (promote, roll back, set, ...) as instructions that need a case."""
+    assert promote(stack_file, published, "digits", 3) == 0
+    (line,) = label_line(stack_file, "stable")
+    comment = line.split("# ", 2)[2]
+    assert comment == "model_tools history: 3 <- 1"
+    instruction = re.compile(r"(?i)\b(promote|roll(?:\s|-)?back|pulumi config|set|remove|change|go|switch|"
+                             r"turn (?:on|off)|enable|disable)\b")
+    assert not instruction.search(comment)
+
+
+def set_canary(path, version) -> None:
+    """``pulumi config set --path 'servers.default.models.digits.canaryVersion' N`` (or ``rm`` for None)."""
+    text = Path(path).read_text()
+    text = "\n".join(line for line in text.splitlines() if "canaryVersion:" not in line) + "\n"
+    if version is not None:
+        versions = "          versions: ["
+        text = text.replace(versions, f"          canaryVersion: {version}\n{versions}", 1)
+    Path(path).write_text(text)
+
+
+def test_rollback_after_a_rejected_canary_skips_it(tmp_path, published, capsys):
+    """Versions 1, 2, 3 published; stable 1. Canary 2 is rejected (canaryVersion removed), canary 3 is
+    good and promoted. Rolling stable back must return to 1, not to the rejected 2 (the highest
+    published version below 3)."""
+    path = tmp_path / "Pulumi.dev.yaml"
+    path.write_text(CANARY_STACK.replace("          canaryVersion: 2   # takes 20% of unlabelled traffic\n",
+                                         ""))
+    set_canary(path, 2)
+    assert_platform_accepts(path)
+    set_canary(path, None)  # 2 misbehaved: the canary is rolled back
+    set_canary(path, 3)
+    assert promote(path, published, "digits", 3) == 0  # 3 is good: promoted, stable 1 -> 3
+    assert models(path)["digits"] == {
+        "versionPolicy": "specific", "versions": [1, 3], "canaryVersion": 3, "labels": {"stable": 3}
+    }
+    capsys.readouterr()
+    assert rollback(path, published, "digits") == 0
+    assert "label 'stable' 3 -> 1" in capsys.readouterr().out
+    assert models(path)["digits"]["labels"] == {"stable": 1}
+    assert models(path)["digits"]["versions"] == [1, 3]  # 2 never joins versions
+    assert_platform_accepts(path)
+
+
+def test_rollback_walks_back_through_several_promotions(stack_file, published, capsys):
+    for version in (2, 3):
+        assert promote(stack_file, published, "digits", version) == 0
+    assert "stable: 3   # what clients get by default  # model_tools history: 3 <- 2 <- 1\n" \
+        in stack_file.read_text()
+    # Each label keeps its own history.
+    assert promote(stack_file, published, "digits", 1, "--label", "canary") == 0
+    assert label_line(stack_file, "canary") == ["canary: 1 # model_tools history: 1 <- 2"]
+    assert rollback(stack_file, published, "digits") == 0
+    assert models(stack_file)["digits"]["labels"] == {"stable": 2, "canary": 1}
+    assert "stable: 2   # what clients get by default  # model_tools history: 2 <- 1\n" \
+        in stack_file.read_text()
+    # A promotion after a rollback continues the history.
+    assert promote(stack_file, published, "digits", 3) == 0
+    assert "# model_tools history: 3 <- 2 <- 1\n" in stack_file.read_text()
+    # --to a recorded version drops what came after it; --to anything else starts afresh.
+    assert rollback(stack_file, published, "digits", "--to", 2) == 0
+    assert "# model_tools history: 2 <- 1\n" in stack_file.read_text()
+    assert rollback(stack_file, published, "digits", "--label", "canary") == 0
+    assert models(stack_file)["digits"]["labels"] == {"stable": 2, "canary": 2}
+    assert promote(stack_file, published, "digits", 3) == 0
+    assert rollback(stack_file, published, "digits", "--to", 1) == 0
+    assert "            stable: 1   # what clients get by default\n" in stack_file.read_text()
+    capsys.readouterr()
+    assert rollback(stack_file, published, "digits") == 2
+    assert "no earlier 'stable' version" in capsys.readouterr().err
+    assert_platform_accepts(stack_file)
+
+
+def test_rollback_refuses_a_stale_history(stack_file, published, capsys):
+    assert promote(stack_file, published, "digits", 3) == 0
+    # Someone sets the label by hand: the record (3 <- 1) no longer describes the label.
+    stack_file.write_text(stack_file.read_text().replace("stable: 3 ", "stable: 2 "))
+    before = stack_file.read_text()
+    assert rollback(stack_file, published, "digits") == 2
+    err = capsys.readouterr().err
+    assert "was recorded when the label pointed at 3, but it points at 2 now" in err
+    assert "--previous-published to take the highest published version below 2 (version 1" in err
+    assert stack_file.read_text() == before
+    # The old rule only on request.
+    assert rollback(stack_file, published, "digits", "--previous-published") == 0
+    out = capsys.readouterr().out
+    assert "label 'stable' 2 -> 1" in out and "--previous-published" in out
+    # A promotion after a stale record starts a new one from the label's real version.
+    assert promote(stack_file, published, "digits", 3) == 0
+    assert "# model_tools history: 3 <- 1\n" in stack_file.read_text()
+
+
+def test_recorded_version_no_longer_published_is_refused(stack_file, published, capsys):
+    from model_tools.storage import open_storage
+
+    assert promote(stack_file, published, "digits", 3) == 0
+    backend, base = open_storage(published)
+    backend.delete(sorted(backend.list(base.key("digits", 1) + "/")))
+    before = stack_file.read_text()
+    capsys.readouterr()
+    assert rollback(stack_file, published, "digits") == 2
+    err = capsys.readouterr().err
+    assert "says 1 came before 3, but version 1 is no longer published" in err and "--to N" in err
+    assert stack_file.read_text() == before
+
+
+def test_history_on_flow_style_labels_and_before_comment_lines(tmp_path, published):
+    text = (
+        "config:\n"
+        "  tfserving-platform:servers:\n"
+        "    default:\n"
+        "      models:\n"
+        "        digits:\n"
+        "          versionPolicy: all\n"
+        "          labels: {stable: 1, beta: 2}   # flow\n"
+        "        scorer:\n"
+        "          versionPolicy: all\n"
+        "          labels:\n"
+        "            stable: 1\n"
+        "          # a comment line below the label\n"
+        "    cpu:\n"
+        "      models:\n"
+        "        unlabelled:\n"
+        "          versionPolicy: all\n"
+    )
+    path = tmp_path / "Pulumi.dev.yaml"
+    path.write_text(text)
+    assert promote(path, published, "digits", 2) == 0
+    assert promote(path, published, "scorer", 3) == 0
+    after = path.read_text()
+    # The flow map gets a line per label so the record sits on the label's own line.
+    assert (
+        "          labels:                        # flow\n"
+        "            stable: 2  # model_tools history: 2 <- 1\n"
+        "            beta: 2\n"
+    ) in after
+    assert (
+        "            stable: 3  # model_tools history: 3 <- 1\n"
+        "          # a comment line below the label\n"
+    ) in after
+    assert rollback(path, published, "scorer") == 0
+    assert rollback(path, published, "digits") == 0
+    assert models(path)["digits"]["labels"] == {"stable": 1, "beta": 2}
+    assert "            stable: 1\n          # a comment line below the label\n" in path.read_text()
+    assert_platform_accepts(path)
 
 
 def test_stack_name_from_file_name(tmp_path, published, capsys, monkeypatch):
@@ -318,7 +485,11 @@ def test_stable_defaults_to_highest_version_with_specific(tmp_path, published, c
     assert promote(path, published, "digits", 2) == 0
     assert "already points at version 2 (by default: the highest of versions)" in capsys.readouterr().out
     assert path.read_text() == text
-    assert rollback(path, published, "digits") == 0
+    # Nothing recorded for the default label: refused unless the old rule is asked for.
+    assert rollback(path, published, "digits") == 2
+    assert "no earlier 'stable' version" in capsys.readouterr().err
+    assert path.read_text() == text
+    assert rollback(path, published, "digits", "--previous-published") == 0
     assert "label 'stable' 2 (by default: the highest of versions) -> 1" in capsys.readouterr().out
     assert models(path)["digits"]["labels"] == {"stable": 1}
     assert_platform_accepts(path)
@@ -343,7 +514,7 @@ def test_block_style_lists_and_indentation_are_kept(tmp_path, published):
     assert promote(path, published, "digits", 2) == 0
     assert path.read_text() == text.replace(
         "                        - 3\n", "                        - 2\n                        - 3\n"
-    ).replace("stable: 1", "stable: 2")
+    ).replace("stable: 1", "stable: 2  # model_tools history: 2 <- 1")
 
 
 @pytest.mark.skipif(not (REPO / "Pulumi.dev.yaml").is_file(), reason="repository has no Pulumi.dev.yaml")
