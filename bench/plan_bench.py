@@ -120,7 +120,7 @@ def model_stack_data(base: dict[str, Any], count: int, per_server: int | None = 
 
 
 def _fit_pool(config: dict[str, Any], pool_name: str) -> None:
-    """Raise the GPU pool's maxSize to hold the minimum replicas (and canaries) of its servers, with one
+    """Raise the GPU pool's maxSize to hold the peak of its servers: maxReplicas (and canaries), with one
     surge pod per Deployment for rolling updates (the rule in stacks/settings.py)."""
     pool = (config.get(NODE_POOLS_KEY) or {}).get(pool_name)
     if not isinstance(pool, dict) or not pool.get("gpusPerNode"):
@@ -129,7 +129,7 @@ def _fit_pool(config: dict[str, Any], pool_name: str) -> None:
     for spec in config[SERVERS_KEY].values():
         if spec.get("nodePool", "gpu") != pool_name:
             continue
-        pods = spec.get("replicas", 1) + 1 + (spec.get("canaryReplicas", 1) + 1 if _canary_active(spec) else 0)
+        pods = spec.get("maxReplicas", 3) + 1 + (spec.get("canaryReplicas", 1) + 1 if _canary_active(spec) else 0)
         demand += pods * spec.get("gpus", 1)
     per_node = pool["gpusPerNode"] * pool.get("gpuTimeSlicing", 1)
     pool["maxSize"] = max(pool.get("maxSize", 3), math.ceil(demand / per_node))

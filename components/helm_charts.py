@@ -28,6 +28,8 @@ class HelmChart:
     version: str
     repo: str
     values: str
+    app_version: str | None = None
+    """The chart's ``appVersion`` (where the platform relies on it: the autoscaler's Kubernetes minor)."""
 
     def base_values(self) -> dict[str, Any]:
         return yaml.safe_load((VALUES_DIR / self.values).read_text()) or {}
@@ -41,8 +43,10 @@ NVIDIA_DEVICE_PLUGIN = HelmChart("nvidia-device-plugin", "0.17.1", "https://nvid
                                  "nvidia-device-plugin.yaml")
 DCGM_EXPORTER = HelmChart("dcgm-exporter", "3.4.0", "https://nvidia.github.io/dcgm-exporter/helm-charts",
                           "dcgm-exporter.yaml")
-CLUSTER_AUTOSCALER = HelmChart("cluster-autoscaler", "9.43.2", "https://kubernetes.github.io/autoscaler",
-                               "cluster-autoscaler.yaml")
+# >= 9.46.3: its ClusterRole lists volumeattachments, which the 1.32+ autoscaler watches
+# (kubernetes/autoscaler#7663, fixed by #7904 in 9.46.3); 9.51.0 is the last chart of appVersion 1.33.
+CLUSTER_AUTOSCALER = HelmChart("cluster-autoscaler", "9.51.0", "https://kubernetes.github.io/autoscaler",
+                               "cluster-autoscaler.yaml", app_version="1.33.0")
 CHARTS = (KUBE_PROMETHEUS_STACK, PROMETHEUS_ADAPTER, NVIDIA_DEVICE_PLUGIN, DCGM_EXPORTER, CLUSTER_AUTOSCALER)
 
 

@@ -117,7 +117,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {key}: {value}")
         from stacks.cost import estimate
 
-        print(f"\nEstimated compute cost: {estimate(plan_json).summary()}")
+        cost = estimate(plan_json)
+        print(f"\nEstimated compute cost: {cost.summary()}")
+        for note in cost.floor_notes():
+            print(f"  floor {note}")
     if args.json:
         plan.write_json(plan_json, args.json)
         print(f"wrote {args.json}")

@@ -8,8 +8,16 @@ bound: spot is usually cheaper but varies by hour and zone).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
+
+POOL_LABEL = "tfplatform.io/node-pool"
+GPU_RESOURCE = "nvidia.com/gpu"
+SERVER_LABEL = "tfplatform.io/server"
+TRACK_LABEL = "tfplatform.io/track"
+_GPU_TEMPLATE_TAG = f"k8s.io/cluster-autoscaler/node-template/resources/{GPU_RESOURCE}"
+_POOL_TEMPLATE_TAG = f"k8s.io/cluster-autoscaler/node-template/label/{POOL_LABEL}"
 
 HOURS_PER_MONTH = 730
 PRICES_AS_OF = "2025-06"
@@ -45,6 +53,8 @@ class CostLine:
     detail: str
     hourly_min: float | None
     hourly_max: float | None
+    held_by: str = ""
+    """For a pool whose floor is above its minSize: the pods that keep those nodes up."""
 
 
 @dataclass
@@ -72,6 +82,10 @@ class CostEstimate:
             text += "; unknown: " + ", ".join(f"{line.item} ({line.detail})" for line in self.unknown)
         return text
 
+    def floor_notes(self) -> list[str]:
+        """One line per pool priced above its minSize, naming what holds its nodes."""
+        return [f"{line.item}: {line.held_by}" for line in self.lines if line.held_by]
+
 
 def _region(resources: list[dict[str, Any]], provider_type: str) -> str | None:
     for r in resources:
@@ -81,10 +95,17 @@ def _region(resources: list[dict[str, Any]], provider_type: str) -> str | None:
 
 
 def estimate(plan: dict[str, Any]) -> CostEstimate:
-    """Price the node pools (at their min and max size), cluster fees and NAT gateways of a plan."""
+    """Price the node pools, cluster fees and NAT gateways of a plan.
+
+    A pool's floor is its minSize, or more when the serving Deployments' minimum replicas (and canaries)
+    keep GPU nodes up: ceil(GPUs requested on the pool / schedulable GPUs per node), at any hour of the
+    day, whatever minSize says. Its ceiling is maxSize.
+    """
     resources = plan["resources"]
     aws_region = _region(resources, "pulumi:providers:aws")
     gcp_region = _region(resources, "pulumi:providers:gcp")
+    held = _gpu_demand(resources)
+    aws_gpus_per_node = _aws_schedulable_gpus(resources)
     cost = CostEstimate()
     for r in resources:
         inputs, kind = r["inputs"], r["type"]
@@ -93,9 +114,11 @@ def estimate(plan: dict[str, Any]) -> CostEstimate:
             scaling = inputs.get("scalingConfig") or {}
             # Several types widen spot capacity; the first is the one priced.
             price = AWS_PRICES.get(aws_region or "", {}).get(types[0]) if types else None
+            pool = (inputs.get("labels") or {}).get(POOL_LABEL, "")
             cost.lines.append(_pool(r["name"], f"{types[0] if types else '?'} x {scaling.get('minSize')}-"
                                     f"{scaling.get('maxSize')} {inputs.get('capacityType', 'ON_DEMAND')}",
-                                    price, scaling.get("minSize", 0), scaling.get("maxSize", 0)))
+                                    price, scaling.get("minSize", 0), scaling.get("maxSize", 0),
+                                    held.get(pool, []), aws_gpus_per_node.get(pool, 0)))
         elif kind == "aws:eks/cluster:Cluster":
             cost.lines.append(CostLine(r["name"], "EKS control plane", AWS_EKS_CLUSTER_HOUR, AWS_EKS_CLUSTER_HOUR))
         elif kind == "aws:ec2/natGateway:NatGateway":
@@ -108,7 +131,9 @@ def estimate(plan: dict[str, Any]) -> CostEstimate:
             price = GCP_PRICES.get(gcp_region or "", {}).get(machine)
             low, high = auto.get("totalMinNodeCount", 0), auto.get("totalMaxNodeCount", 0)
             spot = " SPOT" if node.get("spot") else ""
-            cost.lines.append(_pool(r["name"], f"{machine} x {low}-{high}{spot}", price, low, high))
+            pool = (node.get("labels") or {}).get(POOL_LABEL, "")
+            cost.lines.append(_pool(r["name"], f"{machine} x {low}-{high}{spot}", price, low, high,
+                                    held.get(pool, []), _gcp_schedulable_gpus(node)))
         elif kind == "gcp:container/cluster:Cluster":
             cost.lines.append(CostLine(r["name"], "GKE cluster management", GKE_CLUSTER_HOUR, GKE_CLUSTER_HOUR))
         elif kind == "gcp:compute/routerNat:RouterNat":
@@ -117,7 +142,78 @@ def estimate(plan: dict[str, Any]) -> CostEstimate:
     return cost
 
 
-def _pool(name: str, detail: str, price: float | None, low: int, high: int) -> CostLine:
+def _gpu_demand(resources: list[dict[str, Any]]) -> dict[str, list[tuple[str, int]]]:
+    """``pool -> [(who, GPUs)]``: the GPUs each Deployment keeps requested at its minimum replicas."""
+    minimum = {}
+    for r in resources:
+        if r["type"].startswith("kubernetes:autoscaling/") and r["type"].endswith(":HorizontalPodAutoscaler"):
+            spec = r["inputs"].get("spec") or {}
+            target = (spec.get("scaleTargetRef") or {}).get("name")
+            if target:
+                minimum[target] = spec.get("minReplicas", 1)
+    demand: dict[str, list[tuple[str, int]]] = {}
+    for r in resources:
+        if not (r["type"].startswith("kubernetes:apps/") and r["type"].endswith(":Deployment")):
+            continue
+        inputs = r["inputs"]
+        spec = inputs.get("spec") or {}
+        pod = (spec.get("template") or {}).get("spec") or {}
+        pool = (pod.get("nodeSelector") or {}).get(POOL_LABEL)
+        per_pod = sum(_gpus(c) for c in pod.get("containers") or [])
+        if not pool or not per_pod:
+            continue
+        meta = inputs.get("metadata") or {}
+        labels = meta.get("labels") or {}
+        replicas = max(spec.get("replicas", 1), minimum.get(meta.get("name", ""), 0))
+        who = (f"servers.{labels[SERVER_LABEL]}" + (f" {labels[TRACK_LABEL]}" if labels.get(TRACK_LABEL) else "")
+               if labels.get(SERVER_LABEL) else meta.get("name") or r["name"])
+        demand.setdefault(pool, []).append((f"{who} {replicas} x {per_pod} GPU", replicas * per_pod))
+    return demand
+
+
+def _gpus(container: dict[str, Any]) -> int:
+    resources = container.get("resources") or {}
+    value = (resources.get("limits") or {}).get(GPU_RESOURCE) or (resources.get("requests") or {}).get(GPU_RESOURCE)
+    try:
+        return int(value or 0)
+    except ValueError:
+        return 0
+
+
+def _aws_schedulable_gpus(resources: list[dict[str, Any]]) -> dict[str, int]:
+    """``pool -> nvidia.com/gpu per node`` from the cluster-autoscaler node-template tags of each group."""
+    pools: dict[str, str] = {}
+    gpus: dict[str, int] = {}
+    for r in resources:
+        if r["type"] != "aws:autoscaling/tag:Tag":
+            continue
+        group, tag = r["inputs"].get("autoscalingGroupName"), r["inputs"].get("tag") or {}
+        if tag.get("key") == _POOL_TEMPLATE_TAG:
+            pools[group] = tag.get("value")
+        elif tag.get("key") == _GPU_TEMPLATE_TAG:
+            gpus[group] = int(tag.get("value") or 0)
+    return {pool: gpus[group] for group, pool in pools.items() if group in gpus}
+
+
+def _gcp_schedulable_gpus(node: dict[str, Any]) -> int:
+    total = 0
+    for accelerator in node.get("guestAccelerators") or []:
+        sharing = accelerator.get("gpuSharingConfig") or {}
+        total += accelerator.get("count", 0) * (sharing.get("maxSharedClientsPerGpu") or 1)
+    return total
+
+
+def _pool(name: str, detail: str, price: float | None, low: int, high: int,
+          held: list[tuple[str, int]] | None = None, gpus_per_node: int = 0) -> CostLine:
+    held_by = ""
+    if held and gpus_per_node:
+        gpus = sum(n for _, n in held)
+        nodes = min(math.ceil(gpus / gpus_per_node), high)
+        if nodes > low:
+            low = nodes
+            held_by = (f"{nodes} node(s) held by {', '.join(who for who, _ in held)} "
+                       f"({gpus} GPUs / {gpus_per_node} per node)")
+            detail += f", floor {nodes} held by the serving replicas"
     if price is None:
-        return CostLine(name, detail + ": price unknown", None, None)
-    return CostLine(name, detail, round(price * low, 4), round(price * high, 4))
+        return CostLine(name, detail + ": price unknown", None, None, held_by)
+    return CostLine(name, detail, round(price * low, 4), round(price * high, 4), held_by)

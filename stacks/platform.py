@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pulumi
 import pulumi_aws as aws
 import pulumi_gcp as gcp
@@ -30,6 +32,9 @@ from stacks.settings import PROJECT, Server, StackSettings
 
 SERVING_NAME = "tfserving"
 """Name of the serving service account (the bucket identity trusts exactly this one)."""
+PoolDependencies = Callable[[str], list[pulumi.Resource]]
+"""Pool name -> what a workload on that pool waits for beyond the cluster's provider (its node group
+when it is not the system pool: the provider waits for the system pool only)."""
 DEPLOYED_OUTPUT = "stackDeployed"
 """Exported by every successful ``pulumi up``; its absence from the stack's last outputs means this run
 is the stack's first."""
@@ -121,7 +126,7 @@ def build_aws_platform(settings: StackSettings) -> dict[str, object]:
 
     serving_opts = pulumi.ResourceOptions(providers={"kubernetes": cluster.provider})
     serving = build_serving(settings, reader.service_account_annotations, bucket.models_uri, "s3",
-                            {"AWS_REGION": settings.region}, serving_opts)
+                            {"AWS_REGION": settings.region}, serving_opts, cluster.pool_dependencies)
     if settings.cluster_autoscaler:
         ClusterAutoscaler("cluster-autoscaler", ClusterAutoscalerArgs(
             cluster_name=cluster.cluster_name, region=settings.region,
@@ -143,20 +148,22 @@ def build_aws_platform(settings: StackSettings) -> dict[str, object]:
 
 def build_serving(settings: StackSettings, service_account_annotations: pulumi.Input[dict[str, str]],
                   models_uri: pulumi.Input[str], model_store: str, sync_env: dict[str, str],
-                  opts: pulumi.ResourceOptions) -> dict[str, object]:
+                  opts: pulumi.ResourceOptions,
+                  pool_dependencies: PoolDependencies = lambda pool: []) -> dict[str, object]:
     """Everything on the cluster, whatever the cloud: the serving namespace and identity, the servers,
-    monitoring and GPU add-ons. ``opts`` carries the cluster's Kubernetes provider. Returns outputs."""
+    monitoring and GPU add-ons. ``opts`` carries the cluster's Kubernetes provider; what runs on a
+    non-system pool also waits for ``pool_dependencies(pool)``. Returns outputs."""
     namespace = ServingNamespace(SERVING_NAME, ServingNamespaceArgs(
         name=settings.serving_namespace, service_account=SERVING_NAME,
         service_account_annotations=service_account_annotations,
         istio_injection=settings.traffic_router == "istio"), opts=opts)
     return {"servingNamespace": namespace.namespace,
-            **build_servers(settings, namespace, models_uri, model_store, sync_env, opts),
-            **build_monitoring(settings, namespace, opts)}
+            **build_servers(settings, namespace, models_uri, model_store, sync_env, opts, pool_dependencies),
+            **build_monitoring(settings, namespace, opts, pool_dependencies)}
 
 
-def build_monitoring(settings: StackSettings, namespace: ServingNamespace,
-                     opts: pulumi.ResourceOptions) -> dict[str, object]:
+def build_monitoring(settings: StackSettings, namespace: ServingNamespace, opts: pulumi.ResourceOptions,
+                     pool_dependencies: PoolDependencies = lambda pool: []) -> dict[str, object]:
     """Prometheus stack (optional), serving scraping/alerts/dashboards, GPU add-ons; returns outputs."""
     outputs: dict[str, object] = {}
     ready: list[pulumi.Resource] = []
@@ -173,18 +180,21 @@ def build_monitoring(settings: StackSettings, namespace: ServingNamespace,
         thresholds=AlertThresholds(**settings.monitoring.alerts.model_dump()), monitoring_ready=ready),
         opts=pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(depends_on=[namespace])))
     gpu_pools = [p for p in settings.node_pools.values() if p.is_gpu]
+    gpu_nodes = [dep for name, p in settings.node_pools.items() if p.is_gpu for dep in pool_dependencies(name)]
     aws = settings.cloud == "aws"
     exporter = settings.monitoring.gpu_metrics == "exporter"
     if gpu_pools and (aws or exporter):
         GpuAddons("gpu", GpuAddonsArgs(
             device_plugin=aws, time_slicing=[p.gpu_time_slicing for p in gpu_pools], dcgm_exporter=exporter,
-            monitoring_ready=ready), opts=opts)
+            monitoring_ready=ready, gke=not aws, gpu_nodes=gpu_nodes), opts=opts)
     return outputs
 
 
 def build_servers(settings: StackSettings, namespace: ServingNamespace, models_uri: pulumi.Input[str],
-                  model_store: str, sync_env: dict[str, str], opts: pulumi.ResourceOptions) -> dict:
-    """Register the serving Deployments of every server; return the endpoint outputs."""
+                  model_store: str, sync_env: dict[str, str], opts: pulumi.ResourceOptions,
+                  pool_dependencies: PoolDependencies = lambda pool: []) -> dict:
+    """Register the serving Deployments of every server; return the endpoint outputs. The Deployments
+    of a server on a non-system pool wait for that pool's nodes (their readiness await needs them)."""
     gateway = None
     if settings.exposure.enabled:
         gateway = ServingGateway(SERVING_NAME, ServingGatewayArgs(
@@ -216,7 +226,8 @@ def build_servers(settings: StackSettings, namespace: ServingNamespace, models_u
             proxy_namespaces=list(settings.exposure.proxy_namespaces),
             proxy_cidrs=list(settings.exposure.proxy_cidrs),
             monitoring_namespace=settings.monitoring_namespace,
-            gke_metadata_server=settings.cloud == "gcp"), opts=opts)
+            gke_metadata_server=settings.cloud == "gcp"),
+            opts=pulumi.ResourceOptions.merge(opts, deployments_wait_for(pool_dependencies(server.node_pool))))
         endpoints[key] = {"grpc": serving.grpc_endpoint, "rest": serving.rest_endpoint,
                           "models": list(server.models)}
         if serving.canary_grpc_endpoint is not None:
@@ -224,6 +235,20 @@ def build_servers(settings: StackSettings, namespace: ServingNamespace, models_u
     if gateway is None:
         return {"servingEndpoints": endpoints}
     return {"servingEndpoints": endpoints, "externalUrl": gateway.url}
+
+
+def deployments_wait_for(resources: list[pulumi.Resource]) -> pulumi.ResourceOptions:
+    """Options making every Deployment registered under a component depend on ``resources`` (a
+    component's ``depends_on`` is not passed on to its children; a transformation is)."""
+    if not resources:
+        return pulumi.ResourceOptions()
+
+    def add(args: pulumi.ResourceTransformationArgs) -> pulumi.ResourceTransformationResult | None:
+        if args.type_ != "kubernetes:apps/v1:Deployment":
+            return None
+        return pulumi.ResourceTransformationResult(
+            args.props, pulumi.ResourceOptions.merge(args.opts, pulumi.ResourceOptions(depends_on=resources)))
+    return pulumi.ResourceOptions(transformations=[add])
 
 
 def gke_node_pool_specs(settings: StackSettings) -> dict[str, GkeNodePoolSpec]:
@@ -262,11 +287,12 @@ def build_gcp_platform(settings: StackSettings) -> dict[str, object]:
     reader = GcsModelReader("model-reader", GcsModelReaderArgs(
         project=settings.gcp_project, bucket_name=bucket.bucket_name, workload_pool=cluster.workload_pool,
         namespace=settings.serving_namespace, service_account=SERVING_NAME,
-        prefix=settings.model_bucket_prefix), opts=gcp_opts)
+        prefix=settings.model_bucket_prefix, cluster_name=settings.cluster_name), opts=gcp_opts)
 
     # gcloud finds credentials through the GKE metadata server (Workload Identity); nothing to pass.
     serving = build_serving(settings, reader.service_account_annotations, bucket.models_uri, "gs", {},
-                            pulumi.ResourceOptions(providers={"kubernetes": cluster.provider}))
+                            pulumi.ResourceOptions(providers={"kubernetes": cluster.provider}),
+                            cluster.pool_dependencies)
     return {
         "cloud": "gcp",
         "region": settings.region,

@@ -148,8 +148,9 @@ class StackSettings(Strict):
     node_pools: dict[str, NodePool] = Field(
         default_factory=lambda: {
             "system": NodePool(instance_types=["m6i.large"], min_size=2, desired_size=2, max_size=3),
+            # max 4: the default server's peak, maxReplicas 3 + a rollout's surge pod.
             "gpu": NodePool(instance_types=["g5.xlarge"], capacity_type="SPOT", min_size=0,
-                            desired_size=0, max_size=2, gpus_per_node=1),
+                            desired_size=0, max_size=4, gpus_per_node=1),
         },
         description="Managed node groups keyed by stable name; `system` (CPU) is required.")
     model_bucket_prefix: str = Field(DEFAULT_MODELS_PREFIX, pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$",
@@ -339,7 +340,7 @@ class StackSettings(Strict):
         if not self.servers:
             raise FieldProblem("servers", {}, "at least one server")
         owners: dict[str, str] = {}
-        demand: dict[str, int] = {}
+        demand: dict[str, dict[str, tuple[int, int]]] = {}
         for name, server in self.servers.items():
             key = f"servers.{name}"
             for model in server.models:
@@ -371,19 +372,26 @@ class StackSettings(Strict):
                                    server.models[model].canary_version,
                                    "unset while trafficRouter is none (nothing would apply canaryWeight): "
                                    "set trafficRouter to gateway-api or istio")
-            # A rolling update surges one pod per Deployment (maxSurge 1, maxUnavailable 0) and a promotion
-            # rolls the stable pods while the canary still runs: the pool must hold that peak, or the surge
-            # pod stays Pending, pulumi's await fails the update and the canary is never removed.
-            pods = server.replicas + 1 + (server.canary_replicas + 1 if server.has_canary else 0)
-            demand[server.node_pool] = demand.get(server.node_pool, 0) + pods * server.gpus
-        for pool_name, gpus in demand.items():
+            # At peak the HPA runs maxReplicas, and a rolling update then surges one pod per Deployment
+            # (maxSurge 1, maxUnavailable 0); a promotion rolls the stable pods while the canary still runs.
+            # The pool must hold that peak, or pods stay Pending: the HPA cannot reach maxReplicas, and
+            # pulumi's await fails the update (the canary is never removed).
+            pods = server.max_replicas + 1 + (server.canary_replicas + 1 if server.has_canary else 0)
+            demand.setdefault(server.node_pool, {})[name] = (pods, server.gpus)
+        for pool_name, servers in demand.items():
             pool = self.node_pools[pool_name]
-            capacity = pool.max_size * pool.gpus_per_node * pool.gpu_time_slicing
+            gpus = sum(pods * per_pod for pods, per_pod in servers.values())
+            per_node = pool.gpus_per_node * pool.gpu_time_slicing
+            capacity = pool.max_size * per_node
             if pool.is_gpu and gpus > capacity:
+                needs = "; ".join(
+                    f"servers.{name} {pods * per_pod} ({self._peak_pods(name)} = {pods} pods x {per_pod} GPU)"
+                    for name, (pods, per_pod) in servers.items())
                 raise FieldProblem(f"nodePools.{pool_name}.maxSize", pool.max_size,
-                                   f"enough for the {gpus} GPUs the servers' minimum replicas (and canaries) "
-                                   f"request during a rolling update, one surge pod per Deployment "
-                                   f"included ({capacity} at maxSize)")
+                                   f"at least {-(-gpus // per_node)}: enough for the {gpus} GPUs the servers "
+                                   f"request at peak, maxReplicas (and canaries) with one surge pod per "
+                                   f"Deployment included: {needs}; {capacity} at maxSize "
+                                   f"({pool.gpus_per_node} GPUs per node x {pool.gpu_time_slicing} time slices)")
         if self.exposure.enabled and not (self.exposure.proxy_namespaces or self.exposure.proxy_cidrs):
             raise FieldProblem("exposure.proxyNamespaces", [],
                                "the namespaces of the gateway's proxy pods, or proxyCidrs for a load "
@@ -391,6 +399,11 @@ class StackSettings(Strict):
         if self.allowed_pod_labels and not self.allowed_namespaces:
             raise FieldProblem("allowedPodLabels", self.allowed_pod_labels,
                                "unset unless allowedNamespaces names the namespaces those pods run in")
+
+    def _peak_pods(self, name: str) -> str:
+        server = self.servers[name]
+        text = f"maxReplicas {server.max_replicas} + 1 surge"
+        return text + (f" + canary {server.canary_replicas} + 1 surge" if server.has_canary else "")
 
     def gpu_memory_fraction(self, server: Server) -> float | None:
         """The fraction passed to TF Serving: the configured one, or a share of a time-sliced GPU."""

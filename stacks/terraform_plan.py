@@ -96,6 +96,7 @@ TERRAFORM_TYPES: dict[str, str] = {
     "aws:ec2/natGateway:NatGateway": "aws_nat_gateway",
     "aws:ec2/routeTable:RouteTable": "aws_route_table",
     "aws:ec2/routeTableAssociation:RouteTableAssociation": "aws_route_table_association",
+    "aws:ec2/vpcEndpoint:VpcEndpoint": "aws_vpc_endpoint",
     "aws:ec2/launchTemplate:LaunchTemplate": "aws_launch_template",
     # AWS: EKS
     "aws:eks/cluster:Cluster": "aws_eks_cluster",

@@ -46,7 +46,11 @@ SEVERITY = {
     "TFServingMemoryNearLimit": "warning",
     "GPUUtilizationHigh": "warning",
     "GPUIdleWhileAllocated": "warning",
+    "GPUXidError": "critical",
 }
+
+NODE_WIDE = {"GPUXidError"}
+"""Alerts on every GPU of the cluster, not only the serving namespace's."""
 
 
 # --- synthetic series ------------------------------------------------------------------------
@@ -142,6 +146,7 @@ MEM_SERIES = "container_memory_working_set_bytes"
 LIMITS = "kube_pod_container_resource_limits"
 INIT_LIMITS = "kube_pod_init_container_resource_limits"
 GPU = "DCGM_FI_DEV_GPU_UTIL"
+XID = "DCGM_FI_DEV_XID_ERRORS"
 INIT_RUNNING = "kube_pod_init_container_status_running"
 INIT_WAITING = "kube_pod_init_container_status_waiting"
 
@@ -362,6 +367,17 @@ CASES: dict[str, Case] = {
         custom=AlertThresholds(gpu_idle_percent=45),
         custom_fires=[Fire(dcgm("0", POD_A), "40")],
     ),
+    "GPUXidError": Case(
+        eval_time="10m",
+        firing=[
+            s(XID, dcgm("0", POD_A), "0x5 79x5"),            # fell off the bus at 6m
+            s(XID, dcgm("2", None, ns="nvidia"), "48x10"),   # unallocated GPUs count too
+            s(XID, dcgm("1", POD_B), "0x10"),               # healthy GPU: 0
+            s(XID, dcgm("3", "x", ns="other"), "13x3 0x7"),  # reset since: quiet again
+        ],
+        fires=[Fire(dcgm("0", POD_A), "79"), Fire(dcgm("2", None, ns="nvidia"), "48")],
+        healthy=[s(XID, dcgm("0", POD_A), "0x10"), s(XID, dcgm("2", None, ns="nvidia"), "0x10")],
+    ),
 }
 
 
@@ -534,7 +550,11 @@ def test_thresholds_and_namespace_reach_the_expressions():
     assert rules["TFServingHPAMaxedOut"]["for"] == "20m"
     assert rules["GPUUtilizationHigh"]["for"] == "15m"
     assert rules["GPUIdleWhileAllocated"]["for"] == "90m"
+    # An XID error is a fault of the GPU (node), whichever pod holds it: watched on every GPU.
+    assert "namespace" not in rules["GPUXidError"]["expr"]
     for rule in rules.values():
+        if rule["alert"] in NODE_WIDE:
+            continue
         assert 'namespace="ml-serving"' in rule["expr"], rule["alert"]
         assert 'namespace="serving"' not in rule["expr"], rule["alert"]
         assert rule["labels"]["environment"] == "prod"

@@ -69,9 +69,11 @@ def test_instance_type_change_is_a_replacement_with_a_cost_delta(two_commits: Pa
     group = changes["eks-gpu"]
     assert group["op"] == "replace"
     assert any(f["path"] == "instanceTypes" and f["replaces"] and f["new"] == ["g5.2xlarge"] for f in group["fields"])
-    # g5.xlarge (1.006/h) -> g5.2xlarge (1.212/h) on a 0-4 node pool: +0 at min, +4 x 0.206 x 730 at max.
+    # g5.xlarge (1.006/h) -> g5.2xlarge (1.212/h) on a 0-5 node pool whose floor is the 2 nodes the stable
+    # and canary replicas hold: +2 x 0.206 x 730 at the floor, +5 x 0.206 x 730 at max.
     low, high = result["cost"]["monthlyDelta"]
-    assert low == 0 and high == pytest.approx(4 * (1.212 - 1.006) * 730, abs=0.05)
+    assert low == pytest.approx(2 * (1.212 - 1.006) * 730, abs=0.05)
+    assert high == pytest.approx(5 * (1.212 - 1.006) * 730, abs=0.05)
     assert all(c["op"] != "delete" for c in result["changes"])
 
 
@@ -127,8 +129,10 @@ def test_flatten_paths():
 def test_cost_prices_pools_at_min_and_max_and_says_unknown(prod, gke):
     cost = estimate(to_json(prod))
     gpu = next(line for line in cost.lines if line.item == "eks-gpu")
-    assert (gpu.hourly_min, gpu.hourly_max) == (round(2 * AWS_PRICES["us-east-1"]["g5.xlarge"], 4),
-                                               round(6 * AWS_PRICES["us-east-1"]["g5.xlarge"], 4))
+    # minSize 2, but 2 stable replicas + 1 canary of 1 GPU keep 3 nodes up; maxSize 9.
+    assert (gpu.hourly_min, gpu.hourly_max) == (round(3 * AWS_PRICES["us-east-1"]["g5.xlarge"], 4),
+                                               round(9 * AWS_PRICES["us-east-1"]["g5.xlarge"], 4))
+    assert "servers.default stable 2 x 1 GPU" in gpu.held_by and "servers.default canary 1 x 1 GPU" in gpu.held_by
     assert any(line.detail == "EKS control plane" for line in cost.lines)
     assert sum(1 for line in cost.lines if line.detail.startswith("NAT gateway")) == 3
     assert not cost.unknown

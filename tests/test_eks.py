@@ -79,7 +79,7 @@ def test_prod_api_endpoint_admits_only_the_runners_and_cluster_protected(prod: R
 
 def test_vpc_cni_enforces_network_policy_and_addons_present(dev: Recording):
     addons = {r.inputs["addonName"]: r.inputs for r in dev.of_type("aws:eks/addon:Addon")}
-    assert set(addons) == {"vpc-cni", "coredns", "kube-proxy", "eks-pod-identity-agent"}
+    assert set(addons) == {"vpc-cni", "coredns", "kube-proxy", "eks-pod-identity-agent", "metrics-server"}
     assert json.loads(addons["vpc-cni"]["configurationValues"]) == {"enableNetworkPolicy": "true"}
 
 

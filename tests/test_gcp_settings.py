@@ -25,7 +25,8 @@ from stacks.settings import NodePool
 from tests.test_settings import GPU_POOLS, NS, assert_config_error, raw
 
 SYSTEM = {"instanceTypes": ["n2-standard-4"]}
-L4 = {"instanceTypes": ["g2-standard-8"], "gpusPerNode": 1, "minSize": 0, "desiredSize": 0}
+# maxSize 4: the default server's peak (maxReplicas 3 + a rollout's surge pod).
+L4 = {"instanceTypes": ["g2-standard-8"], "gpusPerNode": 1, "minSize": 0, "desiredSize": 0, "maxSize": 4}
 GKE = {"cloud": "gcp", "gcpProject": "my-project-123", "region": "us-central1", "zones": ["us-central1-a"],
        "nodePools": {"system": SYSTEM, "gpu": L4}}
 
@@ -37,7 +38,7 @@ def gke(**values: object) -> dict[str, str]:
 
 def gpu_pool(**pool: object) -> dict[str, str]:
     """A GKE stack whose `gpu` pool is ``pool`` (scaled to zero, so only the pool rules apply)."""
-    return gke(nodePools={"system": SYSTEM, "gpu": {"minSize": 0, "desiredSize": 0, **pool}})
+    return gke(nodePools={"system": SYSTEM, "gpu": {"minSize": 0, "desiredSize": 0, "maxSize": 4, **pool}})
 
 
 def system_pool(**pool: object) -> dict[str, str]:

@@ -9,7 +9,7 @@ from stacks.mock_engine import Recording
 from tests.conftest import k8s_object
 
 CLUSTER, NODE_POOL = "gcp:container/cluster:Cluster", "gcp:container/nodePool:NodePool"
-GPU_POOL = {"instanceTypes": ["g2-standard-8"], "gpusPerNode": 1, "minSize": 0, "desiredSize": 0, "maxSize": 4}
+GPU_POOL = {"instanceTypes": ["g2-standard-8"], "gpusPerNode": 1, "minSize": 0, "desiredSize": 0, "maxSize": 5}
 SYSTEM_POOL = {"instanceTypes": ["e2-standard-4"], "minSize": 1, "desiredSize": 2, "maxSize": 3}
 
 
@@ -64,7 +64,7 @@ def test_gpu_pool_has_accelerators_autoscaling_and_spot(gke: Recording):
     assert (accelerator["type"], accelerator["count"]) == ("nvidia-l4", 1)
     assert accelerator["gpuDriverInstallationConfig"] == {"gpuDriverVersion": "LATEST"}
     assert "gpuSharingConfig" not in accelerator
-    assert pool["autoscaling"]["totalMinNodeCount"] == 0 and pool["autoscaling"]["totalMaxNodeCount"] == 4
+    assert pool["autoscaling"]["totalMinNodeCount"] == 0 and pool["autoscaling"]["totalMaxNodeCount"] == 5
     assert config["spot"] is True and config["machineType"] == "g2-standard-8"
     assert config["labels"]["tfplatform.io/node-pool"] == "gpu"
     assert config["workloadMetadataConfig"] == {"mode": "GKE_METADATA"}

@@ -41,7 +41,7 @@ def model_config(rec: Recording, name: str = STABLE) -> dict:
 def dev_servers(**default: object) -> dict:
     """The dev stack's servers with some keys of the `default` server replaced."""
     return {"servers": {
-        "default": {"nodePool": "gpu", "gpus": 1, "batching": {"enabled": True},
+        "default": {"nodePool": "gpu", "gpus": 1, "maxReplicas": 2, "batching": {"enabled": True},
                     "models": {"digits": {**PINNED_DIGITS, "canaryVersion": 2}}, **default},
         "cpu": {"nodePool": "system", "gpus": 0, "cpu": "1", "memory": "2Gi", "models": {"digits-cpu": {}}}}}
 
@@ -396,7 +396,7 @@ def test_gpu_image_requests_and_toleration_exactly_when_gpus(dev: Recording):
 def test_shared_gpus_cap_each_servers_memory(plan_with):
     rec = plan_with(nodePools={"system": {"instanceTypes": ["m6i.large"], "minSize": 2, "desiredSize": 2},
                                "gpu": {"instanceTypes": ["g5.xlarge"], "gpusPerNode": 1, "gpuTimeSlicing": 2,
-                                       "minSize": 0, "desiredSize": 0, "maxSize": 2}})
+                                       "minSize": 0, "desiredSize": 0, "maxSize": 3}})
     assert "--per_process_gpu_memory_fraction=0.45" in server(rec)["args"]
     explicit = plan_with(**dev_servers(gpuMemoryFraction=0.6))
     assert "--per_process_gpu_memory_fraction=0.6" in server(explicit)["args"]

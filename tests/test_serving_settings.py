@@ -48,8 +48,17 @@ BAD = [
     (one(gpus=0), f"{NS}:servers.default.gpus", "0", "at least 1 on GPU pool 'gpu'"),
     (servers(default={"nodePool": "system", "gpus": 1, "models": {"a": {}}}), f"{NS}:servers.default.gpus",
      "1", "at most 0"),
-    # 4 replicas + 1 surge pod of a rolling update on a 2-GPU pool.
-    (one(replicas=4, maxReplicas=4), f"{NS}:nodePools.gpu.maxSize", "2", "enough for the 5 GPUs"),
+    # 4 replicas at peak + 1 surge pod of a rolling update on a 2-GPU pool.
+    ({**raw(nodePools={"system": {"instanceTypes": ["m6i.large"]},
+                       "gpu": {"instanceTypes": ["g5.xlarge"], "gpusPerNode": 1, "minSize": 0, "desiredSize": 0,
+                               "maxSize": 2}}), **one(replicas=4, maxReplicas=4)},
+     f"{NS}:nodePools.gpu.maxSize", "2", "enough for the 5 GPUs"),
+    # replicas 1 fits, but the HPA's maxReplicas 3 + 1 surge pod does not (the peak, not the floor).
+    ({**raw(nodePools={"system": {"instanceTypes": ["m6i.large"]},
+                       "gpu": {"instanceTypes": ["g5.xlarge"], "gpusPerNode": 1, "minSize": 0, "desiredSize": 0,
+                               "maxSize": 3}}), **one(replicas=1, maxReplicas=3)},
+     f"{NS}:nodePools.gpu.maxSize", "3",
+     "servers.default 4 (maxReplicas 3 + 1 surge = 4 pods x 1 GPU); 3 at maxSize"),
     # One replica on a one-GPU pool: the rollout's surge pod would never schedule.
     ({**raw(nodePools={"system": {"instanceTypes": ["m6i.large"]},
                        "gpu": {"instanceTypes": ["g5.xlarge"], "gpusPerNode": 1, "minSize": 0, "desiredSize": 0,

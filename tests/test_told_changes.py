@@ -405,10 +405,10 @@ EXPOSURE_STACKS = ("dev", "prod", "gke-dev")
 # (file, normalized command) -> how it is a case. Every told command needs one.
 DOC_CASES: dict[tuple[str, str], DocCase] = {
     # "Deploy for real" (after `pulumi stack select --create dev`).
-    ("README.md", 'pulumi config set allowedNamespaces ["apps"]'): DocCase(
-        stacks=("dev",), value_json=json.dumps('["apps", "frontend"]'),
-        why="the example value [\"apps\"] is already dev's (a no-op); the README says to change what "
-            "differs, e.g. who may call the models: widen it"),
+    ("README.md", "pulumi config set --path allowedNamespaces[0] apps"): DocCase(
+        stacks=("dev",), value_json=json.dumps("frontend"),
+        why="the example value apps is already dev's (a no-op); the README says to change what "
+            "differs, e.g. who may call the models"),
     ("README.md", "pulumi config set --path nodePools.gpu.maxSize 6"): DocCase(stacks=("dev",)),
     # "On Google Cloud (GKE)" (after `pulumi stack select --create gke-dev`); Pulumi.gke-dev.yaml's header.
     ("README.md", "pulumi config set gcpProject my-project"): DocCase(),
@@ -500,13 +500,13 @@ HAND_CASES: list[HandCase] = [
     *_admin_cases("dev"),
     *_admin_cases("prod"),
     # README.md "Deploy for real" instructions, on the other stacks too.
-    HandCase("nodePools.gpu.maxSize-8@prod", "prod", "README.md", SCALE_POOL,
-             (Edit("nodePools.gpu.maxSize", True, "8"),)),
+    HandCase("nodePools.gpu.maxSize-10@prod", "prod", "README.md", SCALE_POOL,
+             (Edit("nodePools.gpu.maxSize", True, "10"),)),
     HandCase("nodePools.gpu.maxSize-6@gke-dev", "gke-dev", "README.md", SCALE_POOL,
              (Edit("nodePools.gpu.maxSize", True, "6"),)),
-    HandCase("allowedNamespaces-widen@prod", "prod", "README.md", "pulumi config set allowedNamespaces",
+    HandCase("allowedNamespaces-widen@prod", "prod", "README.md", "pulumi config set --path 'allowedNamespaces[0]' apps",
              (Edit("allowedNamespaces", False, json.dumps('["apps", "frontend"]')),)),
-    HandCase("allowedNamespaces-widen@gke-dev", "gke-dev", "README.md", "pulumi config set allowedNamespaces",
+    HandCase("allowedNamespaces-widen@gke-dev", "gke-dev", "README.md", "pulumi config set --path 'allowedNamespaces[0]' apps",
              (Edit("allowedNamespaces", False, json.dumps('["apps", "frontend"]')),)),
 ]
 

@@ -54,7 +54,13 @@ _PRE_NODE_ADDONS = {
     "kube-proxy": None,
     "eks-pod-identity-agent": None,
 }
-_POST_NODE_ADDONS = {"coredns": None}
+# metrics-server serves metrics.k8s.io: the HPAs' CPU metric comes from it, and the HPA controller skips
+# scale-down while any of its metrics is missing. The EKS add-on (a community add-on since 2025) rather
+# than prometheus-adapter resource rules: it does not depend on the optional monitoring stack (absent
+# with ``monitoring.install: false``) nor on Prometheus scrape health, and EKS versions it per cluster.
+_POST_NODE_ADDONS = {"coredns": None, "metrics-server": None}
+SYSTEM_POOL = "system"
+"""The pool hosting add-ons; the Kubernetes provider waits for it alone."""
 
 _NODE_POLICIES = ("AmazonEKSWorkerNodePolicy", "AmazonEC2ContainerRegistryReadOnly", "AmazonEKS_CNI_Policy")
 
@@ -78,8 +84,8 @@ class EksCluster(pulumi.ComponentResource):
     Creates: cluster and node IAM roles with their policy attachments, a KMS key (and alias)
     encrypting Kubernetes secrets, the control-plane ``LogGroup``, the ``aws.eks.Cluster`` (API
     authentication mode, private endpoint), an IAM OIDC provider for IRSA, access entries for
-    admins, the add-ons vpc-cni (network policy on), kube-proxy, eks-pod-identity-agent and
-    coredns, one :class:`ManagedNodeGroup` per pool, and a ``kubernetes.Provider``.
+    admins, the add-ons vpc-cni (network policy on), kube-proxy, eks-pod-identity-agent,
+    coredns and metrics-server, one :class:`ManagedNodeGroup` per pool, and a ``kubernetes.Provider``.
     """
 
     cluster_name: pulumi.Output[str]
@@ -91,6 +97,11 @@ class EksCluster(pulumi.ComponentResource):
     provider: k8s.Provider
     """Kubernetes provider for workloads on this cluster."""
     node_groups: dict[str, ManagedNodeGroup]
+
+    def pool_dependencies(self, pool: str) -> list[pulumi.Resource]:
+        """What a workload on ``pool`` must wait for beyond the provider: nothing for the system pool
+        (the provider waits for it), that pool's node group otherwise (GPU pools)."""
+        return [] if pool == SYSTEM_POOL else [self.node_groups[pool].node_group]
 
     def __init__(self, name: str, args: EksClusterArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("tfplatform:aws:EksCluster", name, None, opts)
@@ -200,13 +211,20 @@ class EksCluster(pulumi.ComponentResource):
         # ConfigMaps are updated in place rather than replaced: TF Serving re-reads its mounted model
         # config, so adding a model or version needs no pod restart (a replacement would delete and
         # recreate the ConfigMap under running pods).
-        # Workloads wait for the nodes: a Deployment's readiness await would otherwise run (and may
-        # time out) while the node groups are still launching. They also wait for the admins' access
+        # Workloads wait for the system nodes: a Deployment's readiness await would otherwise run (and may
+        # time out) while they are still launching. Only the system group: what runs on another pool (GPU
+        # servers and add-ons) waits for that group itself (pool_dependencies), so nothing else waits
+        # for a GPU group to launch. They also wait for the admins' access
         # policies: with authentication mode API and no bootstrap admin, the deployer is Unauthorized
         # until its AccessPolicyAssociation exists.
         self.provider = k8s.Provider(f"{name}-k8s", kubeconfig=self.kubeconfig, enable_config_map_mutable=True,
                                      opts=pulumi.ResourceOptions(parent=self, depends_on=[
-                                         *(g.node_group for g in self.node_groups.values()), *self.admin_access, *api_rules]))
+                                         *self._system_groups(), *self.admin_access, *api_rules]))
 
         self.register_outputs({"cluster_name": self.cluster_name, "endpoint": self.endpoint,
                                "oidc_provider_arn": self.oidc_provider_arn, "kubeconfig": self.kubeconfig})
+
+    def _system_groups(self) -> list[pulumi.Resource]:
+        if SYSTEM_POOL in self.node_groups:
+            return [self.node_groups[SYSTEM_POOL].node_group]
+        return [g.node_group for g in self.node_groups.values()]

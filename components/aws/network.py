@@ -23,6 +23,12 @@ class VpcArgs:
     """One NAT gateway for all zones (cheaper) or one per zone (a zone outage keeps egress)."""
     tags: dict[str, str] = field(default_factory=dict)
     """Extra tags on every resource."""
+    region: str = ""
+    """AWS region of the VPC (names the S3 endpoint service); empty: the region of ``zones[0]``."""
+
+
+def s3_endpoint_service(region: str) -> str:
+    return f"com.amazonaws.{region}.s3"
 
 
 def subnet_cidrs(cidr: str, zones: list[str]) -> dict[str, tuple[str, str]]:
@@ -39,7 +45,9 @@ class Vpc(pulumi.ComponentResource):
 
     Creates: ``aws.ec2.Vpc``, an ``InternetGateway``; per zone a public and a private ``Subnet``
     tagged for load-balancer discovery; one or per-zone ``Eip`` + ``NatGateway``; route tables
-    and their associations.
+    and their associations; an S3 gateway ``VpcEndpoint`` on the private route tables, so model
+    downloads and ECR image layers (served from S3) bypass the NAT gateway's per-GB charge
+    (gateway endpoints are free: https://docs.aws.amazon.com/vpc/latest/privatelink/gateway-endpoints.html).
     """
 
     vpc_id: pulumi.Output[str]
@@ -91,6 +99,7 @@ class Vpc(pulumi.ComponentResource):
                 f"{name}-nat-{zone}", allocation_id=eip.id, subnet_id=public_subnets[zone].id,
                 tags={**tags, "Name": f"{name}-nat-{zone}"},
                 opts=pulumi.ResourceOptions(parent=self, depends_on=[igw]))
+        private_rts: list[aws.ec2.RouteTable] = []
         for zone, subnet in private_subnets.items():
             nat = nats.get(zone, nats[nat_zones[0]])
             rt = aws.ec2.RouteTable(
@@ -99,6 +108,13 @@ class Vpc(pulumi.ComponentResource):
                 tags={**tags, "Name": f"{name}-private-{zone}"}, opts=child)
             aws.ec2.RouteTableAssociation(f"{name}-private-{zone}", subnet_id=subnet.id,
                                           route_table_id=rt.id, opts=child)
+            private_rts.append(rt)
+        # Same-region S3 traffic of the private subnets takes the endpoint's prefix-list route (more
+        # specific than 0.0.0.0/0 -> NAT). Cross-region buckets and non-S3 registries still use the NAT.
+        region = args.region or args.zones[0][:-1]
+        aws.ec2.VpcEndpoint(f"{name}-s3", vpc_id=vpc.id, service_name=s3_endpoint_service(region),
+                            vpc_endpoint_type="Gateway", route_table_ids=[rt.id for rt in private_rts],
+                            tags={**tags, "Name": f"{name}-s3"}, opts=child)
 
         self.vpc_id = vpc.id
         self.private_subnet_ids = pulumi.Output.all(*[s.id for s in private_subnets.values()])

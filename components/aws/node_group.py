@@ -102,7 +102,7 @@ class ManagedNodeGroup(pulumi.ComponentResource):
 
     Creates: an ``aws.ec2.LaunchTemplate`` (IMDSv2 only with hop limit 1, so pods cannot take the
     node role; encrypted gp3 root volume), the ``aws.eks.NodeGroup`` (labels, taints, rolling
-    updates of a third of the nodes) and one ``aws.autoscaling.Tag`` per node-template tag.
+    updates of a third of the nodes, node auto-repair) and one ``aws.autoscaling.Tag`` per node-template tag.
     """
 
     node_group_name: pulumi.Output[str]
@@ -143,6 +143,9 @@ class ManagedNodeGroup(pulumi.ComponentResource):
             scaling_config=aws.eks.NodeGroupScalingConfigArgs(
                 min_size=spec.min_size, desired_size=spec.desired_size, max_size=spec.max_size),
             update_config=aws.eks.NodeGroupUpdateConfigArgs(max_unavailable_percentage=33),
+            # EKS node auto-repair: unhealthy nodes (NotReady; GPU/XID faults too once the
+            # eks-node-monitoring-agent reports them) are replaced or rebooted instead of lingering.
+            node_repair_config=aws.eks.NodeGroupNodeRepairConfigArgs(enabled=True),
             labels=node_labels(pool, spec),
             taints=[aws.eks.NodeGroupTaintArgs(**t) for t in node_taints(spec)],
             tags={**args.tags, "tfplatform.io/node-pool": pool},

@@ -11,6 +11,7 @@ import pulumi_gcp as gcp
 import pulumi_kubernetes as k8s
 
 from components.gcp.network import PODS_RANGE, SERVICES_RANGE
+from components.helm_charts import KUBE_PROMETHEUS_STACK, PROMETHEUS_ADAPTER
 from components.node_labels import POOL_LABEL
 
 # What nodes need and nothing more (the default compute service account is project Editor):
@@ -18,6 +19,33 @@ from components.node_labels import POOL_LABEL
 NODE_ROLES = ("roles/logging.logWriter", "roles/monitoring.metricWriter", "roles/monitoring.viewer",
               "roles/stackdriver.resourceMetadata.writer", "roles/autoscaling.metricsWriter",
               "roles/artifactregistry.reader")
+
+
+SYSTEM_POOL = "system"
+
+# GKE's own firewall rule lets a private cluster's control plane reach the nodes on 443 and 10250 only
+# (https://cloud.google.com/kubernetes-engine/docs/concepts/firewall-rules). The API server also calls
+# the pods behind APIServices and admission webhooks on their container ports:
+# prometheus-adapter serves custom.metrics.k8s.io on its listenPort (chart default 6443;
+# kubernetes-sigs/prometheus-adapter#534), the prometheus-operator admission webhook listens on
+# prometheusOperator.tls.internalPort (chart default 10250, chosen for GKE). The charts' own defaults
+# are used unless our base values set the key.
+_ADAPTER_DEFAULT_PORT = 6443
+_OPERATOR_WEBHOOK_DEFAULT_PORT = 10250
+
+
+def control_plane_ports() -> list[str]:
+    """TCP ports the control plane must reach on the nodes for this platform's APIService and webhooks."""
+    adapter = PROMETHEUS_ADAPTER.base_values().get("listenPort", _ADAPTER_DEFAULT_PORT)
+    operator = (KUBE_PROMETHEUS_STACK.base_values().get("prometheusOperator", {}).get("tls", {})
+                .get("internalPort", _OPERATOR_WEBHOOK_DEFAULT_PORT))
+    return sorted({str(adapter), str(operator)}, key=int)
+
+
+def initial_nodes_per_zone(spec: "GkeNodePoolSpec", zone_count: int) -> int:
+    """GKE's ``initial_node_count`` is per zone: the per-zone count whose total is the smallest
+    multiple of the zones reaching ``desired_size``, capped so the total never exceeds ``max_size``."""
+    return min(math.ceil(spec.desired_size / zone_count), spec.max_size // zone_count)
 
 
 @dataclass(frozen=True)
@@ -29,7 +57,8 @@ class GkeNodePoolSpec:
     min_size: int = 1
     """Total minimum nodes across the pool's zones (0 lets a GPU pool scale to zero)."""
     desired_size: int = 1
-    """Total nodes at creation, spread over the zones (GKE's initial count is per zone)."""
+    """Total nodes at creation, spread over the zones (GKE's initial count is per zone: the total is
+    rounded up to a multiple of the zones, and down again if that exceeds ``max_size``)."""
     max_size: int = 3
     gpus_per_node: int = 0
     accelerator_type: str | None = None
@@ -88,9 +117,10 @@ class GkeCluster(pulumi.ComponentResource):
     """Creates: a node ``ServiceAccount`` with the least roles nodes need (one ``IAMMember`` per role),
     a ``Cluster`` (default pool removed, release channel, Workload Identity, Dataplane V2 for network
     policy, private nodes, shielded nodes, authorized networks, Gateway API CRDs, deletion protection
-    when protected), one ``NodePool`` per spec (autoscaling, spot, GPUs with driver installation and
-    optional time-sharing, Workload Identity metadata server, secure boot), a secret kubeconfig and a
-    Kubernetes ``Provider``.
+    when protected), a ``Firewall`` rule letting the control plane reach the nodes on the APIService and
+    webhook ports (:func:`control_plane_ports`), one ``NodePool`` per spec (autoscaling, spot, GPUs
+    with driver installation and optional time-sharing, Workload Identity metadata server, secure boot),
+    a secret kubeconfig and a Kubernetes ``Provider`` waiting for the system pool.
     """
 
     cluster_name: pulumi.Output[str]
@@ -101,6 +131,11 @@ class GkeCluster(pulumi.ComponentResource):
     Workload Identity does (terraform-google-kubernetes-engine#916), so bindings on it must wait."""
     provider: k8s.Provider
     node_pools: dict[str, gcp.container.NodePool]
+
+    def pool_dependencies(self, pool: str) -> list[pulumi.Resource]:
+        """What a workload on ``pool`` must wait for beyond the provider: nothing for the system pool
+        (the provider waits for it), that node pool otherwise (GPU pools)."""
+        return [] if pool == SYSTEM_POOL else [self.node_pools[pool]]
 
     def __init__(self, name: str, args: GkeClusterArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("tfplatform:gcp:GkeCluster", name, None, opts)
@@ -155,6 +190,14 @@ class GkeCluster(pulumi.ComponentResource):
                     enable_secure_boot=True, enable_integrity_monitoring=True)),
             resource_labels=args.labels, deletion_protection=args.protect, opts=protected)
 
+        # The control plane to the APIService/webhook ports of pods on any node (all run as node_sa).
+        gcp.compute.Firewall(
+            f"{name}-master-webhooks", project=args.project, network=args.network_id, direction="INGRESS",
+            priority=1000, source_ranges=[args.master_cidr], target_service_accounts=[node_sa.email],
+            allows=[gcp.compute.FirewallAllowArgs(protocol="tcp", ports=control_plane_ports())],
+            description="GKE control plane to APIService and admission webhook ports on the nodes",
+            opts=child)
+
         self.workload_pool = cluster.workload_identity_config.apply(lambda c: c.workload_pool)
         zone_count = len(args.zones) if args.regional else 1
         self.node_pools = {}
@@ -167,15 +210,22 @@ class GkeCluster(pulumi.ComponentResource):
                                                                  cluster.master_auth.cluster_ca_certificate).apply(
             lambda a: kubeconfig_for(a[0], a[1], a[2])))
         # ConfigMaps are updated in place: TF Serving re-reads its mounted model config. Workloads
-        # wait for the node pools (a Deployment's readiness await needs nodes).
+        # wait for the system pool (a Deployment's readiness await needs nodes); what runs on another
+        # pool waits for that pool itself (pool_dependencies).
         self.provider = k8s.Provider(f"{name}-k8s", kubeconfig=self.kubeconfig, enable_config_map_mutable=True,
-                                     opts=pulumi.ResourceOptions(parent=self, depends_on=list(self.node_pools.values())))
+                                     opts=pulumi.ResourceOptions(parent=self, depends_on=[self.node_pools[SYSTEM_POOL]]))
         self.register_outputs({"cluster_name": self.cluster_name, "endpoint": self.endpoint,
                                "kubeconfig": self.kubeconfig})
 
     def _node_pool(self, name: str, pool: str, spec: GkeNodePoolSpec, args: GkeClusterArgs,
                    cluster: gcp.container.Cluster, node_sa: gcp.serviceaccount.Account,
                    zone_count: int) -> gcp.container.NodePool:
+        per_zone = initial_nodes_per_zone(spec, zone_count)
+        if per_zone * zone_count < spec.min_size:
+            raise ValueError(
+                f"GkeCluster {name}: pool {pool!r} cannot start with its minSize {spec.min_size} in "
+                f"{zone_count} zones without exceeding maxSize {spec.max_size} (GKE starts the same count in "
+                f"every zone): raise maxSize to a multiple of {zone_count} or lower minSize")
         accelerators = None
         if spec.gpus_per_node:
             sharing = (gcp.container.NodePoolNodeConfigGuestAcceleratorGpuSharingConfigArgs(
@@ -189,7 +239,7 @@ class GkeCluster(pulumi.ComponentResource):
         return gcp.container.NodePool(
             f"{name}-{pool}", name=pool, project=args.project, cluster=cluster.id, location=cluster.location,
             # GKE counts initial nodes per zone; the autoscaler's total_* limits span all zones.
-            initial_node_count=math.ceil(spec.desired_size / zone_count),
+            initial_node_count=per_zone,
             autoscaling=gcp.container.NodePoolAutoscalingArgs(
                 total_min_node_count=spec.min_size, total_max_node_count=spec.max_size, location_policy="ANY"
                 if spec.spot else "BALANCED"),

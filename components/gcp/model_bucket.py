@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import re
 from dataclasses import dataclass, field
 
 import pulumi
@@ -10,6 +12,27 @@ import pulumi_gcp as gcp
 from components.model_contract import DEFAULT_MODELS_PREFIX
 
 WI_ANNOTATION = "iam.gke.io/gcp-service-account"
+ACCOUNT_ID = re.compile(r"^[a-z][a-z0-9-]{4,28}[a-z0-9]$")
+"""A Google service account id: 6-30 characters, a lowercase letter first, no trailing dash."""
+_SUFFIX = "-models"
+
+
+def model_reader_account_id(key: str) -> str:
+    """The reader's service account id for ``key`` (a cluster name, or ``<project>-<stack>``).
+
+    Account ids are unique per GCP project, so a fixed id makes two stacks in one project fight over
+    one account: ``<key>-models`` when that is a valid id, else a readable prefix of the key and a
+    hash of all of it (distinct keys give distinct ids).
+    """
+    slug = re.sub(r"-{2,}", "-", re.sub(r"[^a-z0-9-]+", "-", key.lower())).strip("-")
+    if slug and not slug[0].isalpha():
+        slug = f"m-{slug}"
+    plain = f"{slug}{_SUFFIX}"
+    if slug == key and ACCOUNT_ID.match(plain):
+        return plain
+    digest = hashlib.sha256(key.encode()).hexdigest()[:6]
+    head = slug[:30 - len(_SUFFIX) - len(digest) - 1].rstrip("-") or "m"
+    return f"{head}-{digest}{_SUFFIX}"
 
 
 @dataclass(frozen=True)
@@ -85,7 +108,10 @@ class GcsModelReaderArgs:
     service_account: str
     """The Kubernetes service account the serving pods run as."""
     prefix: str = DEFAULT_MODELS_PREFIX
-    account_id: str = "tfserving-models"
+    cluster_name: str = ""
+    """Names the service account (``<cluster>-models``); empty: ``<pulumi project>-<stack>`` does."""
+    account_id: str = ""
+    """The service account id; empty: :func:`model_reader_account_id` of ``cluster_name``."""
 
 
 class GcsModelReader(pulumi.ComponentResource):
@@ -103,7 +129,11 @@ class GcsModelReader(pulumi.ComponentResource):
     def __init__(self, name: str, args: GcsModelReaderArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("tfplatform:gcp:GcsModelReader", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
-        account = gcp.serviceaccount.Account(f"{name}-sa", project=args.project, account_id=args.account_id,
+        account_id = args.account_id or model_reader_account_id(
+            args.cluster_name or f"{pulumi.get_project()}-{pulumi.get_stack()}")
+        if not ACCOUNT_ID.match(account_id):
+            raise ValueError(f"account_id {account_id!r}: 6-30 characters [a-z][a-z0-9-]*[a-z0-9]")
+        account = gcp.serviceaccount.Account(f"{name}-sa", project=args.project, account_id=account_id,
                                              display_name="TF Serving model reader", opts=child)
         condition = pulumi.Output.from_input(args.bucket_name).apply(lambda b: gcp.storage.BucketIAMMemberConditionArgs(
             title=f"{args.prefix}-only", description=f"bucket metadata and objects under {args.prefix}/",

@@ -8,6 +8,33 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from components.helm_charts import DCGM_EXPORTER, NVIDIA_DEVICE_PLUGIN, chart
+from components.node_labels import GPU_NODE_LABEL
+
+GKE_ACCELERATOR_LABEL = "cloud.google.com/gke-accelerator"
+"""GKE labels its GPU nodes with the accelerator type (it sets no ``nvidia.com/gpu.present``)."""
+GKE_NVIDIA_HOST_DIR = "/home/kubernetes/bin/nvidia"
+"""Where GKE installs the NVIDIA driver and libraries on COS nodes."""
+
+
+def dcgm_exporter_values(gke: bool) -> dict:
+    """Node selection and, on GKE, the driver libraries: GKE's containerd runtime injects the driver
+    only into pods requesting ``nvidia.com/gpu``, which the exporter does not, so it mounts the host's
+    install directory at ``/usr/local/nvidia`` and loads NVML from there (GKE's DCGM guide and
+    NVIDIA/dcgm-exporter#59); privileged for the ``/dev/nvidia*`` devices."""
+    if not gke:
+        return {"nodeSelector": {GPU_NODE_LABEL: "true"}}
+    return {
+        "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
+            {"matchExpressions": [{"key": GKE_ACCELERATOR_LABEL, "operator": "Exists"}]}]}}},
+        "extraHostVolumes": [
+            {"name": "nvidia-install-dir-host", "hostPath": GKE_NVIDIA_HOST_DIR},
+            {"name": "vulkan-icd-mount", "hostPath": f"{GKE_NVIDIA_HOST_DIR}/vulkan/icd.d"}],
+        "extraVolumeMounts": [
+            {"name": "nvidia-install-dir-host", "mountPath": "/usr/local/nvidia", "readOnly": True},
+            {"name": "vulkan-icd-mount", "mountPath": "/etc/vulkan/icd.d", "readOnly": True}],
+        "extraEnv": [{"name": "LD_LIBRARY_PATH", "value": "/usr/local/nvidia/lib64"}],
+        "securityContext": {"privileged": True},
+    }
 
 
 def time_slicing_config(slices: list[int]) -> dict:
@@ -33,12 +60,17 @@ class GpuAddonsArgs:
     dcgm_exporter: bool = True
     monitoring_ready: list[pulumi.Resource] = field(default_factory=list)
     """The Prometheus stack (ServiceMonitor CRD); empty when monitoring is not installed here."""
+    gke: bool = False
+    """GKE nodes: select them by ``cloud.google.com/gke-accelerator`` and mount GKE's driver directory."""
+    gpu_nodes: list[pulumi.Resource] = field(default_factory=list)
+    """The GPU node groups / pools: the charts (DaemonSets on those nodes) wait for them."""
 
 
 class GpuAddons(pulumi.ComponentResource):
     """Creates: a ``Namespace`` (Pod Security 'privileged': both need host paths), the
-    nvidia-device-plugin chart and the dcgm-exporter chart, each scheduled only on nodes labelled
-    ``nvidia.com/gpu.present=true`` and tolerating the GPU taint, and a ``ServiceMonitor`` for DCGM.
+    nvidia-device-plugin chart and the dcgm-exporter chart, each scheduled only on GPU nodes (labelled
+    ``nvidia.com/gpu.present=true`` on EKS, ``cloud.google.com/gke-accelerator`` on GKE) and tolerating
+    the GPU taint, and a ``ServiceMonitor`` for DCGM. The charts wait for the GPU node groups.
     """
 
     def __init__(self, name: str, args: GpuAddonsArgs, opts: pulumi.ResourceOptions | None = None):
@@ -46,12 +78,13 @@ class GpuAddons(pulumi.ComponentResource):
         child = pulumi.ResourceOptions(parent=self)
         ns = k8s.core.v1.Namespace(f"{name}-ns", metadata=k8s.meta.v1.ObjectMetaArgs(
             name=args.namespace, labels={"pod-security.kubernetes.io/enforce": "privileged"}), opts=child)
-        after_ns = pulumi.ResourceOptions(parent=self, depends_on=[ns])
+        after_ns = pulumi.ResourceOptions(parent=self, depends_on=[ns, *args.gpu_nodes])
         if args.device_plugin:
             chart(f"{name}-device-plugin", NVIDIA_DEVICE_PLUGIN, ns.metadata.name,
                   {"config": time_slicing_config(args.time_slicing)}, opts=after_ns)
         if args.dcgm_exporter:
-            exporter = chart(f"{name}-dcgm-exporter", DCGM_EXPORTER, ns.metadata.name, opts=after_ns)
+            exporter = chart(f"{name}-dcgm-exporter", DCGM_EXPORTER, ns.metadata.name,
+                             dcgm_exporter_values(args.gke), opts=after_ns)
             k8s.apiextensions.CustomResource(
                 f"{name}-dcgm-monitor", api_version="monitoring.coreos.com/v1", kind="ServiceMonitor",
                 metadata=k8s.meta.v1.ObjectMetaArgs(name="dcgm-exporter", namespace=ns.metadata.name),

@@ -33,6 +33,9 @@ Series the rules read, and the labels they rely on:
   does), so they are *not* renamed to ``exported_pod`` / ``exported_namespace``. A GPU with no pod
   has no (or an empty) ``pod`` label, so ``namespace="<serving>", pod!=""`` selects exactly the
   GPUs allocated to serving pods. With ``honorLabels: false`` the GPU alerts would never fire.
+  ``DCGM_FI_DEV_XID_ERRORS`` (``etc/default-counters.csv``: a gauge, "Value of the last XID error
+  encountered", 0 until the GPU reports one) is watched on *every* GPU, allocated or not: an XID
+  leaves the node Ready while its GPU may be unusable.
 
 Deployments are ``tfserving-<server>`` and ``tfserving-<server>-canary``, HPAs ``tfserving-<server>``,
 all in the serving namespace: the rules match ``tfserving-.+`` there.
@@ -52,6 +55,8 @@ RUNBOOK_DOC = "README.md"
 REQUEST_COUNT = ":tensorflow:serving:request_count"
 REQUEST_LATENCY_BUCKET = ":tensorflow:serving:request_latency_bucket"
 GPU_UTIL = "DCGM_FI_DEV_GPU_UTIL"
+GPU_XID = "DCGM_FI_DEV_XID_ERRORS"
+"""dcgm-exporter's gauge holding the last XID error code a GPU reported (0: none)."""
 SERVING_NAME = "tfserving-.+"
 """Regex of the Services (scrape ``job``), Deployments and HPAs of TF Serving."""
 MODEL_SYNC_INIT = "model-sync-init"
@@ -254,6 +259,13 @@ def serving_alert_rules(namespace: str, environment: str, thresholds: AlertThres
           f"{gpu_where}, has averaged {{{{ printf \"%.0f\" $value }}}}% utilisation for "
           f"{t.gpu_idle_minutes} minutes (idle below {_num(t.gpu_idle_percent)}%): a GPU is paid for "
           "and not used.", f"{t.gpu_idle_minutes}m"),
+        a("GPUXidError",
+          f"{GPU_XID} > 0", "critical",
+          "GPU {{ $labels.gpu }} on {{ $labels.Hostname }} reported an XID error",
+          "GPU {{ $labels.gpu }} ({{ $labels.UUID }}) on {{ $labels.Hostname }} (exporter "
+          "{{ $labels.instance }}) reported XID {{ printf \"%.0f\" $value }}: the driver detected a GPU "
+          "error (hardware, driver or the application). The node stays Ready and keeps getting GPU "
+          "pods while the GPU may be unusable; the value stays until the GPU or driver is reset."),
     ]
     return {"groups": [
         {"name": "tfserving-availability", "rules": availability},

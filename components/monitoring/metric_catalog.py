@@ -84,6 +84,7 @@ KNOWN_METRICS: dict[str, str] = {
     "DCGM_FI_DEV_FB_FREE": DCGM_EXPORTER,  # gauge, "Framebuffer memory free (in MiB)"
     "DCGM_FI_DEV_POWER_USAGE": DCGM_EXPORTER,  # gauge, "Power draw (in W)"
     "DCGM_FI_DEV_GPU_TEMP": DCGM_EXPORTER,  # gauge, "GPU temperature (in C)"
+    "DCGM_FI_DEV_XID_ERRORS": DCGM_EXPORTER,  # gauge, "Value of the last XID error encountered"
 
     # --- kube-state-metrics: kubernetes/kube-state-metrics docs/metrics/workload/*.md --------------
     # deployment-metrics.md (labels deployment, namespace)
