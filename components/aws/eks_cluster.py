@@ -208,9 +208,9 @@ class EksCluster(pulumi.ComponentResource):
         self.kubeconfig = pulumi.Output.secret(pulumi.Output.all(
             cluster.name, cluster.endpoint, cluster.certificate_authority.data,
         ).apply(lambda a: render_kubeconfig(a[0], args.region, a[1], a[2])))
-        # ConfigMaps are updated in place rather than replaced: TF Serving re-reads its mounted model
-        # config, so adding a model or version needs no pod restart (a replacement would delete and
-        # recreate the ConfigMap under running pods).
+        # ConfigMaps that keep their name (the canary router's, dashboards) are updated in place rather
+        # than deleted and recreated under running pods. TF Serving's are one immutable ConfigMap per
+        # revision (ModelServer), so new config reaches new pods only.
         # Workloads wait for the system nodes: a Deployment's readiness await would otherwise run (and may
         # time out) while they are still launching. Only the system group: what runs on another pool (GPU
         # servers and add-ons) waits for that group itself (pool_dependencies), so nothing else waits

@@ -209,7 +209,7 @@ class GkeCluster(pulumi.ComponentResource):
         self.kubeconfig = pulumi.Output.secret(pulumi.Output.all(cluster.name, cluster.endpoint,
                                                                  cluster.master_auth.cluster_ca_certificate).apply(
             lambda a: kubeconfig_for(a[0], a[1], a[2])))
-        # ConfigMaps are updated in place: TF Serving re-reads its mounted model config. Workloads
+        # ConfigMaps that keep their name are updated in place (TF Serving's are one per revision). Workloads
         # wait for the system pool (a Deployment's readiness await needs nodes); what runs on another
         # pool waits for that pool itself (pool_dependencies).
         self.provider = k8s.Provider(f"{name}-k8s", kubeconfig=self.kubeconfig, enable_config_map_mutable=True,
