@@ -14,6 +14,7 @@ from typing import Annotated, Literal
 from pydantic import Field, field_validator, model_validator
 
 from components.model_contract import MODEL_NAME_PATTERN, VERSION_LABEL_PATTERN
+from components.serving.batching import cpu_cores
 from stacks.settings_base import DNS_LABEL, FieldProblem, Strict, check_cidrs, check_keys, check_quantity
 
 STABLE_LABEL = "stable"
@@ -204,11 +205,6 @@ class Server(Strict):
     @property
     def cpu_cores(self) -> float:
         return cpu_cores(self.cpu)
-
-
-def cpu_cores(quantity: str) -> float:
-    """Kubernetes CPU quantity in cores: ``"2"`` -> 2.0, ``"500m"`` -> 0.5."""
-    return int(quantity[:-1]) / 1000 if quantity.endswith("m") else float(quantity)
 
 
 def default_gpu_fraction(pods_per_gpu: int) -> float:

@@ -64,12 +64,17 @@ def k8s_object(recording: Recording, kind: str, name: str) -> dict:
     return matches[0]
 
 
+def config_volume_name(deployment: dict) -> str:
+    """The ConfigMap a Deployment manifest mounts as its ``config`` volume (one immutable ConfigMap per
+    revision, named ``<server>-config-<content hash>``)."""
+    (volume,) = [v for v in deployment["spec"]["template"]["spec"]["volumes"] if v["name"] == "config"]
+    return volume["configMap"]["name"]
+
+
 def mounted_config(recording: Recording, deployment: str) -> dict[str, str]:
-    """The data of the ConfigMap a Deployment mounts as its ``config`` volume (one immutable ConfigMap
-    per revision, named ``<server>-config-<content hash>``)."""
-    spec = k8s_object(recording, "Deployment", deployment)["spec"]["template"]["spec"]
-    (volume,) = [v for v in spec["volumes"] if v["name"] == "config"]
-    return k8s_object(recording, "ConfigMap", volume["configMap"]["name"])["data"]
+    """The data of the ConfigMap a Deployment mounts as its ``config`` volume."""
+    name = config_volume_name(k8s_object(recording, "Deployment", deployment))
+    return k8s_object(recording, "ConfigMap", name)["data"]
 
 
 def policy(text: str) -> dict:

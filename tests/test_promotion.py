@@ -27,7 +27,7 @@ from model_tools.publish import publish
 from stacks.mock_engine import Recording
 from stacks.plan import ROOT, plan_stack
 from tests import tfserving_core
-from tests.conftest import k8s_object, stack_file_with
+from tests.conftest import config_volume_name, k8s_object, stack_file_with
 
 BUCKET = "promotion-models"
 STABLE = "tfserving-default"
@@ -72,11 +72,6 @@ def container(deployment: dict, name: str) -> dict:
     return next(c for c in [*spec.get("initContainers", []), *spec["containers"]] if c["name"] == name)
 
 
-def config_map_name(deployment: dict) -> str:
-    return next(v["configMap"]["name"] for v in deployment["spec"]["template"]["spec"]["volumes"]
-                if v["name"] == "config")
-
-
 def mounted_after(before: Recording, after: Recording, name: str) -> dict[str, str]:
     """What a pod mounting ConfigMap ``name`` reads once the update is applied: the object of that name
     in the new plan (an in-place update reaches running pods), or, when the new plan has none, the old
@@ -107,7 +102,7 @@ class Pod:
                                      "MODEL_DIR": str(root / "models"),
                                      "MODEL_SPEC_FILE": str(root / "etc" / "sync.models"),
                                      "TMPDIR": str(root / "tmp")}, container(dep, "tfserving")["args"])
-        pod.mount(k8s_object(rec, "ConfigMap", config_map_name(dep))["data"])
+        pod.mount(k8s_object(rec, "ConfigMap", config_volume_name(dep))["data"])
         return pod
 
     def mount(self, data: dict[str, str]) -> None:
@@ -166,7 +161,7 @@ def promote(before: Recording, after: Recording, tmp: Path, env: dict[str, str])
     assert not problems, problems  # the starting point is healthy
 
     # The update is applied. The old pod keeps running (maxUnavailable 0) until its replacement is ready.
-    old.mount(mounted_after(before, after, config_map_name(k8s_object(before, "Deployment", STABLE))))
+    old.mount(mounted_after(before, after, config_volume_name(k8s_object(before, "Deployment", STABLE))))
     old.config_poll()
     old.sync(prune_after=0)  # marks what its (possibly new) spec no longer selects
     old.sync(prune_after=0)  # ... and, the grace period over, deletes it

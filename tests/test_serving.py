@@ -13,7 +13,7 @@ from components.serving.model_sync import render_sync_spec
 from components.serving.tfserving_config import ServedModel
 from stacks.mock_engine import Recording, run_program
 from stacks.plan import ROOT
-from tests.conftest import k8s_object, k8s_objects, mounted_config
+from tests.conftest import config_volume_name, k8s_object, k8s_objects, mounted_config
 from tests.crd_validation import validate_custom_resources
 from tests.tf_serving_protos import parse_batching
 
@@ -267,8 +267,7 @@ def test_rollback_is_one_change(plan_with):
 
 def test_every_config_change_is_a_new_immutable_config_that_only_new_pods_mount(dev: Recording, plan_with):
     def mounted(rec: Recording) -> str:
-        spec = k8s_object(rec, "Deployment", STABLE)["spec"]["template"]["spec"]
-        return next(v["configMap"]["name"] for v in spec["volumes"] if v["name"] == "config")
+        return config_volume_name(k8s_object(rec, "Deployment", STABLE))
 
     same = plan_with(**dev_servers(models={"digits": {**PINNED_DIGITS, "canaryVersion": 2},
                                            "digits-latest": {"latestVersions": 2}}))

@@ -13,7 +13,7 @@ from tensorflow_serving.config import model_server_config_pb2
 from components.serving.model_server import TRACK_LABEL, server_args
 from components.serving.tfserving_config import ServedModel, render_model_config
 from stacks.mock_engine import Recording
-from tests.conftest import k8s_object, k8s_objects
+from tests.conftest import config_volume_name, k8s_object, k8s_objects
 from tests.tfserving_core import ReloadError, StartupError, start
 
 LABELS_FLAG = "--allow_version_labels_for_unavailable_models=true"
@@ -29,8 +29,7 @@ def tfserving_pods(rec: Recording) -> list[tuple[str, dict, dict, dict]]:
         template = deployment["spec"]["template"]
         server = next((c for c in template["spec"]["containers"] if c["name"] == "tfserving"), None)
         if server is not None:
-            (volume,) = [v for v in template["spec"]["volumes"] if v["name"] == "config"]
-            data = k8s_object(rec, "ConfigMap", volume["configMap"]["name"])["data"]
+            data = k8s_object(rec, "ConfigMap", config_volume_name(deployment))["data"]
             pods.append((deployment["metadata"]["name"], template, server, data))
     return pods
 

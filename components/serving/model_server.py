@@ -9,7 +9,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from components.node_labels import GPU_RESOURCE, GPU_TAINT_KEY
-from components.serving.batching import BATCHING_FILE, BatchingConfig, render_batching_parameters
+from components.serving.batching import BATCHING_FILE, BatchingConfig, cpu_cores, render_batching_parameters
 from components.serving.model_sync import SYNC_IMAGES, SYNC_SCRIPT, SYNC_SPEC_FILE, render_sync_spec
 from components.serving.readiness import (
     READY_SCRIPT,
@@ -146,8 +146,7 @@ def quantity_bytes(quantity: str) -> int:
 
 def sync_threads(cpu: str) -> int:
     """gcloud storage threads for a sync container's CPU limit: 4 per core, at least 2."""
-    cores = int(cpu[:-1]) / 1000 if cpu.endswith("m") else float(cpu)
-    return max(2, round(4 * cores))
+    return max(2, round(4 * cpu_cores(cpu)))
 
 
 def config_revision(data: dict[str, str]) -> str:
