@@ -7,7 +7,8 @@ PY     := $(VENV)/bin/python
 PIP    := $(VENV)/bin/pip
 STACK  ?= dev
 BUILD  := build
-# Tools the tests run besides the venv's packages (promtool, checkov in .venv-checkov); not plan's.
+# Tools the tests run besides the venv's packages (promtool, checkov in .venv-checkov, trivy in
+# .venv-trivy); not plan's.
 TOOLS  := .stamps/tools
 
 .PHONY: plan plan-prod test tools lint docs clean help
@@ -15,9 +16,11 @@ TOOLS  := .stamps/tools
 help:
 	@echo "make plan [STACK=dev]  offline plan: resource tree, $(BUILD)/plan-<stack>.json, manifests"
 	@echo "make test              install test dependencies and tools (scripts/ensure-tools.sh), run pytest"
-	@echo "make tools             install promtool (apt), checkov (.venv-checkov), CRD schemas (npm) if missing"
-	@echo "make docs              rewrite README's config reference and Pulumi.yaml's config block"
-	@echo "make bench [BENCH_ARGS=\"--runs 3\"]  wall time and peak RSS of the plans vs the SDK-import floor"
+	@echo "make tools             install promtool (apt), checkov (.venv-checkov), trivy (.venv-trivy), CRD schemas (npm) if missing"
+	@echo "make models            install the model tooling (python -m model_tools: TensorFlow, boto3, GCS client)"
+	@echo "make ship-offline      ship a model offline: export, publish to a local S3, sync, serve, smoke, promote"
+	@echo "make docs              regenerate docs/configuration.md's tables and Pulumi.yaml's config block"
+	@echo "make bench [BENCH_ARGS=\"--runs 3\"]  wall time and peak RSS of the plans vs importing the SDK modules they load"
 	@echo "make clean             remove the virtualenvs, tool stamp and build output"
 
 $(VENV)/.runtime: requirements.txt
@@ -36,7 +39,12 @@ $(VENV)/.models: $(VENV)/.runtime model_tools/requirements.txt model_tools/requi
 	$(PIP) install --quiet --disable-pip-version-check --no-deps -r model_tools/requirements-nodeps.txt
 	touch $@
 
-$(TOOLS): scripts/ensure-tools.sh requirements-checkov.txt tests/crd_validator/package-lock.json
+# The offline ship path's test servers on top of the model tooling (moto's S3 over HTTP, the AWS CLI).
+$(VENV)/.ship: $(VENV)/.models model_tools/requirements-ship.txt
+	$(PIP) install --quiet --disable-pip-version-check -r model_tools/requirements-ship.txt
+	touch $@
+
+$(TOOLS): scripts/ensure-tools.sh requirements-checkov.txt requirements-trivy.txt tests/crd_validator/package-lock.json
 	PYTHON=$(PYTHON) bash scripts/ensure-tools.sh
 	@mkdir -p $(@D)
 	touch $@
@@ -49,17 +57,30 @@ plan: $(VENV)/.runtime
 plan-prod:
 	$(MAKE) plan STACK=prod
 
+# `python -m model_tools` for real buckets and endpoints (the README's "Ship a model").
+.PHONY: models ship-offline
+models: $(VENV)/.models
+	@echo "model tooling installed: $(PY) -m model_tools --help"
+
+# The whole "Ship a model" path with nothing but this machine: a real export, publish to moto's S3
+# server, the serving sync script with the real AWS CLI, TF Serving's startup rules and a stand-in
+# serving the synced files, smoke, promote; each step a `python -m model_tools` process.
+ship-offline: $(VENV)/.ship
+	$(PY) -m pytest -p no:cacheprovider -q tests/model_tools/test_model_ship_end_to_end.py
+	@echo "shipped offline: export, inspect, publish (v1, v2), list, promote stable -> 2, sync with the AWS CLI,"
+	@echo "TF Serving's startup on the synced files, smoke (5 REST predicts): all passed"
+
 test: $(VENV)/.test $(TOOLS)
 	$(PY) -m pytest
 
 docs: $(VENV)/.runtime
-	$(PY) -c "from pathlib import Path; from stacks.reference import write_docs; print(*write_docs(Path('.')))"
+	$(PY) -m stacks.reference
 
 # Wall time and peak RSS of the offline plans (dev, prod, gke-dev, generated N-model stacks) against
-# a process that only imports the SDKs; PASS/FAIL against the targets in bench/README.md.
+# a process that imports exactly the SDK modules a prod plan loads; PASS/FAIL against bench/README.md.
 .PHONY: bench
 bench: $(VENV)/.runtime
 	$(PY) -m bench.plan_bench $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) .venv-checkov .stamps $(BUILD) .pytest_cache tests/crd_validator/node_modules
+	rm -rf $(VENV) .venv-checkov .venv-trivy .stamps $(BUILD) .pytest_cache tests/crd_validator/node_modules

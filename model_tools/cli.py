@@ -18,8 +18,11 @@ Pulumi is never needed by these commands; see model_tools/README.md.
 
 
 def _cmd_export(a) -> int:
+    from model_tools.deps import require
     from model_tools.export import export_digits
 
+    # Before the dataset is loaded and training starts, not after.
+    require("export", "keras", "tensorflow", "sklearn", *(["tensorflow_serving"] if a.warmup else []))
     export_digits(
         a.out, epochs=a.epochs, seed=a.seed, warmup=a.warmup, force=a.force, model_name=a.model_name
     )
@@ -130,6 +133,12 @@ def _cmd_check(a) -> int:
 def _cmd_smoke(a) -> int:
     from model_tools.smoke import run_smoke
 
+    if a.grpc_target:
+        from model_tools.deps import require
+
+        # The gRPC check runs after the REST one: without its packages it would fail only after
+        # the REST requests passed, so ask for them first.
+        require("smoke --grpc-target", "grpc", "numpy", "tensorflow", "tensorflow_serving")
     run_smoke(
         a.rest_url,
         a.model,
@@ -359,6 +368,17 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout.flush()
         print(f"error: {e}", file=sys.stderr)
         return e.exit_code
+    except ModuleNotFoundError as e:
+        # Imports of the optional packages are deferred to the subcommands that need them (so `--help`
+        # and the bucket commands run without TensorFlow): a missing one surfaces here.
+        from model_tools.deps import missing_message
+
+        message = missing_message(args.command, e.name or "")
+        if message is None:
+            raise
+        sys.stdout.flush()
+        print(f"error: {message}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

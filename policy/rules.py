@@ -19,6 +19,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, NamedTuple
 
 from pulumi_policy import (
+    EnforcementLevel,
     PolicyResource,
     ReportViolation,
     ResourceValidationArgs,
@@ -263,15 +264,21 @@ def _of_type(resources: Sequence[PolicyResource], types: frozenset[str] | set[st
     return [r for r in resources if r.resource_type in types]
 
 
+def stack_of(urn: str | None) -> str | None:
+    """The stack of a URN (``urn:pulumi:<stack>::<project>::...``), or None."""
+    head = (urn or "").split("::", 1)[0]
+    return head[len("urn:pulumi:"):] if head.startswith("urn:pulumi:") else None
+
+
 def stack_name(resources: Sequence[PolicyResource]) -> str | None:
     """From any URN (``urn:pulumi:<stack>::<project>::...``), else the CLI's ``PULUMI_STACK``.
 
     StackValidationArgs carries no stack name; the URN always does, in previews too.
     """
     for resource in resources:
-        head = (resource.urn or "").split("::", 1)[0]
-        if head.startswith("urn:pulumi:"):
-            return head[len("urn:pulumi:"):]
+        stack = stack_of(resource.urn)
+        if stack is not None:
+            return stack
     return os.environ.get("PULUMI_STACK")
 
 
@@ -410,6 +417,33 @@ def validate_protection(args: StackValidationArgs, report_violation: ReportViola
                 "replacement deletes the cluster or the models.", resource.urn)
 
 
+# --- 7. prod-images-pinned-by-digest (advisory) -------------------------------------------------
+
+LOCK_FILE = "images.lock.json"
+
+
+def validate_image_digests(args: ResourceValidationArgs, report_violation: ReportViolation) -> None:
+    """In prod (or with protect true), a container image without ``@sha256:`` is a warning: its tag can be
+    moved at the registry, so two pods of one Deployment may run different builds."""
+    stack = stack_of(args.urn) or os.environ.get("PULUMI_STACK")
+    if stack not in PROTECTED_STACKS and not protect_configured():
+        return
+    spec = pod_spec(args.resource_type, args.props)
+    if spec is None:
+        return
+    who = _describe(args.resource_type, args.name, args.props)
+    reason = f"stack {stack}" if stack in PROTECTED_STACKS else f"{PROTECT_CONFIG_KEY} is true"
+    for field, container in containers(spec, ("initContainers", "containers", "ephemeralContainers")):
+        image_ref = container.get("image")
+        if not isinstance(image_ref, str) or not image_ref.strip():
+            continue  # no-latest-image-tags reports it
+        if parse_image(image_ref).digest is None:
+            report_violation(
+                f"{who}: {_container_label(field, container)} image {image_ref} has no digest ({reason}): "
+                "the tag can be moved at the registry, so pods of one rollout may run different builds. "
+                f"Fill {LOCK_FILE} (the image-digests workflow, docs/images.md) to render <tag>@sha256:...")
+
+
 # --- the policies --------------------------------------------------------------------------------
 
 gpu_workloads_consistent = ResourceValidationPolicy(
@@ -458,6 +492,17 @@ prod_protects_data = StackValidationPolicy(
     severity=Severity.HIGH,
 )
 
+prod_images_pinned_by_digest = ResourceValidationPolicy(
+    name="prod-images-pinned-by-digest",
+    description="In the prod stack (or with tfserving-platform:protect true) every container image carries "
+                "a digest (@sha256:...); a warning, not a failure, until images.lock.json is filled.",
+    validate=validate_image_digests,
+    # A warning: the stacks render tags until the image-digests workflow has filled the lock (issue 13:
+    # "prod without digests is a policy-pack warning"). The pack's MANDATORY applies to the others.
+    enforcement_level=EnforcementLevel.ADVISORY,
+    severity=Severity.LOW,
+)
+
 POLICIES = [
     gpu_workloads_consistent,
     no_latest_image_tags,
@@ -465,4 +510,5 @@ POLICIES = [
     serving_namespace_default_deny,
     buckets_private_and_encrypted,
     prod_protects_data,
+    prod_images_pinned_by_digest,
 ]

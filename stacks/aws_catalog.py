@@ -86,6 +86,18 @@ def check_aws_pool(pool) -> None:
     for field in ("acceleratorType", "gpuDriverVersion"):
         if getattr(pool, _snake(field)) is not None:
             raise PoolProblem(field, getattr(pool, _snake(field)), "unset on AWS (GKE only)")
+    # EKS CreateNodegroup limits beyond Kubernetes' own (botocore eks model: labelKey 1-63, labelValue 1-63,
+    # taintKey 1-63, taintValue 0-63); each also becomes an Auto Scaling tag
+    # k8s.io/cluster-autoscaler/node-template/{label,taint}/<key> (46 characters + key, EC2 tag keys <= 128).
+    for key, value in pool.labels.items():
+        if len(key) > 63:
+            raise PoolProblem(f"labels.{key}", key, "a label key of at most 63 characters on EKS (prefix included)")
+        if not value:
+            raise PoolProblem(f"labels.{key}", value, "a non-empty label value on EKS (1-63 characters)")
+    for index, taint in enumerate(pool.taints):
+        if len(taint.key) > 63:
+            raise PoolProblem(f"taints.{index}.key", taint.key, "a taint key of at most 63 characters on EKS "
+                                                                "(prefix included)")
 
 
 def _snake(name: str) -> str:

@@ -8,11 +8,12 @@ and validates them together, so a typo'd key is an error instead of a silently u
 from __future__ import annotations
 
 import json
+import types
 import typing
 from collections.abc import Mapping
 from typing import Any
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from stacks.settings import PROJECT, FieldProblem, StackSettings
 
@@ -38,11 +39,17 @@ def _is_plain_string(alias: str) -> bool:
     return field is not None and field.annotation is str
 
 
+_YAML_SCALARS = ("null", "true", "false")
+"""What the CLI hands over for an unquoted YAML ``null``, ``true`` or ``false``: never a name, so a string key
+holding one is decoded (and refused as not a string) instead of naming a cluster or namespace "null"."""
+
+
 def decode_config(raw: Mapping[str, str], namespace: str = PROJECT) -> dict[str, Any]:
     """Pick the keys of ``namespace`` out of ``raw`` (``ns:key -> str``) and decode their values.
 
-    Strings declared as ``str`` stay as they are (``1.30`` is a version, not a float); anything
-    else is parsed as JSON, and left as text when it is not JSON so validation reports its type.
+    Strings declared as ``str`` stay as they are (``1.30`` is a version, not a float), except the texts
+    null, true and false, which are YAML's null and booleans; anything else is parsed as JSON, and left
+    as text when it is not JSON so validation reports its type.
     """
     values: dict[str, Any] = {}
     prefix = f"{namespace}:"
@@ -50,7 +57,7 @@ def decode_config(raw: Mapping[str, str], namespace: str = PROJECT) -> dict[str,
         if not full_key.startswith(prefix):
             continue
         key = full_key[len(prefix):]
-        if not isinstance(text, str) or _is_plain_string(key):
+        if not isinstance(text, str) or (_is_plain_string(key) and text not in _YAML_SCALARS):
             values[key] = text
             continue
         try:
@@ -79,22 +86,57 @@ def _problem(error: Any, namespace: str) -> str:
         value, allowed = None, "expected a value (this key is required)"
     elif error["type"] == "value_error":
         allowed = "expected " + error["msg"].removeprefix("Value error, ")
+    elif error["type"] == "string_type" and (value is None or isinstance(value, bool)):
+        allowed = ("expected a string (an unquoted YAML null, true or false is no name: set a name, or remove "
+                   "the key for its default)")
     else:
         allowed = error["msg"]
     key = f"{namespace}:{'.'.join(loc)}" if loc else namespace
     return f"{key} = {_format_value(value)}: {allowed}"
 
 
+def _unwrap(annotation: Any) -> Any:
+    """``X | None`` and ``Annotated[X, ...]`` -> ``X``."""
+    while True:
+        origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+        if origin is typing.Annotated:
+            annotation = args[0]
+        elif origin in (typing.Union, types.UnionType) and type(None) in args:
+            rest = [a for a in args if a is not type(None)]
+            if len(rest) != 1:
+                return annotation
+            annotation = rest[0]
+        else:
+            return annotation
+
+
 def _known_keys(parent: list[str]) -> str:
-    """Names the keys allowed beside an unknown one, so the fix is obvious."""
-    model: Any = StackSettings
-    for part in parent:
-        field = _field(model, part)
-        if field is None:  # a map key such as a pool name: descend into the map's value type
-            continue
-        args = typing.get_args(field.annotation)
-        model = args[-1] if args else field.annotation
-    fields = getattr(model, "model_fields", None)
+    """Names the keys allowed beside an unknown one, so the fix is obvious.
+
+    Walks ``parent`` (the error's location) through the types: a model field consumes its key; a map
+    (``servers``, ``nodePools``) consumes one more element, its key, whatever it is called (a server named
+    ``cpu`` is not the field ``cpu``); a list consumes an index.
+    """
+    current: Any = StackSettings
+    parts = list(parent)
+    while parts:
+        current = _unwrap(current)
+        origin = typing.get_origin(current)
+        if origin is dict:
+            parts.pop(0)
+            current = typing.get_args(current)[1]
+        elif origin is list:
+            parts.pop(0)
+            current = typing.get_args(current)[0]
+        elif isinstance(current, type) and issubclass(current, BaseModel):
+            field = _field(current, parts.pop(0))
+            if field is None:
+                return ""
+            current = field.annotation
+        else:
+            return ""
+    current = _unwrap(current)
+    fields = getattr(current, "model_fields", None) if isinstance(current, type) else None
     if not fields:
         return ""
     return " " + ", ".join(sorted(f.alias or n for n, f in fields.items()))

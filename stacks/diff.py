@@ -141,21 +141,61 @@ def diff_plans(before: dict[str, Any], after: dict[str, Any], stack: str, base: 
     return result
 
 
+def _plan_error(text: str, stack: str, root: Path) -> str:
+    """The planning subprocess's error, without what the diff's own message already says: its
+    ``error: stack <stack>: `` prefix (else ``error: stack dev: working tree: error: stack dev: ...``)
+    and the checkout's directory (a temporary worktree for the base: noise in a review comment)."""
+    text = text.strip().replace(f"{root.resolve()}/", "").replace(f"{root}/", "")
+    prefix = f"error: stack {stack}: "
+    return "\n".join(line[len(prefix):] if line.startswith(prefix) else line for line in text.splitlines())
+
+
 def plan_json(root: Path, stack: str, out: Path) -> dict[str, Any]:
     """Plan ``stack`` with the code and stack files under ``root`` (a subprocess: a clean import state)."""
     done = subprocess.run([sys.executable, "-m", "stacks", "plan", "--stack", stack, "--json", str(out), "--quiet"],
                           cwd=root, capture_output=True, text=True, timeout=600, check=False)
     if done.returncode != 0:
-        raise SideFailed((done.stderr or done.stdout).strip())
+        raise SideFailed(_plan_error(done.stderr or done.stdout, stack, root))
     return json.loads(out.read_text())
+
+
+def _git(root: Path, *args: str) -> subprocess.CompletedProcess:
+    try:
+        return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, check=False)
+    except FileNotFoundError:
+        raise SideFailed("git is not installed (the diff plans the base in a `git worktree`)") from None
+
+
+def _check_sides(stack: str, base: str, root: Path) -> str:
+    """Fail in a second, with one line, on what would otherwise fail after a plan: a stack file missing
+    on either side or a base that is not a commit. Returns the base's commit id."""
+    stack_file = f"Pulumi.{stack}.yaml"
+    if not (root / stack_file).is_file():
+        known = sorted(p.name[len("Pulumi."):-len(".yaml")] for p in root.glob("Pulumi.*.yaml"))
+        raise SideFailed(f"working tree: {stack_file}: no such file "
+                         f"(stacks here: {', '.join(known) or 'none'})")
+    # `--end-of-options`: a base such as `--output=x` is a revision to look up, never a git option.
+    resolved = _git(root, "rev-parse", "--verify", "--quiet", "--end-of-options", f"{base}^{{commit}}")
+    if resolved.returncode != 0:
+        inside = _git(root, "rev-parse", "--git-dir")
+        if inside.returncode != 0:
+            raise SideFailed(f"base {base}: {root} is not in a git repository: {inside.stderr.strip()}")
+        raise SideFailed(f"base {base}: not a commit in this repository (a branch, tag or commit id, "
+                         "e.g. origin/main or HEAD~1)")
+    commit = resolved.stdout.strip()
+    # `<rev>:./path` is relative to the working directory (git-rev-parse(1), "SPECIFYING REVISIONS").
+    if _git(root, "cat-file", "-e", f"{commit}:./{stack_file}").returncode != 0:
+        raise SideFailed(f"base {base}: {stack_file} does not exist at that revision (a stack added since "
+                         "has nothing to diff against; plan it with `python -m stacks plan`)")
+    return commit
 
 
 def diff_stack(stack: str, base: str, root: Path) -> StackDiff:
     """Plan ``stack`` at git revision ``base`` (temporary worktree) and in the working tree under ``root``."""
+    commit = _check_sides(stack, base, root)
     with tempfile.TemporaryDirectory(prefix="tfplatform-diff-") as tmp:
         worktree = Path(tmp) / "base"
-        added = subprocess.run(["git", "worktree", "add", "--detach", str(worktree), base], cwd=root,
-                               capture_output=True, text=True, check=False)
+        added = _git(root, "worktree", "add", "--detach", str(worktree), commit)
         if added.returncode != 0:
             raise SideFailed(f"base {base}: {added.stderr.strip()}")
         try:

@@ -42,7 +42,7 @@ def check_gcp_pool(pool) -> None:
     if len(pool.instance_types) != 1:
         raise PoolProblem("instanceTypes", pool.instance_types, "exactly one machine type on GKE")
     machine = pool.instance_types[0]
-    if not MACHINE_TYPE.match(machine):
+    if not MACHINE_TYPE.fullmatch(machine):
         raise PoolProblem("instanceTypes", machine, "a Compute Engine machine type such as n2-standard-4 "
                                                     "or g2-standard-8")
     if pool.ami_type is not None:

@@ -15,6 +15,7 @@ from typing import Any
 
 import pulumi
 from pulumi.runtime import mocks, rpc
+from pulumi.runtime import settings as runtime_settings
 from pulumi.runtime.settings import get_root_resource, set_root_resource
 from pulumi.runtime.sync_await import _sync_await
 
@@ -172,12 +173,19 @@ class PlanMocks(mocks.Mocks):
         raise NotImplementedError(f"the offline plan does not answer invoke {args.token}")
 
 
+class DuplicateUrnError(Exception):
+    """Two registrations with one URN: the real engine fails the update (pkg/diag/errors.go,
+    ``GetDuplicateResourceURNError``, code 2001), the stock MockMonitor does not notice."""
+
+
 class RecordingMonitor(mocks.MockMonitor):
-    """A MockMonitor that also keeps each registration's parent, dependencies and options."""
+    """A MockMonitor that also keeps each registration's parent, dependencies and options, and refuses a
+    duplicate URN as the engine does."""
 
     def __init__(self, recording: Recording):
         super().__init__(PlanMocks(recording.previous_outputs))
         self.recording = recording
+        self.urns: set[str] = set()
 
     def make_urn(self, parent: str, type_: str, name: str) -> str:
         """URNs as the engine makes them: the parent's whole type chain, the root stack left out."""
@@ -188,8 +196,12 @@ class RecordingMonitor(mocks.MockMonitor):
         return f"urn:pulumi:{self.recording.stack}::{self.recording.project}::{type_}::{name}"
 
     def RegisterResource(self, request):  # noqa: N802 (gRPC method name)
-        response = super().RegisterResource(request)
         urn = self.make_urn(request.parent, request.type, request.name)
+        if urn in self.urns:
+            # The engine's wording (https://github.com/pulumi/pulumi/blob/master/pkg/diag/errors.go).
+            raise DuplicateUrnError(f"Duplicate resource URN '{urn}'; try giving it a unique name")
+        self.urns.add(urn)
+        response = super().RegisterResource(request)
         if request.type == "pulumi:pulumi:Stack":
             self.recording.stack_urn = urn
             return response
@@ -218,6 +230,9 @@ def run_program(program: Path, stack: str, project: str, config: dict[str, str],
     pulumi.runtime.set_mocks(PlanMocks(previous_outputs), project=project, stack=stack, preview=False,
                              monitor=RecordingMonitor(recording))
     pulumi.runtime.set_all_config(config, secret_keys)
+    # Outputs a previous run left pending (one that failed part-way, e.g. on a duplicate URN) would
+    # otherwise be awaited by this run and fail it; MockSettings does not reset them.
+    runtime_settings.SETTINGS.outputs = set()
     from pulumi.runtime.stack import run_pulumi_func
 
     _sync_await(run_pulumi_func(lambda: runpy.run_path(str(program), run_name="__main__")))

@@ -11,7 +11,7 @@ from typing import Any
 import yaml
 
 from stacks.mock_engine import Recording, RecordedResource, run_program
-from stacks.stack_files import load_stack_config
+from stacks.stack_files import StackFileError, load_stack_config
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOYED_OUTPUTS = {"stackDeployed": True}
@@ -23,6 +23,10 @@ def plan_stack(stack: str, config_file: Path | None = None, root: Path = ROOT,
     """Run ``__main__.py`` for a stack on the mock engine (no CLI, no credentials): its first ``pulumi up``,
     or a later one when ``previous_outputs`` (the outputs the last up left) are given."""
     stack_file = config_file or root / f"Pulumi.{stack}.yaml"
+    if config_file is None and not stack_file.exists():
+        known = sorted(p.name[len("Pulumi."):-len(".yaml")] for p in root.glob("Pulumi.*.yaml"))
+        raise StackFileError(f"{stack_file}: no such file (stacks here: {', '.join(known) or 'none'}; "
+                             "or give one with --config-file)")
     cfg = load_stack_config(root / "Pulumi.yaml", stack_file, stack)
     return run_program(root / "__main__.py", stack, cfg.project, cfg.config, cfg.secret_keys,
                        previous_outputs=previous_outputs)

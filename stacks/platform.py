@@ -28,6 +28,7 @@ from components.serving.namespace import ServingNamespace, ServingNamespaceArgs
 from components.serving.tfserving import TfServing, TfServingArgs
 from components.serving.tfserving_config import ServedModel
 from stacks.gcp_catalog import accelerator_of
+from stacks.images import ImageLockError, PinnedImages, pinned_images, read_lock
 from stacks.settings import PROJECT, Server, StackSettings
 
 SERVING_NAME = "tfserving"
@@ -87,10 +88,16 @@ def node_pool_specs(settings: StackSettings) -> dict[str, NodePoolSpec]:
 
 def build_platform(settings: StackSettings) -> dict[str, object]:
     """Register every resource of the stack's cloud; return the stack outputs."""
-    return build_gcp_platform(settings) if settings.cloud == "gcp" else build_aws_platform(settings)
+    # The image lock is read (and a malformed one refused) before any resource exists.
+    try:
+        images = pinned_images(settings, read_lock())
+    except ImageLockError as error:
+        raise pulumi.RunError(str(error)) from None
+    return (build_gcp_platform(settings, images) if settings.cloud == "gcp"
+            else build_aws_platform(settings, images))
 
 
-def build_aws_platform(settings: StackSettings) -> dict[str, object]:
+def build_aws_platform(settings: StackSettings, images: PinnedImages) -> dict[str, object]:
     """Register every resource of an AWS stack; return the stack outputs."""
     stack = pulumi.get_stack()
     tags = {"Project": PROJECT, "Stack": stack, "ManagedBy": "pulumi"}
@@ -105,7 +112,10 @@ def build_aws_platform(settings: StackSettings) -> dict[str, object]:
     deployer = aws.iam.get_session_context(arn=caller.arn, opts=invoke).issuer_arn
 
     vpc = Vpc("network", VpcArgs(cluster_name=settings.cluster_name, zones=list(settings.zones),
-                                 cidr=settings.vpc_cidr, single_nat_gateway=settings.single_nat_gateway),
+                                 cidr=settings.vpc_cidr, single_nat_gateway=settings.single_nat_gateway,
+                                 flow_logs=settings.vpc_flow_logs,
+                                 flow_log_retention_days=settings.vpc_flow_log_retention_days,
+                                 account_id=caller.account_id),
               opts=aws_opts)
     cluster = EksCluster("eks", EksClusterArgs(
         cluster_name=settings.cluster_name, region=settings.region, vpc_id=vpc.vpc_id,
@@ -126,7 +136,7 @@ def build_aws_platform(settings: StackSettings) -> dict[str, object]:
 
     serving_opts = pulumi.ResourceOptions(providers={"kubernetes": cluster.provider})
     serving = build_serving(settings, reader.service_account_annotations, bucket.models_uri, "s3",
-                            {"AWS_REGION": settings.region}, serving_opts, cluster.pool_dependencies)
+                            {"AWS_REGION": settings.region}, serving_opts, cluster.pool_dependencies, images)
     if settings.cluster_autoscaler:
         ClusterAutoscaler("cluster-autoscaler", ClusterAutoscalerArgs(
             cluster_name=cluster.cluster_name, region=settings.region,
@@ -149,16 +159,19 @@ def build_aws_platform(settings: StackSettings) -> dict[str, object]:
 def build_serving(settings: StackSettings, service_account_annotations: pulumi.Input[dict[str, str]],
                   models_uri: pulumi.Input[str], model_store: str, sync_env: dict[str, str],
                   opts: pulumi.ResourceOptions,
-                  pool_dependencies: PoolDependencies = lambda pool: []) -> dict[str, object]:
+                  pool_dependencies: PoolDependencies = lambda pool: [],
+                  images: PinnedImages | None = None) -> dict[str, object]:
     """Everything on the cluster, whatever the cloud: the serving namespace and identity, the servers,
     monitoring and GPU add-ons. ``opts`` carries the cluster's Kubernetes provider; what runs on a
-    non-system pool also waits for ``pool_dependencies(pool)``. Returns outputs."""
+    non-system pool also waits for ``pool_dependencies(pool)``; ``images`` are the final image references
+    (default: the tags, no lock). Returns outputs."""
     namespace = ServingNamespace(SERVING_NAME, ServingNamespaceArgs(
         name=settings.serving_namespace, service_account=SERVING_NAME,
         service_account_annotations=service_account_annotations,
         istio_injection=settings.traffic_router == "istio"), opts=opts)
     return {"servingNamespace": namespace.namespace,
-            **build_servers(settings, namespace, models_uri, model_store, sync_env, opts, pool_dependencies),
+            **build_servers(settings, namespace, models_uri, model_store, sync_env, opts, pool_dependencies,
+                            images),
             **build_monitoring(settings, namespace, opts, pool_dependencies)}
 
 
@@ -192,9 +205,11 @@ def build_monitoring(settings: StackSettings, namespace: ServingNamespace, opts:
 
 def build_servers(settings: StackSettings, namespace: ServingNamespace, models_uri: pulumi.Input[str],
                   model_store: str, sync_env: dict[str, str], opts: pulumi.ResourceOptions,
-                  pool_dependencies: PoolDependencies = lambda pool: []) -> dict:
+                  pool_dependencies: PoolDependencies = lambda pool: [],
+                  images: PinnedImages | None = None) -> dict:
     """Register the serving Deployments of every server; return the endpoint outputs. The Deployments
     of a server on a non-system pool wait for that pool's nodes (their readiness await needs them)."""
+    images = images or pinned_images(settings, {})
     gateway = None
     if settings.exposure.enabled:
         gateway = ServingGateway(SERVING_NAME, ServingGatewayArgs(
@@ -208,7 +223,8 @@ def build_servers(settings: StackSettings, namespace: ServingNamespace, models_u
                 namespace=namespace.namespace, server=key, models=served_models(server),
                 model_source_uri=models_uri, model_store=model_store,
                 service_account_name=namespace.service_account_name,
-                image_version=settings.serving_image_version, image=server.image,
+                image_version=settings.serving_image_version, image=images.servers[key],
+                sync_image=images.sync,
                 replicas=server.replicas, cpu=server.cpu, memory=server.memory, gpus=server.gpus,
                 gpu_memory_fraction=settings.gpu_memory_fraction(server), batching=batching_config(server),
                 node_selector={POOL_LABEL: server.node_pool}, sync_env=sync_env,
@@ -220,7 +236,8 @@ def build_servers(settings: StackSettings, namespace: ServingNamespace, models_u
             cpu_utilization=server.cpu_utilization,
             scale_down_stabilization_seconds=server.scale_down_stabilization_seconds,
             canary_weight=server.canary_weight, canary_replicas=server.canary_replicas,
-            router=settings.traffic_router, gateway=gateway.listener if gateway else None,
+            router=settings.traffic_router, router_image=images.router,
+            gateway=gateway.listener if gateway else None,
             allowed_namespaces=list(settings.allowed_namespaces),
             allowed_pod_labels=dict(settings.allowed_pod_labels),
             proxy_namespaces=list(settings.exposure.proxy_namespaces),
@@ -260,7 +277,7 @@ def gke_node_pool_specs(settings: StackSettings) -> dict[str, GkeNodePoolSpec]:
         taints=[t.model_dump() for t in p.taints]) for name, p in settings.node_pools.items()}
 
 
-def build_gcp_platform(settings: StackSettings) -> dict[str, object]:
+def build_gcp_platform(settings: StackSettings, images: PinnedImages) -> dict[str, object]:
     """Register every resource of a GCP stack; return the same outputs as AWS (plus the GCP ones)."""
     labels = {"project": PROJECT, "stack": pulumi.get_stack().lower(), "managed-by": "pulumi"}
     # An explicit provider: project and region come from validated settings, never the environment.
@@ -292,7 +309,7 @@ def build_gcp_platform(settings: StackSettings) -> dict[str, object]:
     # gcloud finds credentials through the GKE metadata server (Workload Identity); nothing to pass.
     serving = build_serving(settings, reader.service_account_annotations, bucket.models_uri, "gs", {},
                             pulumi.ResourceOptions(providers={"kubernetes": cluster.provider}),
-                            cluster.pool_dependencies)
+                            cluster.pool_dependencies, images)
     return {
         "cloud": "gcp",
         "region": settings.region,

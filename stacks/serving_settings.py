@@ -15,8 +15,12 @@ from pydantic import Field, field_validator, model_validator
 
 from components.model_contract import MODEL_NAME_PATTERN, VERSION_LABEL_PATTERN
 from components.serving.batching import cpu_cores
-from stacks.settings_base import DNS_LABEL, FieldProblem, Strict, check_cidrs, check_keys, check_quantity
+from stacks.settings_base import DNS_LABEL, FieldProblem, Strict, check_cidrs, check_keys, check_quantity, check_unique
 
+# TF Serving model versions are int64 (tensorflow_serving/config/model_server_config.proto, file_system_storage_path_source.proto).
+MAX_VERSION = 2**63 - 1
+# Highest per-pod request rate the HPA may aim for; far above what one TF Serving pod answers.
+MAX_TARGET_RPS = 1_000_000
 STABLE_LABEL = "stable"
 CANARY_LABEL = "canary"
 
@@ -27,14 +31,14 @@ class Model(Strict):
     version_policy: Literal["latest", "all", "specific"] = Field(
         "latest", description="Which versions TF Serving loads: the newest N, all, or a list.")
     latest_versions: int = Field(1, ge=1, le=100, description="N for versionPolicy latest.")
-    versions: list[Annotated[int, Field(ge=1)]] = Field(
+    versions: list[Annotated[int, Field(ge=1, le=MAX_VERSION)]] = Field(
         default_factory=list, description="Versions to load for versionPolicy specific; `stable` "
                                           "labels the highest unless `labels` sets it.")
-    labels: dict[str, Annotated[int, Field(ge=1)]] = Field(
+    labels: dict[str, Annotated[int, Field(ge=1, le=MAX_VERSION)]] = Field(
         default_factory=dict, description="Version labels (`[a-zA-Z0-9_]+`) -> version, for clients "
                                           "that pick a version (`/v1/models/<m>/labels/<label>`).")
     canary_version: int | None = Field(
-        None, ge=1, description="A newer version served by the canary Deployment to the server's "
+        None, ge=1, le=MAX_VERSION, description="A newer version served by the canary Deployment to the server's "
                                 "canaryWeight share of traffic; a version already in `versions` "
                                 "means promoted (no canary). Needs versionPolicy specific.")
 
@@ -44,10 +48,13 @@ class Model(Strict):
             raise FieldProblem("versions", [], "at least one version when versionPolicy is specific")
         if self.version_policy != "specific" and self.versions:
             raise FieldProblem("versions", self.versions, "empty unless versionPolicy is specific")
-        if len(set(self.versions)) != len(self.versions):
-            raise FieldProblem("versions", self.versions, "distinct version numbers")
+        try:
+            check_unique(self.versions)
+        except FieldProblem as problem:
+            raise FieldProblem(f"versions.{problem.field}", problem.value, "a version not already in versions "
+                                                                          "(distinct version numbers)") from None
         for label, version in self.labels.items():
-            if not re.match(VERSION_LABEL_PATTERN, label):
+            if not re.fullmatch(VERSION_LABEL_PATTERN, label):
                 raise FieldProblem(f"labels.{label}", label, f"a label name matching {VERSION_LABEL_PATTERN}")
             if self.version_policy == "latest":
                 raise FieldProblem(f"labels.{label}", version,
@@ -138,8 +145,11 @@ class Server(Strict):
     replicas: int = Field(1, ge=1, le=100, description="Minimum pods (the autoscaler's floor).")
     max_replicas: int = Field(3, ge=1, le=100, description="Maximum pods the autoscaler may reach.")
     target_requests_per_second: float | None = Field(
-        50, gt=0, description="Per-pod request rate the HPA aims for (Pods metric from "
-                              "prometheus-adapter); null scales on CPU only.")
+        50, ge=0.001, le=MAX_TARGET_RPS,
+        # The HPA's averageValue is a quantity in milli-units at best: below 0.001 it renders 0m, a target the
+        # HPA cannot aim for (components/serving/autoscaling.py).
+        description="Per-pod request rate the HPA aims for (Pods metric from prometheus-adapter; 0.001 to "
+                    "1000000); null scales on CPU only.")
     cpu_utilization: int = Field(70, ge=10, le=100, description="Per-pod CPU utilisation (% of request) "
                                                                 "the HPA aims for.")
     scale_down_stabilization_seconds: int = Field(300, ge=0, le=3600,
@@ -178,7 +188,7 @@ class Server(Strict):
     @field_validator("image")
     @classmethod
     def _image(cls, image: str | None) -> str | None:
-        if image is not None and not re.match(r"^[a-z0-9.-]+(:[0-9]+)?/[a-z0-9._/-]+(:[A-Za-z0-9._-]+)?"
+        if image is not None and not re.fullmatch(r"^[a-z0-9.-]+(:[0-9]+)?/[a-z0-9._/-]+(:[A-Za-z0-9._-]+)?"
                                               r"(@sha256:[0-9a-f]{64})?$", image):
             raise ValueError("an image reference registry/repository:tag[@sha256:digest]")
         return image
@@ -233,16 +243,21 @@ class Exposure(Strict):
     def _cidrs(cls, cidrs: list[str]) -> list[str]:
         return check_cidrs(cidrs)
 
+    @field_validator("proxy_namespaces")
+    @classmethod
+    def _distinct(cls, namespaces: list[str]) -> list[str]:
+        return check_unique(namespaces)
+
     @model_validator(mode="after")
     def _complete(self) -> Exposure:
         if not self.enabled:
             return self
-        if not re.match(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$", self.gateway_class_name):
+        if not re.fullmatch(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$", self.gateway_class_name):
             raise FieldProblem("gatewayClassName", self.gateway_class_name,
                                "the name of an installed GatewayClass when enabled")
-        if not re.match(r"^(\*\.)?[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)+$", self.hostname):
+        if not re.fullmatch(r"^(\*\.)?[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)+$", self.hostname):
             raise FieldProblem("hostname", self.hostname, "a DNS name such as models.example.com when enabled")
-        if not re.match(DNS_LABEL.replace("{0,61}", "{0,251}"), self.tls_secret_name):
+        if not re.fullmatch(DNS_LABEL.replace("{0,61}", "{0,251}"), self.tls_secret_name):
             raise FieldProblem("tlsSecretName", self.tls_secret_name,
                                "the name of a kubernetes.io/tls Secret when enabled (TLS is not optional)")
         return self

@@ -1,7 +1,7 @@
 """The typed settings of one stack, validated before any resource is registered.
 
 Every field's alias is its Pulumi config key (under the ``tfserving-platform`` namespace);
-``description`` is the documentation (README's config reference is generated from it, and
+``description`` is the documentation (docs/configuration.md is generated from it, and
 ``Pulumi.yaml`` declares the same keys with the same defaults: both are checked by tests).
 
 Only pydantic is needed here, so the model tooling can validate a stack file without Pulumi.
@@ -31,7 +31,20 @@ from stacks.gcp_catalog import check_gcp_pool
 
 from stacks.monitoring_settings import Monitoring
 from stacks.serving_settings import Exposure, Model, RouterKind, Server, default_gpu_fraction
-from stacks.settings_base import DNS_LABEL, FieldProblem, Strict, check_cidrs, check_keys, check_labels
+from stacks.settings_base import (
+    DNS_LABEL,
+    FieldProblem,
+    Strict,
+    check_cidrs,
+    check_keys,
+    check_labels,
+    check_node_labels,
+    reserved_namespace,
+    check_unique,
+    is_label_key,
+    is_label_value,
+)
+from components.node_labels import name_slug
 
 __all__ = ["PROJECT", "FieldProblem", "Model", "NodePool", "Server", "StackSettings", "Taint"]
 
@@ -42,7 +55,7 @@ object of a custom kind has its CRD installed by the stack or declared here)."""
 GCP_ONLY_KEYS = ("gcp_project", "regional_cluster", "release_channel", "pod_cidr", "service_cidr", "master_cidr",
                  "model_bucket_kms_key")
 AWS_ONLY_KEYS = ("cluster_admin_arns", "cluster_log_types", "cluster_log_retention_days", "single_nat_gateway",
-                 "cluster_autoscaler")
+                 "cluster_autoscaler", "vpc_flow_logs", "vpc_flow_log_retention_days")
 """The Pulumi project name, which is also the config namespace."""
 
 
@@ -52,6 +65,19 @@ class Taint(Strict):
     key: str = Field(description="Taint key.")
     value: str = Field("", description="Taint value.")
     effect: TaintEffect = Field(description="NO_SCHEDULE, NO_EXECUTE or PREFER_NO_SCHEDULE.")
+
+    @model_validator(mode="after")
+    def _syntax(self) -> Taint:
+        # A node taint's key is a qualified name and its value a label value (Kubernetes
+        # pkg/apis/core/validation validateNodeTaints: IsQualifiedName, IsValidLabelValue); GKE's NodeTaint and
+        # EKS's Taint pass them to the kubelet as is. The cloud's own length limits: check_aws_pool.
+        if not is_label_key(self.key):
+            raise FieldProblem("key", self.key, "a Kubernetes taint key ([prefix/]name, name of at most 63 "
+                                                "alphanumerics, '-', '_' or '.', starting and ending alphanumeric)")
+        if not is_label_value(self.value):
+            raise FieldProblem("value", self.value, "a Kubernetes taint value (empty, or at most 63 alphanumerics, "
+                                                    "'-', '_' or '.', starting and ending alphanumeric)")
+        return self
 
 
 class NodePool(Strict):
@@ -81,7 +107,27 @@ class NodePool(Strict):
     @field_validator("labels")
     @classmethod
     def _label_syntax(cls, labels: dict[str, str]) -> dict[str, str]:
-        return check_labels(labels)
+        return check_node_labels(check_labels(labels))
+
+    @field_validator("instance_types")
+    @classmethod
+    def _distinct_types(cls, types: list[str]) -> list[str]:
+        return check_unique(types)
+
+    @field_validator("taints")
+    @classmethod
+    def _distinct_taints(cls, taints: list[Taint]) -> list[Taint]:
+        # The API server refuses a node whose taints repeat a key and effect pair (validateNodeTaints:
+        # "taints must be unique by key and effect pair"); the nodes would never register.
+        seen: dict[tuple[str, str], int] = {}
+        for index, taint in enumerate(taints):
+            pair = (taint.key, taint.effect)
+            if pair in seen:
+                raise FieldProblem(str(index), taint.model_dump(by_alias=True),
+                                   f"a taint whose key and effect differ from taint {seen[pair]}'s "
+                                   "(Kubernetes: unique by key and effect)")
+            seen[pair] = index
+        return taints
 
     @model_validator(mode="after")
     def _sizes_and_gpus(self) -> NodePool:
@@ -120,8 +166,9 @@ class StackSettings(Strict):
     master_cidr: str = Field("172.16.0.0/28", description="GCP: /28 range of the private control plane.")
     model_bucket_kms_key: str = Field("", description="GCP: Cloud KMS key (projects/.../cryptoKeys/...) for the "
                                                       "model bucket (CMEK); empty uses Google-managed keys.")
-    cluster_name: str = Field("tfserving", pattern=r"^[a-zA-Z][a-zA-Z0-9-]{0,99}$",
-                              description="EKS cluster name (unique per account and region).")
+    cluster_name: str = Field("tfserving", description="Cluster name (unique per account and region on EKS: "
+                                                       "1-100 letters, digits, '-'; per project and location "
+                                                       "on GKE: 1-24 lowercase letters, digits, '-').")
     kubernetes_version: str = Field("1.33", pattern=r"^1\.[0-9]{2}$",
                                     description="Kubernetes minor version of the control plane.")
     endpoint_public_access: bool = Field(True, description="Expose the API endpoint publicly "
@@ -140,6 +187,13 @@ class StackSettings(Strict):
     cluster_log_types: list[ClusterLogType] = Field(["api", "audit", "authenticator"],
                                                     description="Control-plane log types sent to CloudWatch.")
     cluster_log_retention_days: int = Field(30, description="CloudWatch retention of control-plane logs.")
+    vpc_flow_logs: bool = Field(True, description="AWS: VPC flow logs (all traffic) to a CloudWatch log group "
+                                                  "through a role only the flow-logs service of this account "
+                                                  "may assume; false saves their ingestion cost.")
+    # A Literal of CloudWatch's retention periods: the error names every allowed value.
+    vpc_flow_log_retention_days: Literal[LOG_RETENTION_DAYS] = Field(  # type: ignore[valid-type]
+        365, description="AWS: CloudWatch retention of VPC flow logs, one of CloudWatch's retention periods "
+                         "(365: the year CIS and checkov CKV_AWS_338 ask for).")
     vpc_cidr: str = Field("10.0.0.0/16", description="VPC CIDR (/16 to /20), split into per-zone subnets.")
     single_nat_gateway: bool = Field(True, description="One NAT gateway for all zones (cheaper) "
                                                        "instead of one per zone (zone-resilient).")
@@ -197,6 +251,33 @@ class StackSettings(Strict):
     def _cidrs(cls, cidrs: list[str]) -> list[str]:
         return check_cidrs(cidrs)
 
+    @field_validator("vpc_flow_log_retention_days", mode="before")
+    @classmethod
+    def _strict_int_choice(cls, days: object) -> object:
+        # A Literal of ints takes True as 1 and 365.0 as 365 even in strict mode: refuse anything but an int.
+        if type(days) is not int:
+            raise ValueError(f"an integer, one of CloudWatch's retention periods {list(LOG_RETENTION_DAYS)}")
+        return days
+
+    @field_validator("cluster_log_types", "allowed_namespaces", "cluster_prerequisites", "zones")
+    @classmethod
+    def _distinct(cls, items: list[str]) -> list[str]:
+        return check_unique(items)
+
+    @field_validator("cluster_admin_arns")
+    @classmethod
+    def _admins(cls, arns: list[str]) -> list[str]:
+        # Each ARN becomes an EKS access entry named after the last 40 characters of its slug
+        # (components/aws/eks_cluster.py): two ARNs sharing them would be a duplicate URN.
+        tails: dict[str, int] = {}
+        for index, arn in enumerate(check_unique(arns)):
+            tail = name_slug(arn)[-40:]
+            if tail in tails:
+                raise FieldProblem(str(index), arn, f"an ARN whose access entry name differs from item "
+                                                    f"{tails[tail]}'s ({arns[tails[tail]]}): both end in {tail!r}")
+            tails[tail] = index
+        return arns
+
     @field_validator("cluster_log_retention_days")
     @classmethod
     def _retention(cls, days: int) -> int:
@@ -232,6 +313,7 @@ class StackSettings(Strict):
     @field_validator("node_pools")
     @classmethod
     def _keys(cls, mapping: dict) -> dict:
+        # The cloud's node pool name rules apply too (_check_names).
         return check_keys(mapping, MODEL_NAME_PATTERN)
 
     @field_validator("servers")
@@ -245,8 +327,7 @@ class StackSettings(Strict):
     @model_validator(mode="after")
     def _cross_fields(self) -> StackSettings:
         self._check_cloud()
-        if len(set(self.zones)) != len(self.zones):
-            raise FieldProblem("zones", self.zones, "distinct zones")
+        self._check_namespaces()
         if "system" not in self.node_pools:
             raise FieldProblem("nodePools", sorted(self.node_pools), "a `system` pool for cluster add-ons")
         if self.node_pools["system"].is_gpu:
@@ -286,19 +367,19 @@ class StackSettings(Strict):
     def _check_cloud(self) -> None:
         aws = self.cloud == "aws"
         region = r"^[a-z]{2}(-gov)?-[a-z]+-[0-9]$" if aws else r"^[a-z]+-[a-z]+[0-9]+$"
-        if not re.match(region, self.region):
-            raise FieldProblem("region", self.region, "an AWS region such as us-east-1" if aws
-                               else "a GCP region such as us-central1")
+        if not re.fullmatch(region, self.region):
+            raise FieldProblem("region", self.region, "an AWS region such as us-east-1 (cloud is aws)" if aws
+                               else "a GCP region such as us-central1 (cloud is gcp)")
         sep = "" if aws else "-"
         for zone in self.zones:
-            if not re.match(rf"^{re.escape(self.region)}{sep}[a-z]$", zone):
+            if not re.fullmatch(rf"^{re.escape(self.region)}{sep}[a-z]$", zone):
                 raise FieldProblem("zones", zone, f"a zone of region {self.region} such as {self.region}{sep}a")
         if aws and len(self.zones) < 2:
             raise FieldProblem("zones", self.zones, "at least 2 zones (EKS needs subnets in two)")
-        if not aws and not re.match(r"^[a-z][a-z0-9-]{4,28}[a-z0-9]$", self.gcp_project):
+        if not aws and not re.fullmatch(r"^[a-z][a-z0-9-]{4,28}[a-z0-9]$", self.gcp_project):
             raise FieldProblem("gcpProject", self.gcp_project, "a GCP project ID (6-30 lowercase letters, digits, "
                                                                "'-') when cloud is gcp")
-        if not aws and self.model_bucket_kms_key and not re.match(
+        if not aws and self.model_bucket_kms_key and not re.fullmatch(
                 r"^projects/[^/]+/locations/[^/]+/keyRings/[^/]+/cryptoKeys/[^/]+$", self.model_bucket_kms_key):
             raise FieldProblem("modelBucketKmsKey", self.model_bucket_kms_key,
                                "projects/<p>/locations/<l>/keyRings/<r>/cryptoKeys/<k>")
@@ -314,6 +395,63 @@ class StackSettings(Strict):
                 check_pool(pool)
             except PoolProblem as problem:
                 raise FieldProblem(f"nodePools.{name}.{problem.field}", problem.value, problem.allowed) from None
+        self._check_names(aws)
+
+    def _check_names(self, aws: bool) -> None:
+        """Names the program derives from config keys, checked against the API that receives them."""
+        if aws:
+            # EKS CreateCluster name: 1-100, ^[0-9A-Za-z][A-Za-z0-9\-_]* (botocore eks model, ClusterName);
+            # also in alias/<name>-eks-secrets (KMS AliasName <= 256), /aws/eks/<name>/cluster (CloudWatch
+            # log group <= 512) and the subnet tag key kubernetes.io/cluster/<name> (EC2 tag key <= 128).
+            cluster, cluster_rule = r"[a-zA-Z][a-zA-Z0-9-]{0,99}", "1-100 letters, digits or '-', starting with a letter"
+            # Pool key -> node group eks-<pool>, auto-named eks-<pool>-<7 hex>: EKS nodegroupName is 1-63
+            # alphanumerics, '-' or '_' (CreateNodegroup API reference), hence 51 here.
+            pool, pool_rule = r"[a-z0-9]([a-z0-9_-]{0,49}[a-z0-9])?", (
+                "at most 51 lowercase letters, digits, '-' or '_', starting and ending alphanumeric (EKS "
+                "names the node group eks-<pool>-<7 characters>, at most 63)")
+        else:
+            # GKE cluster name: lowercase letters, digits and '-', starting with a letter, ending alphanumeric, at
+            # most 40 (projects.locations.clusters create). The node service account id is <name>-nodes, and a
+            # service account id is 6-30 lowercase letters, digits or '-', starting with a letter, not ending
+            # with '-' (IAM projects.serviceAccounts.create accountId), hence 24 here.
+            cluster, cluster_rule = r"[a-z]([-a-z0-9]{0,22}[a-z0-9])?", (
+                "1-24 lowercase letters, digits or '-', starting with a letter and ending alphanumeric (GKE "
+                "cluster name rules, and <name>-nodes must be a GCP service account id of at most 30)")
+            # GKE node pool name: lowercase letters, digits and '-', starting with a letter, ending alphanumeric,
+            # at most 40 (projects.locations.clusters.nodePools create).
+            pool, pool_rule = r"[a-z]([-a-z0-9]{0,38}[a-z0-9])?", (
+                "a GKE node pool name: 1-40 lowercase letters, digits or '-', starting with a letter and "
+                "ending alphanumeric")
+        if not re.fullmatch(cluster, self.cluster_name):
+            raise FieldProblem("clusterName", self.cluster_name, cluster_rule)
+        for name in self.node_pools:
+            if not re.fullmatch(pool, name):
+                raise FieldProblem(f"nodePools.{name}", name, pool_rule)
+        if not aws:
+            zones = len(self.zones) if self.regional_cluster else 1
+            for name, spec in self.node_pools.items():
+                # GKE starts the same count in every zone (initialNodeCount is per zone): the pool's first
+                # nodes must reach minSize without exceeding maxSize (components/gcp/gke_cluster.py).
+                per_zone = min(-(-spec.desired_size // zones), spec.max_size // zones)
+                if per_zone * zones < spec.min_size:
+                    raise FieldProblem(f"nodePools.{name}.maxSize", spec.max_size,
+                                       f"a multiple of the {zones} zones at least minSize ({spec.min_size}), or a "
+                                       "lower minSize: GKE starts the same number of nodes in every zone")
+
+    def _check_namespaces(self) -> None:
+        """Namespaces the stack creates are distinct and not Kubernetes' or the cloud's own: two Namespace
+        resources for one object fight over it, and one the cluster already has fails to create."""
+        owned = {"servingNamespace": self.serving_namespace}
+        if self.monitoring.install:
+            owned["monitoringNamespace"] = self.monitoring_namespace
+        for key, namespace in owned.items():
+            reserved = reserved_namespace(namespace, self.cloud)
+            if reserved:
+                raise FieldProblem(key, namespace, f"a namespace of the stack's own, not {reserved}")
+        if self.monitoring.install and self.monitoring_namespace == self.serving_namespace:
+            raise FieldProblem("monitoringNamespace", self.monitoring_namespace,
+                               f"a namespace other than servingNamespace ({self.serving_namespace}): the stack "
+                               "creates both")
 
     def _check_cloud_only_keys(self, aws: bool) -> None:
         """A key of the other cloud set to anything but its default is a mistake, not a no-op."""

@@ -30,15 +30,38 @@ class StackConfig:
     secret_keys: list[str]
 
 
-def _read_yaml(path: Path) -> dict[str, Any]:
+def _kind(value: Any) -> str:
+    return {list: "a list", str: "a string", int: "a number", float: "a number",
+            bool: "a boolean"}.get(type(value), type(value).__name__)
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """One line for a YAML error: PyYAML's str() spans several lines (context, a caret picture)."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    return f"line {mark.line + 1}, column {mark.column + 1}: {problem}" if mark else problem
+
+
+def _read_yaml(path: Path, empty_ok: bool = False) -> dict[str, Any]:
     try:
-        data = yaml.safe_load(path.read_text())
+        text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise StackFileError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise StackFileError(f"{path}: is a directory, not a YAML file") from None
+    except UnicodeDecodeError as exc:
+        raise StackFileError(f"{path}: not UTF-8 text (byte {exc.start}: {exc.reason})") from None
+    except OSError as exc:  # permissions, a dangling link, ...
+        raise StackFileError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    try:
+        data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise StackFileError(f"{path}: not valid YAML: {exc}") from None
+        raise StackFileError(f"{path}: not valid YAML: {_yaml_problem(exc)}") from None
+    if data is None and empty_ok:
+        return {}
     if not isinstance(data, dict):
-        raise StackFileError(f"{path}: expected a mapping at the top level")
+        found = "nothing (an empty file)" if data is None else _kind(data)
+        raise StackFileError(f"{path}: expected a mapping at the top level, found {found}")
     return data
 
 
@@ -72,9 +95,17 @@ def project_defaults(project_file: Path) -> tuple[str, dict[str, Any]]:
 def load_stack_config(project_file: Path, stack_file: Path, stack: str) -> StackConfig:
     """Merge project defaults with a stack file into the string map a Pulumi program receives."""
     project, merged = project_defaults(project_file)
-    stack_data = _read_yaml(stack_file)
+    # An empty stack file is a stack without config, as for the Pulumi CLI ("for example when reading
+    # an empty stack file": https://github.com/pulumi/pulumi/blob/master/sdk/go/common/workspace/loaders.go).
+    stack_data = _read_yaml(stack_file, empty_ok=True)
+    config = stack_data.get("config") or {}
+    if not isinstance(config, dict):
+        raise StackFileError(f"{stack_file}: `config` must be a mapping of key: value, found {_kind(config)}")
     secret_keys: list[str] = []
-    for key, value in (stack_data.get("config") or {}).items():
+    for key, value in config.items():
+        if not isinstance(key, str):
+            raise StackFileError(f"{stack_file}: config key {key!r} must be a string such as "
+                                 f"`{project}:servingReplicas`, found {_kind(key)}")
         full_key = _qualify(project, key)
         if isinstance(value, dict) and set(value) == {"secure"}:
             value = SECRET_PLACEHOLDER

@@ -4,8 +4,9 @@ Pulumi's ``aws``, ``gcp`` and ``random`` providers are bridged from the Terrafor
 resource the mock engine records (:class:`stacks.mock_engine.Recording`) is a Terraform resource
 under another name, with its arguments in camelCase. :func:`to_terraform_plan` writes them the way
 ``terraform show -json`` shows a plan that creates everything (``planned_values`` plus
-``resource_changes``, and a ``configuration`` holding the references between resources), which
-``checkov -f plan.json --framework terraform_plan`` reads.
+``resource_changes``, and a ``configuration`` holding every argument as written, with the
+references between resources), which ``checkov -f plan.json --framework terraform_plan`` and
+``trivy config`` (its ``terraformplan-json`` scanner) read.
 
 Resource types (:data:`TERRAFORM_TYPES`)
     The table lists every token the dev, prod and gke-dev plans record, checked against the
@@ -45,7 +46,26 @@ Attributes (:func:`terraform_values`)
       it is left out of ``planned_values``, marked in ``after_unknown``, and written as a
       reference in ``configuration``. checkov builds its graph edges from those references (e.g.
       CKV2_AWS_6 connects the public access block to its bucket). Nested values are kept as they
-      are.
+      are in ``planned_values`` (checks such as CKV_AWS_58 read the key ARN there) and are written
+      as references in ``configuration`` as well.
+
+Configuration (:func:`configuration_expressions`)
+    ``configuration.root_module.resources[].expressions`` holds EVERY argument the program set, in
+    Terraform's format (https://developer.hashicorp.com/terraform/internals/json-format,
+    "Expression Representation" and "Block Expressions Representation"): an attribute is
+    ``{"constant_value": v}`` or ``{"references": [...]}``, a nested block is a list with one
+    block-expressions object per block. That is the only place a plan tells nested blocks from
+    attributes: trivy rebuilds HCL from ``planned_values`` using it, and without it reads a block
+    of blocks (``encryption_config.provider``, ``rule.apply_server_side_encryption_by_default``,
+    ``master_authorized_networks_config.cidr_blocks``) as an opaque attribute
+    (aquasecurity/trivy pkg/iac/scanners/terraformplan/tfjson/parser/parser.go,
+    ``appendBlockOrAttribute`` vs ``decodeNestedBlocks``). Computed values the provider adds
+    (``tags_all``, ``effective_labels``) are not configuration and are left out, as Terraform does.
+
+Determinism
+    :func:`write_terraform_plan` writes sorted keys, and references follow the order of the value
+    they come from (not the order Pulumi recorded the dependencies in, which varies between runs),
+    so two runs of the same program write byte-identical files.
     * Provider defaults: the aws provider's ``defaultTags`` are merged into ``tags_all`` and the
       gcp provider's ``defaultLabels`` into ``effective_labels``/``terraform_labels``, as Terraform
       plans show them.
@@ -59,7 +79,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from pulumi.runtime import mocks, rpc
 
@@ -98,6 +118,7 @@ TERRAFORM_TYPES: dict[str, str] = {
     "aws:ec2/routeTableAssociation:RouteTableAssociation": "aws_route_table_association",
     "aws:ec2/vpcEndpoint:VpcEndpoint": "aws_vpc_endpoint",
     "aws:ec2/launchTemplate:LaunchTemplate": "aws_launch_template",
+    "aws:ec2/flowLog:FlowLog": "aws_flow_log",
     # AWS: EKS
     "aws:eks/cluster:Cluster": "aws_eks_cluster",
     "aws:eks/nodeGroup:NodeGroup": "aws_eks_node_group",
@@ -332,10 +353,15 @@ def to_terraform_plan(recording: Recording) -> dict[str, Any]:
         tf_type, name = address.split(".", 1)
         package = r.type.split(":")[0]
         values = terraform_values(tf_type, r.inputs, problems)
+
+        def references(value: Any, resource: RecordedResource = r) -> list[str]:
+            return _references(value, resource, addresses, identities)
+
+        # What the program wrote: before the provider adds its computed defaults (tags_all ...).
+        expressions = configuration_expressions(values, references)
         provider = _provider_of(r, defaults)
         _apply_provider_defaults(package, values, provider)
 
-        expressions: dict[str, Any] = {}
         unknown: dict[str, Any] = {}
         for key in list(values):
             value = values[key]
@@ -343,11 +369,7 @@ def to_terraform_plan(recording: Recording) -> dict[str, Any]:
                 del values[key]
                 unknown[key] = True
                 continue
-            refs = _references(value, r, addresses, identities)
-            if not refs:
-                continue
-            expressions[key] = {"references": refs}
-            if isinstance(value, str):
+            if isinstance(value, str) and references(value):
                 # Unknown until the referenced resource exists, as Terraform plans it.
                 del values[key]
                 unknown[key] = True
@@ -400,20 +422,45 @@ def _apply_provider_defaults(package: str, values: dict[str, Any], provider: dic
 
 def _references(value: Any, resource: RecordedResource, addresses: dict[str, str],
                 identities: dict[str, dict[str, str]]) -> list[str]:
-    """Terraform references (``aws_s3_bucket.models.id``, ``aws_s3_bucket.models``) in a value."""
+    """Terraform references (``aws_s3_bucket.models.id``, ``aws_s3_bucket.models``) in a value.
+
+    In the order of the value's strings, as Terraform lists them (``[a.id, b.id]`` -> ``a.id, a,
+    b.id, b``): the order of ``resource.dependencies`` differs between runs of the same program.
+    """
     strings = [value] if isinstance(value, str) else (
         [v for v in value if isinstance(v, str)] if isinstance(value, list) else [])
+    deps = sorted(dep for dep in set(resource.dependencies) if dep in addresses)
     refs: list[str] = []
-    for dep in resource.dependencies:
-        if dep not in addresses:
-            continue
-        for s in strings:
+    for s in strings:
+        for dep in deps:
             attr = identities[dep].get(s)
             if attr:
                 for ref in (f"{addresses[dep]}.{attr}", addresses[dep]):
                     if ref not in refs:
                         refs.append(ref)
     return refs
+
+
+def configuration_expressions(values: dict[str, Any],
+                              references: Callable[[Any], list[str]]) -> dict[str, Any]:
+    """Terraform attribute values -> a block-expressions object of ``configuration``.
+
+    ``values`` has the shapes :func:`terraform_values` gives: a list of objects is a nested block
+    (repeated or not) and becomes a list of block-expressions objects, one per block; anything else
+    is an attribute: ``{"references": [...]}`` when ``references(value)`` finds some (a string or
+    list of strings naming another resource), else ``{"constant_value": value}``. Null and unknown
+    arguments are left out, as Terraform leaves out arguments the configuration does not set.
+    """
+    expressions: dict[str, Any] = {}
+    for key, value in values.items():
+        if value is None or value == rpc.UNKNOWN:
+            continue
+        if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+            expressions[key] = [configuration_expressions(block, references) for block in value]
+            continue
+        refs = references(value)
+        expressions[key] = {"references": refs} if refs else {"constant_value": value}
+    return expressions
 
 
 def unmapped_types(recording: Recording) -> dict[str, list[str]]:
@@ -429,5 +476,7 @@ def write_terraform_plan(recording: Recording, path: Path) -> dict[str, Any]:
     """Write :func:`to_terraform_plan` of the recording as JSON to ``path``; returns the plan."""
     plan = to_terraform_plan(recording)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(plan, indent=2) + "\n")
+    # Sorted keys: Pulumi records inputs in the order its serialisation finished, which varies
+    # between runs; the file is byte-identical between runs of the same program.
+    path.write_text(json.dumps(plan, indent=2, sort_keys=True) + "\n")
     return plan

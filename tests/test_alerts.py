@@ -16,11 +16,13 @@ import re
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 import yaml
 
 from components.monitoring.alerts import (
+    DEFAULT_RUNBOOK_BASE_URL,
     RUNBOOK_DOC,
     AlertThresholds,
     alerting_rules,
@@ -478,7 +480,9 @@ def test_every_alert_is_labelled_and_annotated():
         assert set(notes) == {"summary", "description", "runbook_url"}, name
         assert notes["summary"].strip() and notes["description"].strip(), name
         assert "{{ $labels." in notes["description"], name
-        assert notes["runbook_url"] == f"{RUNBOOK_DOC}#{name.lower()}", name
+        assert notes["runbook_url"] == f"{DEFAULT_RUNBOOK_BASE_URL}#{name.lower()}", name
+        url = urlsplit(notes["runbook_url"])  # absolute, as kube-prometheus' runbook_url
+        assert url.scheme == "https" and url.netloc and url.path.endswith("/" + RUNBOOK_DOC), name
 
 
 def github_anchor(heading: str) -> str:
@@ -486,15 +490,57 @@ def github_anchor(heading: str) -> str:
     return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
 
 
-def test_every_runbook_anchor_is_a_heading():
+def runbook_sections(doc: str) -> list[str]:
+    """The ``## `` headings of the runbook document: one per alert, nothing else at that level."""
+    return re.findall(r"^## (.+?)\s*$", re.sub(r"(?ms)^```.*?^```", "", doc), flags=re.M)
+
+
+def test_every_alert_has_a_runbook_section_and_every_section_an_alert():
     doc = (ROOT / RUNBOOK_DOC).read_text()
     anchors = {github_anchor(h) for h in re.findall(r"^#{1,6} (.+)$", doc, flags=re.M)}
     rules = alerting_rules(rules_for(DEFAULT))
     for rule in rules:
         assert rule["annotations"]["runbook_url"].split("#", 1)[1] in anchors, rule["alert"]
-    # And no runbook for an alert that no longer exists.
-    sections = set(re.findall(r"^### ((?:TFServing|GPU)\w+)$", doc, flags=re.M))
-    assert sections == {r["alert"] for r in rules}
+    # And no runbook for an alert that no longer exists (or under another name).
+    sections = runbook_sections(doc)
+    assert sorted(sections) == sorted(r["alert"] for r in rules)
+    assert len(set(sections)) == len(sections)
+
+
+def test_the_section_check_fails_on_a_stale_runbook():
+    doc = (ROOT / RUNBOOK_DOC).read_text()
+    stale = doc.replace("## TFServingTargetDown\n", "## TFServingScrapeDown\n")
+    assert stale != doc
+    assert sorted(runbook_sections(stale)) != sorted(r["alert"] for r in alerting_rules(rules_for(DEFAULT)))
+
+
+def test_a_stack_points_the_runbooks_at_its_own_copy():
+    """monitoring.alerts.runbookBaseUrl reaches every alert, as stacks/platform.py passes the settings."""
+    from stacks.monitoring_settings import AlertSettings
+
+    base = "https://git.example.com/platform/tfserving-platform/-/blob/main/docs/runbooks.md"
+    settings = AlertSettings.model_validate({"runbookBaseUrl": base})
+    doc = serving_alert_rules(NS, ENV, AlertThresholds(**settings.model_dump()))
+    urls = [r["annotations"]["runbook_url"] for r in alerting_rules(doc)]
+    assert urls == [f"{base}#{r['alert'].lower()}" for r in alerting_rules(doc)] and urls
+
+
+@pytest.mark.parametrize("bad", ["docs/runbooks.md", "README.md#alert-runbooks", "https://h/x#frag",
+                                 "https://h/x?a=1", "ftp://h/runbooks.md", "https://h/with space", "https:///x", ""])
+def test_a_runbook_base_that_is_not_an_absolute_url_is_refused(bad):
+    from pydantic import ValidationError
+
+    from stacks.monitoring_settings import AlertSettings
+
+    from stacks.settings_base import FieldProblem
+
+    with pytest.raises(ValidationError) as refused:
+        AlertSettings.model_validate({"runbookBaseUrl": bad})
+    cause = (refused.value.errors()[0].get("ctx") or {}).get("error")
+    assert isinstance(cause, FieldProblem) and cause.field == "runbookBaseUrl" and cause.value == bad
+    assert "absolute http(s) URL" in cause.allowed  # what stacks/config.py prints after the key and value
+    with pytest.raises(ValueError, match="runbook_base_url"):
+        AlertThresholds(runbook_base_url=bad)
 
 
 def test_init_alert_watches_the_init_container_of_the_serving_pods(dev):
@@ -521,7 +567,8 @@ def test_threshold_defaults():
     assert dataclasses.asdict(DEFAULT) == {
         "error_ratio": 0.05, "p99_latency_ms": 500, "hpa_maxed_minutes": 30, "restarts_per_30m": 3,
         "cpu_limit_ratio": 0.9, "memory_limit_ratio": 0.9, "gpu_util_high_percent": 90,
-        "gpu_high_minutes": 30, "gpu_idle_percent": 5, "gpu_idle_minutes": 60}
+        "gpu_high_minutes": 30, "gpu_idle_percent": 5, "gpu_idle_minutes": 60,
+        "runbook_base_url": DEFAULT_RUNBOOK_BASE_URL}
 
 
 def test_thresholds_match_the_stack_settings():

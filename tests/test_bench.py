@@ -170,21 +170,24 @@ def test_spread_is_half_the_range():
 
 # --------------------------------------------------------------------------- report and plumbing
 
-def fake(name: str, walls: list[float], models: int | None = None, program: float | None = 1.0) -> pb.Result:
+def fake(name: str, walls: list[float], models: int | None = None, program: float | None = 1.0,
+         floor: bool = False) -> pb.Result:
     out = f"103 to create: 77 resources\nplanned stack dev offline in {program}s\n" if program else ""
     runs = [pb.Run(wall_s=w, user_s=w, sys_s=0.0, max_rss_kib=150 * 1024, stdout=out) for w in walls]
-    return pb.Result(pb.Case(name, ["python", name], models), runs)
+    return pb.Result(pb.Case(name, ["python", name], models, floor), runs)
 
 
 def test_report_table_and_figures():
-    results = [fake("floor (import SDKs)", [0.5, 0.5, 0.5], program=None),
+    results = [fake(pb.PLAIN_ROW, [0.25, 0.25, 0.25], program=None),
+               fake("floor (900 SDK modules)", [0.5, 0.5, 0.5], program=None, floor=True),
                fake("plan prod", [1.2, 1.0, 0.9]),
                *[fake(f"dev + {n} models", [1.0 + 0.002 * n] * 3, n) for n in (1, 10, 50, 200)]]
     text, figures = pb.report(results, runs=3, warmup=1)
-    assert "plan prod" in text and "PASS  prod plan within 2x the floor: 2.00x" in text
+    assert "plan prod" in text and "PASS  prod plan within 2x the floor (SDK modules it loads): 2.00x" in text
     assert "marginal cost per model (least squares over 1,10,50,200 models): 2.00 ms/model" in text
     prod = next(r for r in figures["rows"] if r["name"] == "plan prod")
     assert prod["median_wall_s"] == pytest.approx(1.0) and prod["ratio_to_floor"] == pytest.approx(2.0)
+    assert prod["ratio_to_plain_import"] == pytest.approx(4.0)  # the plain import: context only
     assert prod["resources"] == 103 and prod["plan_stack_s"] == pytest.approx(1.0)
     assert prod["median_peak_rss_mib"] == pytest.approx(150.0)
     assert figures["scaling"]["ms_per_model"] == pytest.approx(2.0)
@@ -194,12 +197,63 @@ def test_report_table_and_figures():
 
 
 def test_cases_cover_floor_stacks_and_model_counts(tmp_path):
-    rows = pb.cases({200: tmp_path / "b.yaml", 1: tmp_path / "a.yaml"}, python="py")
-    assert rows[0].argv == ["py", "-c", "import pulumi, pulumi_aws, pulumi_gcp, pulumi_kubernetes"]
-    assert [r.name for r in rows[1:4]] == ["plan dev", "plan prod", "plan gke-dev"]
-    assert rows[2].argv == ["py", "-m", "stacks", "plan", "--stack", "prod", "--quiet"]
-    assert [r.models for r in rows[4:]] == [1, 200]
-    assert rows[4].argv[-4:] == ["dev", "--config-file", str(tmp_path / "a.yaml"), "--quiet"]
+    script = tmp_path / "sdk_floor.py"
+    rows = pb.cases({200: tmp_path / "b.yaml", 1: tmp_path / "a.yaml"}, python="py",
+                    floor_script=script, floor_modules=900)
+    assert rows[0].argv == ["py", "-c", "import pulumi, pulumi_aws, pulumi_gcp, pulumi_kubernetes, pulumi_random"]
+    assert rows[1].argv == ["py", str(script)] and rows[1].name == "floor (900 SDK modules)"
+    assert [r.floor for r in rows] == [False, True] + [False] * 5
+    assert [r.name for r in rows[2:5]] == ["plan dev", "plan prod", "plan gke-dev"]
+    assert rows[3].argv == ["py", "-m", "stacks", "plan", "--stack", "prod", "--quiet"]
+    assert [r.models for r in rows[5:]] == [1, 200]
+    assert rows[5].argv[-4:] == ["dev", "--config-file", str(tmp_path / "a.yaml"), "--quiet"]
+    # Without a floor script the plain import is the floor (a report always has exactly one).
+    assert [r.floor for r in pb.cases({}, python="py")] == [True, False, False, False]
+
+
+def test_report_needs_exactly_one_floor():
+    rows = [fake(pb.PLAIN_ROW, [0.5]), fake("plan prod", [1.0])]
+    with pytest.raises(ValueError, match="exactly one floor row, got 0"):
+        pb.report(rows, runs=1, warmup=0)
+
+
+def test_prod_verdict_fails_above_twice_the_floor_and_passes_at_it():
+    """The verdict can go either way: the target is a ratio to the SDK-modules floor, boundary included."""
+    scale = pb.scaling({1: 1.0, 200: 1.0})
+    assert pb.verdicts(2.0, scale)[0].label == "PASS"
+    assert pb.verdicts(2.01, scale)[0].label == "FAIL"
+    assert pb.verdicts(0.9, scale)[0].label == "PASS"
+    # Through the report: a prod plan 3x the floor FAILs although it is only 1.5x the plain import.
+    rows = [fake(pb.PLAIN_ROW, [2.0, 2.0]), fake("floor (9 SDK modules)", [1.0, 1.0], floor=True),
+            fake("plan prod", [3.0, 3.0])]
+    text, figures = pb.report(rows, runs=2, warmup=0)
+    assert "FAIL  prod plan within 2x the floor (SDK modules it loads): 3.00x" in text
+    assert figures["targets"][0]["ok"] is False
+
+
+def test_floor_script_imports_exactly_the_modules_and_exits_like_the_plan(tmp_path):
+    script = pb.write_floor_script(["pulumi", "pulumi_random"], tmp_path / "floor.py")
+    probe = tmp_path / "probe.py"
+    # Run the script's body, then report what it loaded: os._exit ends the process, so patch it.
+    probe.write_text("import os, sys\n"
+                     "os._exit = lambda code: (print('random' if 'pulumi_random' in sys.modules else '-', "
+                     "'aws' if 'pulumi_aws' in sys.modules else '-', 'exit', code), sys.exit(code))\n"
+                     f"exec(open({str(script)!r}).read())\n")
+    assert pb.run_once([sys.executable, str(probe)]).stdout.split() == ["random", "-", "exit", "0"]
+    assert "os._exit(0)" in script.read_text()  # the plan leaves the same way (stacks/__main__.py)
+    with pytest.raises(ValueError, match="not SDK modules"):
+        pb.write_floor_script(["pulumi", "yaml"], tmp_path / "bad.py")
+    with pytest.raises(ValueError, match="no SDK modules"):
+        pb.write_floor_script([], tmp_path / "empty.py")
+
+
+def test_sdk_modules_are_recorded_from_a_real_plan():
+    """The floor's list comes from sys.modules after a plan: lazily loaded submodules included, the
+    program's own modules and non-SDK libraries excluded."""
+    modules = pb.sdk_modules_of("prod")
+    assert {"pulumi", "pulumi_aws", "pulumi_aws.eks", "pulumi_kubernetes.core.v1", "pulumi_random"} <= set(modules)
+    assert modules == sorted(modules) and all(pb.is_sdk_module(m) for m in modules)
+    assert not any(m.startswith(("stacks", "components", "pydantic", "yaml")) for m in modules)
 
 
 def test_run_once_records_the_child_and_reports_failure():

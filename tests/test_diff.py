@@ -143,3 +143,53 @@ def test_cost_prices_pools_at_min_and_max_and_says_unknown(prod, gke):
                                        "inputs": {"instanceTypes": ["p5.48xlarge"],
                                                   "scalingConfig": {"minSize": 1, "maxSize": 2}}}]})
     assert unknown.hourly == (0, 0) and "price unknown" in unknown.unknown[0].detail
+
+
+def test_a_side_that_fails_says_which_once(two_commits: Path):
+    """The planning subprocess's own `error: stack dev: ` prefix and checkout path are not repeated."""
+    stack_file = two_commits / "Pulumi.dev.yaml"
+    original = stack_file.read_text()
+    try:
+        stack_file.write_text("config:\n  - a list\n")
+        done = stacks_cli(two_commits, "diff", "--stack", "dev", "--base", "HEAD")
+    finally:
+        stack_file.write_text(original)
+    assert (done.returncode, done.stdout) == (2, "")
+    assert done.stderr == ("error: stack dev: working tree: Pulumi.dev.yaml: `config` must be a mapping of "
+                           "key: value, found a list\n")
+    # The same on the base side (a commit on a side branch), whose checkout is a temporary worktree.
+    git(two_commits, "checkout", "-q", "-b", "broken-base")
+    try:
+        stack_file.write_text("config: [unclosed\n")
+        git(two_commits, "commit", "-qam", "broken stack file")
+    finally:
+        git(two_commits, "checkout", "-q", "-")
+    done = stacks_cli(two_commits, "diff", "--stack", "dev", "--base", "broken-base")
+    assert (done.returncode, done.stdout) == (2, "")
+    assert done.stderr == ("error: stack dev: base broken-base: Pulumi.dev.yaml: not valid YAML: line 2, "
+                           "column 1: expected ',' or ']', but got '<stream end>'\n")
+
+
+def test_bad_diff_arguments_fail_at_once_with_one_line(two_commits: Path, tmp_path: Path):
+    new_stack = two_commits / "Pulumi.new.yaml"
+    shutil.copy(two_commits / "Pulumi.dev.yaml", new_stack)  # in the working tree only
+    known = ", ".join(sorted(p.name.split(".")[1] for p in two_commits.glob("Pulumi.*.yaml")))
+    not_a_commit = "not a commit in this repository (a branch, tag or commit id, e.g. origin/main or HEAD~1)"
+    cases = {
+        ("--stack", "nosuch", "--base", "HEAD"):
+            f"stack nosuch: working tree: Pulumi.nosuch.yaml: no such file (stacks here: {known})",
+        ("--stack", "dev", "--base", "no-such-ref"): f"stack dev: base no-such-ref: {not_a_commit}",
+        # Looked up as a revision, never passed to git as an option.
+        ("--stack", "dev", "--base=--output=x"): f"stack dev: base --output=x: {not_a_commit}",
+        ("--stack", "new", "--base", "HEAD"):
+            "stack new: base HEAD: Pulumi.new.yaml does not exist at that revision (a stack added since has "
+            "nothing to diff against; plan it with `python -m stacks plan`)",
+        ("--stack", "dev", "--base", "HEAD", "--out", str(tmp_path)): f"--out {tmp_path}: is a directory; give a file path",
+    }
+    try:
+        for args, message in cases.items():
+            done = stacks_cli(two_commits, "diff", *args)
+            assert (done.returncode, done.stdout, done.stderr) == (2, "", f"error: {message}\n"), args
+    finally:
+        new_stack.unlink()
+    assert not (two_commits / "x").exists()

@@ -219,3 +219,28 @@ def test_built_in_gpu_counts_match_the_documentation():
         check_gcp_pool(pool(instanceTypes=[machine], gpusPerNode=count))
         check_gcp_pool(pool(instanceTypes=[machine], gpusPerNode=count, acceleratorType=kind))
         assert _accepted(machine, kind) == [count], machine
+
+
+# Issue 13: names GKE (and the service account ids derived from them) would refuse.
+@pytest.mark.parametrize("name", ["TFServing", "a" * 25, "t" * 29, "tfserving-", "1tfserving", "tf_serving"])
+def test_gke_cluster_names_fit_gke_and_the_node_service_account(name):
+    assert_config_error(gke(clusterName=name), f"{NS}:clusterName", repr(name), "1-24 lowercase letters")
+
+
+def test_gke_cluster_name_of_24_characters_is_accepted():
+    assert parse_settings(gke(clusterName="t" * 24)).cluster_name == "t" * 24
+
+
+@pytest.mark.parametrize("name", ["gpu_l4", "1gpu", "g" * 41])
+def test_gke_pool_names_follow_gke_rules(name):
+    config = gke(nodePools={"system": SYSTEM, name: L4},
+                 servers={"default": {"nodePool": name, "gpus": 1, "models": {"digits": {}}}})
+    assert_config_error(config, f"{NS}:nodePools.{name}", repr(name), "GKE node pool name")
+
+
+def test_regional_pool_must_start_within_its_size():
+    # 3 zones, minSize 2, maxSize 2: GKE would start 0 per zone (capped by maxSize // zones); the component
+    # raised ValueError after the cluster was registered.
+    pools = {"system": {**SYSTEM, "minSize": 2, "desiredSize": 2, "maxSize": 2}, "gpu": L4}
+    config = gke(regionalCluster=True, zones=["us-central1-a", "us-central1-b", "us-central1-c"], nodePools=pools)
+    assert_config_error(config, f"{NS}:nodePools.system.maxSize", "2", "GKE starts the same number of nodes")

@@ -44,6 +44,7 @@ from pulumi_policy.proxy import UNKNOWN_STRING_VALUE, UnknownValueError
 from policy import adapters, rules
 from stacks.mock_engine import Recording, RecordedResource
 from stacks.plan import ROOT
+from tests.image_lock_helpers import full_lock, plan_with_lock
 
 POLICY_DIR = ROOT / "policy"
 PACK_NAME = "tfserving-platform-policies"
@@ -54,7 +55,10 @@ EXPECTED_POLICIES = {
     "serving-namespace-default-deny": StackValidationPolicy,
     "buckets-private-and-encrypted": StackValidationPolicy,
     "prod-protects-data": StackValidationPolicy,
+    "prod-images-pinned-by-digest": ResourceValidationPolicy,
 }
+ADVISORY = {"prod-images-pinned-by-digest"}
+"""Warnings (EnforcementLevel.ADVISORY); the pack's MANDATORY applies to every other policy."""
 POLICY = {p.name: p for p in rules.POLICIES}
 
 DEPLOYMENT = "kubernetes:apps/v1:Deployment"
@@ -135,16 +139,20 @@ def container(resource: RecordedResource, name: str, field: str = "containers") 
 
 # --- the real plans pass -------------------------------------------------------------------------
 
-def test_the_pack_holds_the_six_policies():
+def test_the_pack_holds_the_seven_policies():
     assert {p.name: type(p) for p in rules.POLICIES} == EXPECTED_POLICIES
     assert len(rules.POLICIES) == len(EXPECTED_POLICIES)
-    assert all(p.enforcement_level is None for p in rules.POLICIES), "the pack's MANDATORY applies to all"
+    assert {p.name: p.enforcement_level for p in rules.POLICIES} == {
+        name: EnforcementLevel.ADVISORY if name in ADVISORY else None for name in EXPECTED_POLICIES}
 
 
-def test_every_policy_passes_on_the_real_plans(recording):
+def test_every_mandatory_policy_passes_on_the_real_plans(recording):
+    """The advisory one depends on images.lock.json: see the prod-images-pinned-by-digest tests."""
     resources = recording.resources
     failures = {}
     for policy in rules.POLICIES:
+        if policy.name in ADVISORY:
+            continue
         report = Violations()
         if isinstance(policy, ResourceValidationPolicy):
             for resource in resources:
@@ -485,6 +493,86 @@ def test_the_stack_name_comes_from_the_urns(prod, monkeypatch):
     assert rules.stack_name([]) == "prod"
 
 
+# --- 7. prod-images-pinned-by-digest (advisory) --------------------------------------------------
+
+@pytest.fixture(scope="module")
+def prod_unlocked(tmp_path_factory) -> Recording:
+    """prod rendered with an empty image lock: tags alone."""
+    return plan_with_lock("prod", {}, tmp_path_factory.mktemp("prod-unlocked"))
+
+
+@pytest.fixture(scope="module")
+def prod_locked(tmp_path_factory) -> Recording:
+    """prod rendered with a lock holding every image it renders."""
+    return plan_with_lock("prod", full_lock("prod"), tmp_path_factory.mktemp("prod-locked"))
+
+
+def digest_warnings(resources: list[RecordedResource]) -> Violations:
+    report = Violations()
+    for resource in resources:
+        POLICY["prod-images-pinned-by-digest"].validate(adapters.resource_args(resource, resources), report)
+    return report
+
+
+def containers_of(resources: list[RecordedResource]) -> list[tuple[RecordedResource, dict]]:
+    return [(r, c) for r in resources if r.type == DEPLOYMENT
+            for c in [*(pod_spec(r).get("initContainers") or []), *pod_spec(r)["containers"]]]
+
+
+def as_stack(resources: list[RecordedResource], stack: str) -> list[RecordedResource]:
+    """The same resources with URNs of another stack (the policy reads the stack from the URN)."""
+    return [dataclasses.replace(r, urn=r.urn.replace("urn:pulumi:prod::", f"urn:pulumi:{stack}::", 1))
+            for r in resources]
+
+
+def test_prod_images_without_digests_are_warnings(prod_unlocked):
+    resources = prod_unlocked.resources
+    report = digest_warnings(resources)
+    unpinned = containers_of(resources)
+    assert unpinned and all("@" not in c["image"] for _, c in unpinned)
+    # One warning per container, naming the Deployment, the container and its image.
+    assert len(report) == len(unpinned)
+    for deployment, c in unpinned:
+        assert any(deployment.name in m and f"'{c['name']}' image {c['image']} has no digest" in m
+                   for m, _ in report), (deployment.name, c["name"])
+    assert "stack prod" in report.messages and "images.lock.json" in report.messages
+
+
+def test_prod_with_a_full_lock_is_silent(prod_locked):
+    assert all("@sha256:" in c["image"] for _, c in containers_of(prod_locked.resources))
+    assert not digest_warnings(prod_locked.resources)
+
+
+def test_the_digest_warning_is_for_prod_only(prod_unlocked, monkeypatch):
+    dev_like = as_stack(prod_unlocked.resources, "dev")
+    assert not digest_warnings(dev_like)
+    # ...unless the stack asks for prod's guarantees (tfserving-platform:protect, as the CLI passes it).
+    monkeypatch.setenv("PULUMI_CONFIG", '{"tfserving-platform:protect": "true"}')
+    report = digest_warnings(dev_like)
+    assert len(report) == len(containers_of(dev_like))
+    assert "tfserving-platform:protect is true" in report.messages
+
+
+def test_one_unpinned_container_is_one_warning(prod_locked):
+    resources = copied(prod_locked)
+    deployment = find(resources, DEPLOYMENT, GPU_DEPLOYMENT)
+    sidecar = container(deployment, "model-sync", "initContainers")
+    sidecar["image"] = sidecar["image"].split("@")[0]
+    report = digest_warnings(resources)
+    assert len(report) == 1
+    assert GPU_DEPLOYMENT in report.messages and "init container 'model-sync'" in report.messages
+
+
+def test_the_servicer_reports_digest_warnings_as_advisory(prod_unlocked, prod_locked, servicer):
+    deployment = find(prod_unlocked.resources, DEPLOYMENT, GPU_DEPLOYMENT)
+    diagnostics = servicer.Analyze(analyze_request(deployment), None).diagnostics
+    assert {(d.policyName, d.enforcementLevel) for d in diagnostics} == {
+        ("prod-images-pinned-by-digest", proto.ADVISORY)}
+    assert len(diagnostics) == len(containers_of([deployment]))
+    locked = find(prod_locked.resources, DEPLOYMENT, GPU_DEPLOYMENT)
+    assert not servicer.Analyze(analyze_request(locked), None).diagnostics
+
+
 # --- the adapter --------------------------------------------------------------------------------
 
 def test_the_adapter_gives_engine_shaped_args(dev):
@@ -597,17 +685,24 @@ def test_the_servicer_describes_the_pack(servicer):
     info = servicer.GetAnalyzerInfo(None, None)
     assert info.name == PACK_NAME
     assert {p.name for p in info.policies} == set(EXPECTED_POLICIES)
-    assert {p.enforcementLevel for p in info.policies} == {proto.MANDATORY}
+    assert {p.name: p.enforcementLevel for p in info.policies} == {
+        name: proto.ADVISORY if name in ADVISORY else proto.MANDATORY for name in EXPECTED_POLICIES}
+
+
+def mandatory(diagnostics) -> list:
+    """The diagnostics that fail an update (the advisory digest warning depends on the lock's state)."""
+    assert all(d.policyName in ADVISORY for d in diagnostics if d.enforcementLevel != proto.MANDATORY)
+    return [d for d in diagnostics if d.enforcementLevel == proto.MANDATORY]
 
 
 def test_the_servicer_passes_the_real_plans_and_catches_a_latest_tag(recording, servicer):
     for resource in recording.resources:
-        assert not servicer.Analyze(analyze_request(resource), None).diagnostics, resource.urn
+        assert not mandatory(servicer.Analyze(analyze_request(resource), None).diagnostics), resource.urn
     assert not servicer.AnalyzeStack(stack_request(recording.resources), None).diagnostics
     deployment = next(r for r in copied(recording) if r.type == DEPLOYMENT)
     server = container(deployment, "tfserving")
     server["image"] = "tensorflow/serving:latest" + ("-gpu" if server["image"].endswith("-gpu") else "")
-    diagnostics = servicer.Analyze(analyze_request(deployment), None).diagnostics
+    diagnostics = mandatory(servicer.Analyze(analyze_request(deployment), None).diagnostics)
     assert [(d.policyName, d.enforcementLevel) for d in diagnostics] == [
         ("no-latest-image-tags", proto.MANDATORY)]
     assert deployment.name in diagnostics[0].message

@@ -9,15 +9,20 @@ from __future__ import annotations
 
 import copy
 import json
+import re
+import subprocess
+import sys
 
 import pytest
 
 from stacks import scan as scan_module
 from stacks.mock_engine import Recording, RecordedResource
+from stacks.plan import ROOT
 from stacks.scan import (KUBERNETES, TERRAFORM_PLAN, ScanError, ScanResult, find_checkov, run_checkov,
                          scan_recording, scan_stack, skip_entries)
 from stacks.terraform_plan import (ATTRIBUTE_RENAMES, PLURAL_NAMES_KEPT, TERRAFORM_TYPES, TYPE_EXCEPTIONS,
                                    general_rule, is_cloud_resource, terraform_values, to_terraform_plan)
+from tests.conftest import stack_file_with
 
 
 # Cloud checks that fail today and that the PROGRAM (or a stack's config) should fix, per stack:
@@ -115,7 +120,7 @@ def test_skipped_checks_never_run(stack_scan):
 def test_markdown_and_json_carry_the_counts(stack_scan):
     text = stack_scan.to_markdown()
     for name, fw in stack_scan.frameworks.items():
-        assert f"| {name} | {fw.passed} | {fw.failed} | {fw.skipped} |" in text, text
+        assert f"| checkov | {name} | {fw.passed} | {fw.failed} | {fw.skipped} |" in text, text
     for check in stack_scan.frameworks[TERRAFORM_PLAN].failed_checks:
         assert check.check_id in text and check.resource in text
     data = json.loads(json.dumps(stack_scan.to_json()))
@@ -225,7 +230,7 @@ def test_references_become_terraform_references(prod):
 def test_a_public_prod_endpoint_fails(checkov, plan_with, tmp_path):
     # protect refuses a world-open endpoint as config; unprotected, the scanner still catches it.
     recording = plan_with("prod", protect=False, publicAccessCidrs=["0.0.0.0/0"])
-    result = scan_recording(recording, tmp_path, frameworks=[TERRAFORM_PLAN])
+    result = scan_recording(recording, tmp_path, frameworks=[TERRAFORM_PLAN], scanners=["checkov"])
     failed = {(c.check_id, c.resource): c for _, c in result.failed_checks}
     for check_id in ("CKV_AWS_38",):
         check = failed.get((check_id, "aws_eks_cluster.eks-cluster"))
@@ -234,7 +239,7 @@ def test_a_public_prod_endpoint_fails(checkov, plan_with, tmp_path):
     assert not result.ok
     text = result.to_markdown()
     assert "CKV_AWS_38" in text
-    assert f"| {TERRAFORM_PLAN} | {result.frameworks[TERRAFORM_PLAN].passed} |" in text
+    assert f"| checkov | {TERRAFORM_PLAN} | {result.frameworks[TERRAFORM_PLAN].passed} |" in text
 
 
 # (address, mutation, checks that must fail on it)
@@ -309,3 +314,75 @@ def test_skip_file_lists_cloud_skips():
     entries = skip_entries(scan_module.DEFAULT_CONFIG)
     assert "CKV_K8S_43" in entries
     assert any(e.startswith(("CKV_AWS", "CKV2_AWS", "CKV_GCP", "CKV2_GCP")) for e in entries)
+
+
+# --- the report formats and the CLI ---------------------------------------------------------------
+
+def _sample_result() -> ScanResult:
+    from stacks.scan import Check, FrameworkResult
+
+    failed = Check("AWS-0041", "aws_eks_cluster.eks-cluster", "EKS cluster should not have open CIDR",
+                   file="main.tf", guideline="https://avd.aquasec.com/misconfig/aws-0041",
+                   message="Cluster allows access from a public CIDR: 0.0.0.0/0")
+    return ScanResult(
+        stack="dev", frameworks={KUBERNETES: FrameworkResult(KUBERNETES, passed=3, version="3.3.30")},
+        skip_config=["CKV_K8S_43"],
+        trivy={TERRAFORM_PLAN: FrameworkResult(TERRAFORM_PLAN, passed=80, failed=1, scanner="trivy",
+                                               version="0.76.0", failed_checks=[failed])},
+        trivy_ignores=[{"id": "AWS-0040", "stacks": ["dev", "prod"], "statement": "why"}])
+
+
+def test_text_report_is_plain_text():
+    result = _sample_result()
+    text = result.to_text()
+    for markdown in ("|", "`", "###", "**", "[AWS-0041]("):
+        assert markdown not in text, f"markdown {markdown!r} in the text report:\n{text}"
+    assert "Security scan of stack dev: 1 failed check (checkov 3.3.30, trivy 0.76.0)" in text
+    assert re.search(r"^checkov\s+kubernetes\s+3\s+0\s+0\s+0\s+0$", text, re.M), text
+    assert re.search(r"^trivy\s+terraform_plan\s+80\s+1\s+", text, re.M), text
+    assert "AWS-0041  aws_eks_cluster.eks-cluster" in text and "public CIDR: 0.0.0.0/0" in text
+    assert "AWS-0040 (dev, prod)" in text and "CKV_K8S_43" in text
+    markdown = result.to_markdown()
+    assert "| trivy | terraform_plan | 80 | 1 |" in markdown
+    assert "[AWS-0041](https://avd.aquasec.com/misconfig/aws-0041)" in markdown
+
+
+@pytest.mark.parametrize("fmt,marker", [("text", "Security scan of stack dev"),
+                                        ("markdown", "### Security scan: stack `dev`"),
+                                        ("json", '"trivy_version": "0.76.0"')])
+def test_scan_cli_formats(monkeypatch, capsys, fmt, marker):
+    from stacks.__main__ import main
+
+    monkeypatch.setattr(scan_module, "scan_stack", lambda stack, workdir, **kwargs: _sample_result())
+    assert main(["scan", "--stack", "dev", "--format", fmt]) == 1
+    out = capsys.readouterr().out
+    assert marker in out
+    if fmt == "text":
+        assert "|" not in out and "`" not in out
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "stacks", *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=300)
+
+
+def test_scan_of_an_unknown_stack_is_one_error_line():
+    done = _cli("scan", "--stack", "staging")
+    assert done.returncode == 2, done
+    assert "Traceback" not in done.stderr
+    assert done.stderr.strip().splitlines() == [
+        "error: --stack staging: no stack file Pulumi.staging.yaml (stacks: dev, gke-dev, prod); pass "
+        "--config-file for a stack file elsewhere"]
+    assert done.stdout == ""
+
+
+def test_scan_of_a_bad_stack_config_is_an_error_not_a_traceback(tmp_path):
+    bad = stack_file_with(tmp_path, "dev", vpcFlowLogRetentionDays=8)
+    done = _cli("scan", "--stack", "dev", "--config-file", str(bad))
+    assert done.returncode == 2, done
+    assert "Traceback" not in done.stderr, done.stderr
+    assert done.stderr.startswith("error: stack dev: "), done.stderr
+    assert "vpcFlowLogRetentionDays = 8" in done.stderr and "365" in done.stderr, done.stderr
+    missing = _cli("scan", "--stack", "dev", "--config-file", str(tmp_path / "nope.yaml"))
+    assert missing.returncode == 2 and "Traceback" not in missing.stderr
+    assert missing.stderr.strip().splitlines() == [f"error: stack dev: {tmp_path / 'nope.yaml'}: no such file"]

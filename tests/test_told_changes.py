@@ -398,7 +398,7 @@ class DocCase:
     why: str = ""
 
 
-# README sections without --stack: "the dev and prod stack files show a canary"; exposure on every cloud.
+# Sections without --stack: "the dev and prod stack files show a canary"; exposure on every cloud.
 CANARY_STACKS = ("dev", "prod")
 EXPOSURE_STACKS = ("dev", "prod", "gke-dev")
 
@@ -418,26 +418,26 @@ DOC_CASES: dict[tuple[str, str], DocCase] = {
     ("README.md", "model_tools promote --stack-file Pulumi.dev.yaml --model digits --version 2 "
                   "--bucket-uri s3://$(pulumi stack output modelBucket)/models"):
         DocCase(stacks=("dev", "prod")),
-    # "Canary, promote, roll back": each step one change, then `pulumi up`.
-    ("README.md", f"pulumi config set --path {CANARY} 2"): DocCase(stacks=CANARY_STACKS, prelude="no-canary"),
-    ("README.md", "pulumi config set --path servers.default.canaryWeight 25"): DocCase(stacks=CANARY_STACKS),
-    ("README.md", "pulumi config set --path servers.default.models.digits.versions[0] 2"):
+    # docs/components.md "Canary, promote, roll back": each step one change, then `pulumi up`.
+    ("docs/components.md", f"pulumi config set --path {CANARY} 2"): DocCase(stacks=CANARY_STACKS, prelude="no-canary"),
+    ("docs/components.md", "pulumi config set --path servers.default.canaryWeight 25"): DocCase(stacks=CANARY_STACKS),
+    ("docs/components.md", "pulumi config set --path servers.default.models.digits.versions[0] 2"):
         DocCase(stacks=CANARY_STACKS),
-    ("README.md", f"pulumi config rm --path {CANARY}"): DocCase(stacks=CANARY_STACKS),
-    # "Clients": turn external access on (the five keys together, then `pulumi up`).
-    ("README.md", "pulumi config set --path clusterPrerequisites[0] gateway-api-crds"):
+    ("docs/components.md", f"pulumi config rm --path {CANARY}"): DocCase(stacks=CANARY_STACKS),
+    # docs/components.md "Clients": turn external access on (the five keys together, then `pulumi up`).
+    ("docs/components.md", "pulumi config set --path clusterPrerequisites[0] gateway-api-crds"):
         DocCase(stacks=EXPOSURE_STACKS, group="exposure"),
-    ("README.md", "pulumi config set --path exposure.enabled true"):
+    ("docs/components.md", "pulumi config set --path exposure.enabled true"):
         DocCase(stacks=EXPOSURE_STACKS, group="exposure"),
-    ("README.md", "pulumi config set --path exposure.gatewayClassName eg"):
+    ("docs/components.md", "pulumi config set --path exposure.gatewayClassName eg"):
         DocCase(stacks=EXPOSURE_STACKS, group="exposure"),
-    ("README.md", "pulumi config set --path exposure.hostname models.example.com"):
+    ("docs/components.md", "pulumi config set --path exposure.hostname models.example.com"):
         DocCase(stacks=EXPOSURE_STACKS, group="exposure"),
-    ("README.md", "pulumi config set --path exposure.tlsSecretName models-tls"):
+    ("docs/components.md", "pulumi config set --path exposure.tlsSecretName models-tls"):
         DocCase(stacks=EXPOSURE_STACKS, group="exposure"),
-    ("README.md", "pulumi config set --path exposure.proxyNamespaces[0] envoy-gateway-system"):
+    ("docs/components.md", "pulumi config set --path exposure.proxyNamespaces[0] envoy-gateway-system"):
         DocCase(stacks=EXPOSURE_STACKS, group="exposure"),
-    # README "Reach the prod API": the deploy runners' egress addresses, before the first up.
+    # README "Prod: the API and the deploy runners": the deploy runners' egress addresses, before the first up.
     ("README.md", "pulumi config set --stack prod --path publicAccessCidrs[0] 198.51.100.7/32"): DocCase(),
     # Pulumi.prod.yaml: the deploy runners' egress addresses, instead of the documentation range.
     ("Pulumi.prod.yaml", "pulumi config set --stack prod --path publicAccessCidrs[0] <runner egress IP>/32"):

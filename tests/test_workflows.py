@@ -222,6 +222,7 @@ WRITES = {
     ("deploy.yml", "dev"): {"id-token"},
     ("deploy.yml", "smoke-dev"): {"id-token"},
     ("deploy.yml", "prod"): {"id-token"},
+    ("image-digests.yml", "refresh"): set(),
 }
 
 

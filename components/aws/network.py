@@ -1,12 +1,20 @@
-"""VPC for an EKS cluster: public and private subnets per zone, NAT for the private ones."""
+"""VPC for an EKS cluster: public and private subnets per zone, NAT for the private ones, flow logs."""
 
 from __future__ import annotations
 
 import ipaddress
+import json
 from dataclasses import dataclass, field
 
 import pulumi
 import pulumi_aws as aws
+
+from components.aws.iam import partition_of
+
+# Values of the EC2 API (botocore's ec2 model: TrafficType, LogDestinationType; tests/test_aws_enums.py).
+FLOW_LOG_TRAFFIC_TYPE = "ALL"
+"""Accepted and rejected traffic: rejects alone would not show what a compromised pod reached."""
+FLOW_LOG_DESTINATION_TYPE = "cloud-watch-logs"
 
 
 @dataclass(frozen=True)
@@ -25,6 +33,60 @@ class VpcArgs:
     """Extra tags on every resource."""
     region: str = ""
     """AWS region of the VPC (names the S3 endpoint service); empty: the region of ``zones[0]``."""
+    flow_logs: bool = True
+    """VPC flow logs of all traffic to a CloudWatch log group (needs ``account_id``)."""
+    flow_log_retention_days: int = 365
+    """Retention of the flow-log group (one of CloudWatch's periods, checked by the settings)."""
+    account_id: pulumi.Input[str] = ""
+    """The AWS account of the VPC: the flow-log role trusts the flow-logs service of this account only."""
+
+
+def flow_log_trust_policy(account_id: str, region: str) -> str:
+    """Lets VPC Flow Logs assume the role, only on behalf of flow logs of this account and region.
+
+    ``aws:SourceAccount`` and ``aws:SourceArn`` guard against the confused deputy, as
+    https://docs.aws.amazon.com/vpc/latest/userguide/flow-logs-iam-role.html recommends.
+    """
+    partition = partition_of(region)
+    return json.dumps({
+        "Version": "2012-10-17",
+        "Statement": [{
+            "Effect": "Allow",
+            "Principal": {"Service": "vpc-flow-logs.amazonaws.com"},
+            "Action": "sts:AssumeRole",
+            "Condition": {
+                "StringEquals": {"aws:SourceAccount": account_id},
+                "ArnLike": {"aws:SourceArn": f"arn:{partition}:ec2:{region}:{account_id}:vpc-flow-log/*"},
+            },
+        }],
+    })
+
+
+def log_group_arn(name: str, account_id: str, region: str) -> str:
+    """The ARN of a CloudWatch log group (without the ``:*`` the provider's ``arn`` output may carry)."""
+    return f"arn:{partition_of(region)}:logs:{region}:{account_id}:log-group:{name}"
+
+
+def flow_log_policy(log_group: str, account_id: str, region: str) -> str:
+    """What the flow-logs service needs to deliver to one existing log group, and no more.
+
+    AWS's example role (same page as above) allows logs:CreateLogGroup and all five actions on
+    ``*``. The group exists (this component creates it), so CreateLogGroup is left out and writing
+    is limited to its streams; DescribeLogGroups takes only the account's ``log-group:*`` resource
+    form (it lists groups, read-only). ``log_group`` is the group's name.
+    """
+    partition = partition_of(region)
+    group = log_group_arn(log_group, account_id, region)
+    return json.dumps({
+        "Version": "2012-10-17",
+        "Statement": [
+            {"Sid": "WriteFlowLogs", "Effect": "Allow",
+             "Action": ["logs:CreateLogStream", "logs:PutLogEvents", "logs:DescribeLogStreams"],
+             "Resource": [group, f"{group}:log-stream:*"]},
+            {"Sid": "FindLogGroup", "Effect": "Allow", "Action": "logs:DescribeLogGroups",
+             "Resource": f"arn:{partition}:logs:{region}:{account_id}:log-group:*"},
+        ],
+    })
 
 
 def s3_endpoint_service(region: str) -> str:
@@ -47,7 +109,10 @@ class Vpc(pulumi.ComponentResource):
     tagged for load-balancer discovery; one or per-zone ``Eip`` + ``NatGateway``; route tables
     and their associations; an S3 gateway ``VpcEndpoint`` on the private route tables, so model
     downloads and ECR image layers (served from S3) bypass the NAT gateway's per-GB charge
-    (gateway endpoints are free: https://docs.aws.amazon.com/vpc/latest/privatelink/gateway-endpoints.html).
+    (gateway endpoints are free: https://docs.aws.amazon.com/vpc/latest/privatelink/gateway-endpoints.html);
+    with ``flow_logs``, a ``FlowLog`` of all the VPC's traffic into a ``LogGroup`` with retention,
+    delivered through an IAM ``Role`` only VPC Flow Logs of this account may assume, with an inline
+    ``RolePolicy`` limited to that group.
     """
 
     vpc_id: pulumi.Output[str]
@@ -112,6 +177,8 @@ class Vpc(pulumi.ComponentResource):
         # Same-region S3 traffic of the private subnets takes the endpoint's prefix-list route (more
         # specific than 0.0.0.0/0 -> NAT). Cross-region buckets and non-S3 registries still use the NAT.
         region = args.region or args.zones[0][:-1]
+        if args.flow_logs:
+            self._flow_logs(name, args, region, vpc, tags, child)
         aws.ec2.VpcEndpoint(f"{name}-s3", vpc_id=vpc.id, service_name=s3_endpoint_service(region),
                             vpc_endpoint_type="Gateway", route_table_ids=[rt.id for rt in private_rts],
                             tags={**tags, "Name": f"{name}-s3"}, opts=child)
@@ -121,3 +188,22 @@ class Vpc(pulumi.ComponentResource):
         self.public_subnet_ids = pulumi.Output.all(*[s.id for s in public_subnets.values()])
         self.register_outputs({"vpc_id": self.vpc_id, "private_subnet_ids": self.private_subnet_ids,
                                "public_subnet_ids": self.public_subnet_ids})
+
+    @staticmethod
+    def _flow_logs(name: str, args: VpcArgs, region: str, vpc: aws.ec2.Vpc, tags: dict[str, str],
+                   child: pulumi.ResourceOptions) -> aws.ec2.FlowLog:
+        # Created here with its retention, so the service never creates it with unlimited retention.
+        # Encrypted with CloudWatch's AWS-owned keys, as the control-plane group (.checkov.yaml
+        # CKV_AWS_158 and .trivyignore.yaml AWS-0017 say why no customer key yet).
+        group = aws.cloudwatch.LogGroup(f"{name}-flow-logs", name=f"/aws/vpc/{args.cluster_name}/flow-logs",
+                                        retention_in_days=args.flow_log_retention_days, tags=tags, opts=child)
+        role = aws.iam.Role(f"{name}-flow-logs",
+                            assume_role_policy=pulumi.Output.from_input(args.account_id).apply(
+                                lambda account: flow_log_trust_policy(account, region)),
+                            tags=tags, opts=child)
+        policy = aws.iam.RolePolicy(f"{name}-flow-logs", role=role.id, policy=pulumi.Output.all(
+            group.name, args.account_id).apply(lambda a: flow_log_policy(a[0], a[1], region)), opts=child)
+        return aws.ec2.FlowLog(f"{name}-flow-logs", vpc_id=vpc.id, traffic_type=FLOW_LOG_TRAFFIC_TYPE,
+                               log_destination_type=FLOW_LOG_DESTINATION_TYPE, log_destination=group.arn,
+                               iam_role_arn=role.arn, tags={**tags, "Name": f"{name}-flow-logs"},
+                               opts=pulumi.ResourceOptions(parent=child.parent, depends_on=[policy]))

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 
 import pulumi
 import pulumi_aws as aws
 
-from components.node_labels import GPU_NODE_LABEL, GPU_RESOURCE, GPU_TAINT_KEY, POOL_LABEL
+from components.node_labels import GPU_NODE_LABEL, GPU_RESOURCE, GPU_TAINT_KEY, POOL_LABEL, name_slug, unique_slugs
 
-__all__ = ["POOL_LABEL", "ManagedNodeGroup", "NodeGroupArgs", "NodePoolSpec"]
+__all__ = ["POOL_LABEL", "ManagedNodeGroup", "NodeGroupArgs", "NodePoolSpec", "name_slug"]
 
 DEVICE_PLUGIN_CONFIG_LABEL = "nvidia.com/device-plugin.config"
 
@@ -92,11 +91,6 @@ def autoscaler_node_template_tags(pool: str, spec: NodePoolSpec) -> dict[str, st
     return tags
 
 
-def name_slug(text: str) -> str:
-    """``text`` reduced to what reads well in a Pulumi resource name (letters, digits, dashes)."""
-    return re.sub(r"[^a-zA-Z0-9-]+", "-", text).strip("-")
-
-
 class ManagedNodeGroup(pulumi.ComponentResource):
     """An EKS managed node group.
 
@@ -157,9 +151,12 @@ class ManagedNodeGroup(pulumi.ComponentResource):
         self.node_group_name = group.node_group_name
         self.asg_name = group.resources.apply(lambda resources: resources[0].autoscaling_groups[0].name)
 
-        for key, value in autoscaler_node_template_tags(pool, spec).items():
+        tags = autoscaler_node_template_tags(pool, spec)
+        # Distinct keys, distinct names (label keys team.name and team-name share a plain slug).
+        slugs = unique_slugs([key.removeprefix("k8s.io/cluster-autoscaler/node-template/") for key in tags])
+        for key, value in tags.items():
             aws.autoscaling.Tag(
-                f"{name}-ca-{name_slug(key.removeprefix('k8s.io/cluster-autoscaler/node-template/'))}",
+                f"{name}-ca-{slugs[key.removeprefix('k8s.io/cluster-autoscaler/node-template/')]}",
                 autoscaling_group_name=self.asg_name,
                 tag=aws.autoscaling.TagTagArgs(key=key, value=value, propagate_at_launch=False),
                 opts=child)

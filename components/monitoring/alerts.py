@@ -4,7 +4,10 @@
 of a ``PrometheusRule`` and, written by :func:`write_rule_files`, a file ``promtool check rules``
 and ``promtool test rules`` read. Every alert carries the labels ``severity`` (``critical`` or
 ``warning``) and ``environment``, and the annotations ``summary``, ``description`` and
-``runbook_url`` (``README.md#<alert name in lower case>``, section "Alert runbooks").
+``runbook_url``: an absolute URL, ``<runbook_base_url>#<alert name in lower case>``, the alert's section
+of ``docs/runbooks.md`` wherever the repository is published (kube-prometheus does the same with
+https://runbooks.prometheus-operator.dev/runbooks/<group>/<alert>: receivers and Grafana show the
+annotation as a link, with no repository to resolve a relative path against).
 
 Series the rules read, and the labels they rely on:
 
@@ -49,8 +52,13 @@ from pathlib import Path
 
 import yaml
 
-RUNBOOK_DOC = "README.md"
-"""Runbooks, one heading per alert, relative to the repository root."""
+RUNBOOK_DOC = "docs/runbooks.md"
+"""Runbooks, one ``###`` heading per alert named exactly as the alert, relative to the repository root."""
+DEFAULT_RUNBOOK_BASE_URL = "https://github.com/OWNER/REPO/blob/main/docs/runbooks.md"
+"""Where :data:`RUNBOOK_DOC` is published unless the stack says (``monitoring.alerts.runbookBaseUrl``).
+The project cannot know where a user hosts the repository, so the default is GitHub's address of the
+file with visible placeholders: a stack sets its own."""
+_RUNBOOK_BASE = re.compile(r"https?://[^\s#?/]+(/[^\s#?]*)?")
 
 REQUEST_COUNT = ":tensorflow:serving:request_count"
 REQUEST_LATENCY_BUCKET = ":tensorflow:serving:request_latency_bucket"
@@ -93,6 +101,8 @@ class AlertThresholds:
     """GPU utilisation (percent, 5-minute average) below which an allocated GPU counts as idle; 0 disables."""
     gpu_idle_minutes: int = 60
     """Minutes an allocated GPU may idle before alerting."""
+    runbook_base_url: str = DEFAULT_RUNBOOK_BASE_URL
+    """Absolute URL of the published :data:`RUNBOOK_DOC` (no fragment); each alert links to its section."""
 
     def __post_init__(self) -> None:
         problems = []
@@ -111,13 +121,21 @@ class AlertThresholds:
             problems.append(f"gpu_util_high_percent {self.gpu_util_high_percent} must be in (0, 100]")
         if not 0 <= self.gpu_idle_percent < self.gpu_util_high_percent:
             problems.append(f"gpu_idle_percent {self.gpu_idle_percent} must be in [0, gpu_util_high_percent)")
+        if not isinstance(self.runbook_base_url, str) or not _RUNBOOK_BASE.fullmatch(self.runbook_base_url):
+            problems.append(f"runbook_base_url {self.runbook_base_url!r} must be an absolute http(s) URL "
+                            "without a fragment or query")
         if problems:
             raise ValueError("AlertThresholds: " + "; ".join(problems))
 
 
-def runbook_url(alert: str) -> str:
-    """Where the runbook of ``alert`` lives: its heading's anchor in :data:`RUNBOOK_DOC`."""
-    return f"{RUNBOOK_DOC}#{alert.lower()}"
+def runbook_anchor(alert: str) -> str:
+    """The anchor GitHub (and most Markdown renderers) give the heading ``### <alert>``."""
+    return alert.lower()
+
+
+def runbook_url(alert: str, base_url: str = DEFAULT_RUNBOOK_BASE_URL) -> str:
+    """Where the runbook of ``alert`` lives: its heading's anchor in the published :data:`RUNBOOK_DOC`."""
+    return f"{base_url}#{runbook_anchor(alert)}"
 
 
 def _num(value: float) -> str:
@@ -127,12 +145,13 @@ def _num(value: float) -> str:
 
 
 def _alert(name: str, expr: str, severity: str, environment: str, summary: str, description: str,
-           for_: str | None = None) -> dict:
+           for_: str | None = None, runbook_base_url: str = DEFAULT_RUNBOOK_BASE_URL) -> dict:
     rule: dict = {"alert": name, "expr": expr}
     if for_:
         rule["for"] = for_
     rule["labels"] = {"severity": severity, "environment": environment}
-    rule["annotations"] = {"summary": summary, "description": description, "runbook_url": runbook_url(name)}
+    rule["annotations"] = {"summary": summary, "description": description,
+                           "runbook_url": runbook_url(name, runbook_base_url)}
     return rule
 
 
@@ -147,7 +166,7 @@ def serving_alert_rules(namespace: str, environment: str, thresholds: AlertThres
     env = environment
 
     def a(name, expr, severity, summary, description, for_=None):
-        return _alert(name, expr, severity, env, summary, description, for_)
+        return _alert(name, expr, severity, env, summary, description, for_, t.runbook_base_url)
 
     requests = f"sum by (namespace, model_name) (rate({REQUEST_COUNT}{{{ns}}}[5m]))"
     failed = f'sum by (namespace, model_name) (rate({REQUEST_COUNT}{{{ns}, status!="OK"}}[5m]))'

@@ -46,6 +46,7 @@ from components.serving.model_server import (
     REST_PORT,
     RESTART_CHECKSUM,
     SERVER_LABEL,
+    pull_policy,
     restricted,
 )
 from components.serving.tfserving_config import CANARY_LABEL, ServedModel
@@ -261,7 +262,8 @@ class CanaryRouterArgs:
     replicas: int = 2
     """Router pods; two so a node drain or a rollout never leaves the server unreachable."""
     image: str = ROUTER_IMAGE
-    """nginx image: non-root, with the http_v2 and grpc modules (nginx-unprivileged has both)."""
+    """nginx image: non-root, with the http_v2 and grpc modules (nginx-unprivileged has both). The
+    composition passes ``ROUTER_IMAGE@sha256:...`` when the image lock has it."""
     cpu: str = "250m"
     """CPU request and limit of the router container."""
     memory: str = "128Mi"
@@ -363,8 +365,8 @@ def router_deployment_spec(args: CanaryRouterArgs, labels: dict[str, str], selec
     router = {
         "name": "router",
         "image": args.image,
-        # Always, as every image of the platform (checkov CKV_K8S_15); the tag pins the version.
-        "imagePullPolicy": "Always",
+        # Always for a tag (it can move), IfNotPresent for a digest: see pull_policy.
+        "imagePullPolicy": pull_policy(args.image),
         # nginx directly: the image's entrypoint scripts only edit a default config we do not use.
         "command": ["nginx"],
         "args": ["-c", CONFIG_PATH, "-g", "daemon off;"],

@@ -67,7 +67,10 @@ class ModelServerArgs:
     image_version: str = "2.18.0"
     """``tensorflow/serving`` tag; ``-gpu`` is appended exactly when ``gpus`` > 0."""
     image: str | None = None
-    """Full image reference overriding ``image_version`` (a mirror, or pinned by digest)."""
+    """Full image reference overriding ``image_version`` (a mirror, or pinned by digest: the composition
+    passes ``repo:tag@sha256:...`` when the image lock has the tag)."""
+    sync_image: str | None = None
+    """Image of the model-sync containers; None: the tag pinned for ``model_store`` (``SYNC_IMAGES``)."""
     replicas: int = 1
     """Replicas at creation; with ``autoscaled`` the autoscaler owns the count afterwards."""
     autoscaled: bool = False
@@ -105,6 +108,21 @@ class ModelServerArgs:
 
 def serving_image(version: str, gpus: int) -> str:
     return f"docker.io/tensorflow/serving:{version}{'-gpu' if gpus else ''}"
+
+
+def pull_policy(image: str) -> str:
+    """``IfNotPresent`` for an image pinned by digest, ``Always`` for a tag alone.
+
+    A tag can be moved at the registry. ``Always`` makes the kubelet resolve the tag to a digest at every
+    container start and reuse its cached image only when the digest is the same, so a pod never starts
+    from a stale copy of a moved tag (and checkov CKV_K8S_15 asks for it). A digest cannot move, so that
+    registry round trip only adds a dependency on the registry (an outage, Docker Hub's rate limit) to
+    every pod start: ``IfNotPresent`` is exact and faster, and the Kubernetes default for a digest
+    (https://kubernetes.io/docs/concepts/containers/images/#imagepullpolicy-defaulting; CKV_K8S_15
+    passes with a digest too). Set explicitly, not left to the defaulting: for ``:latest@sha256:...``
+    the API server still defaults to ``Always`` (the defaulting reads only the tag).
+    """
+    return "IfNotPresent" if "@sha256:" in image else "Always"
 
 
 def server_args(batching: bool = False, gpu_memory_fraction: float | None = None) -> list[str]:
@@ -275,10 +293,10 @@ class ModelServer(pulumi.ComponentResource):
                        {"name": "tmp", "mountPath": "/tmp"}]
         sync_resources = {"requests": {"cpu": args.sync_cpu, "memory": args.sync_memory},
                           "limits": {"cpu": args.sync_cpu, "memory": args.sync_memory}}
-        sync_image = SYNC_IMAGES[args.model_store]
+        sync_image = args.sync_image or SYNC_IMAGES[args.model_store]
 
         def sync_container(container_name: str, mode: str) -> dict:
-            return {"name": container_name, "image": sync_image, "imagePullPolicy": "Always",
+            return {"name": container_name, "image": sync_image, "imagePullPolicy": pull_policy(sync_image),
                     "command": ["/bin/sh", f"{CONFIG_DIR}/sync.sh", mode], "env": sync_env,
                     "volumeMounts": sync_mounts, "resources": sync_resources,
                     "securityContext": restricted()}
@@ -289,10 +307,11 @@ class ModelServer(pulumi.ComponentResource):
             # Extended resources: request must equal limit.
             server_resources["requests"][GPU_RESOURCE] = str(args.gpus)
             server_resources["limits"][GPU_RESOURCE] = str(args.gpus)
+        server_image = args.image or serving_image(args.image_version, args.gpus)
         server = {
             "name": "tfserving",
-            "image": args.image or serving_image(args.image_version, args.gpus),
-            "imagePullPolicy": "Always",
+            "image": server_image,
+            "imagePullPolicy": pull_policy(server_image),
             "command": ["tensorflow_model_server"],
             "args": server_args(args.batching is not None, args.gpu_memory_fraction),
             "ports": [{"name": "grpc", "containerPort": GRPC_PORT, "protocol": "TCP"},

@@ -37,7 +37,8 @@ from components.model_contract import COMPLETION_MARKER, MODEL_NAME_PATTERN, SYN
 from components.serving.tfserving_config import CONFIG_DIR, ServedModel
 
 SYNC_IMAGES = {
-    # Pinned: the sync must not change behaviour under a running fleet.
+    # Pinned: the sync must not change behaviour under a running fleet. By tag here; the composition
+    # passes ``<tag>@sha256:...`` (ModelServerArgs.sync_image) when images.lock.json has the tag.
     "s3": "docker.io/amazon/aws-cli:2.17.0",
     "gs": "gcr.io/google.com/cloudsdktool/google-cloud-cli:489.0.0-slim",
 }

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import pulumi
 
 from components.serving.autoscaling import ServingAutoscaling, ServingAutoscalingArgs
-from components.serving.canary_router import CanaryRouter, CanaryRouterArgs
+from components.serving.canary_router import ROUTER_IMAGE, CanaryRouter, CanaryRouterArgs
 from components.serving.model_server import (
     APP_LABEL,
     GRPC_PORT,
@@ -40,6 +40,8 @@ class TfServingArgs:
     router: str = "proxy"
     """``proxy`` (a :class:`CanaryRouter` this component installs), ``gateway-api`` (an HTTPRoute on the
     Service: needs a GAMMA mesh), ``istio`` (a VirtualService: needs Istio) or ``none`` (canaries refused)."""
+    router_image: str = ROUTER_IMAGE
+    """The nginx image of the ``proxy`` router (the composition pins it by digest when the lock has it)."""
     gateway: ExternalGateway | None = None
     allowed_namespaces: list[str] = field(default_factory=list)
     allowed_pod_labels: dict[str, str] = field(default_factory=dict)
@@ -88,7 +90,7 @@ class TfServing(pulumi.ComponentResource):
             router = CanaryRouter(f"{name}-router", CanaryRouterArgs(
                 namespace=server.namespace, server=server.server, models=server.models,
                 stable_service=stable.service_name, canary_service=canary.service_name,
-                canary_weight=args.canary_weight),
+                canary_weight=args.canary_weight, image=args.router_image),
                 opts=pulumi.ResourceOptions(parent=self, depends_on=[stable.service, canary.service]))
         # Not labelled app=tfserving: the ServiceMonitor selects the per-track Services, and scraping this
         # one too would count the stable pods twice (or scrape the router).
