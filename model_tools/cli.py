@@ -46,12 +46,28 @@ def _cmd_inspect(a) -> int:
     return 0
 
 
+def _storage(a):
+    """The bucket under ``--role-arn`` / ``--impersonate-service-account``, or None: the library
+    functions then open it with the usual credentials. Both values are checked here, before any call."""
+    if not (a.role_arn or a.impersonate_service_account):
+        return None
+    from model_tools.storage import open_storage
+
+    return open_storage(
+        a.bucket_uri,
+        role_arn=a.role_arn,
+        impersonate_service_account=a.impersonate_service_account,
+        command=a.command,
+    )[0]
+
+
 def _cmd_publish(a) -> int:
     from model_tools.publish import publish
 
     progress = True if a.progress else (False if a.no_progress else None)
     result = publish(
-        a.saved_model, a.bucket_uri, a.model, version=a.version, force=a.force, progress=progress
+        a.saved_model, a.bucket_uri, a.model, version=a.version, force=a.force, progress=progress,
+        storage=_storage(a),
     )
     print(
         f"version {result.version} published; canary it (share of traffic: the server's canaryWeight) with:\n"
@@ -68,7 +84,10 @@ def _cmd_list(a) -> int:
     from model_tools.publish import format_versions, list_models, scan_versions
     from model_tools.storage import open_storage
 
-    storage, base = open_storage(a.bucket_uri)
+    storage, base = open_storage(
+        a.bucket_uri, role_arn=a.role_arn, impersonate_service_account=a.impersonate_service_account,
+        command=a.command,
+    )
     models = [check_model_name(a.model)] if a.model else list_models(storage, base)
     report = {m: scan_versions(storage, base, m, read_markers=True) for m in models}
     if a.json:
@@ -107,7 +126,9 @@ def _report_change(change) -> int:
 def _cmd_promote(a) -> int:
     from model_tools.labels import promote
 
-    return _report_change(promote(a.stack_file, a.model, a.version, a.label, a.bucket_uri, pin=a.pin))
+    return _report_change(
+        promote(a.stack_file, a.model, a.version, a.label, a.bucket_uri, pin=a.pin, storage=_storage(a))
+    )
 
 
 def _cmd_rollback(a) -> int:
@@ -116,7 +137,7 @@ def _cmd_rollback(a) -> int:
     return _report_change(
         rollback(
             a.stack_file, a.model, a.bucket_uri, label=a.label, to=a.to, pin=a.pin,
-            previous_published=a.previous_published,
+            previous_published=a.previous_published, storage=_storage(a),
         )
     )
 
@@ -124,7 +145,7 @@ def _cmd_rollback(a) -> int:
 def _cmd_check(a) -> int:
     from model_tools.labels import check_stack
 
-    report = check_stack(a.stack_file, a.bucket_uri)
+    report = check_stack(a.stack_file, a.bucket_uri, storage=_storage(a))
     print(report.render())
     report.raise_if_missing()
     return 0
@@ -172,6 +193,21 @@ def _add_pin(s: argparse.ArgumentParser) -> None:
         action="store_true",
         help="if the model uses versionPolicy latest (which takes no labels), switch it to specific "
         "with the versions it loads now plus the target",
+    )
+
+
+def _add_identity(s: argparse.ArgumentParser) -> None:
+    s.add_argument(
+        "--role-arn",
+        metavar="ARN",
+        help="s3:// only: use credentials from sts:AssumeRole on this IAM role (publish needs the "
+        "stack's publisher role: pulumi stack output modelPublisherRoleArn)",
+    )
+    s.add_argument(
+        "--impersonate-service-account",
+        metavar="EMAIL",
+        help="gs:// only: impersonate this service account from Application Default Credentials "
+        "(publish needs pulumi stack output modelPublisherServiceAccount)",
     )
 
 
@@ -251,6 +287,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument(
         "--no-progress", action="store_true", help="never show the progress bar (default: on a terminal)"
     )
+    _add_identity(s)
     s.set_defaults(func=_cmd_publish)
 
     s = sub.add_parser(
@@ -262,6 +299,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--bucket-uri", required=True, help=bucket_help)
     s.add_argument("--model", help="only this model (default: every model under the prefix)")
     s.add_argument("--json", action="store_true", help="print JSON")
+    _add_identity(s)
     s.set_defaults(func=_cmd_list)
 
     s = sub.add_parser(
@@ -279,6 +317,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--bucket-uri", required=True, help=bucket_help + "; used to check the version is published"
     )
     _add_pin(s)
+    _add_identity(s)
     s.set_defaults(func=_cmd_promote)
 
     s = sub.add_parser(
@@ -300,6 +339,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--bucket-uri", required=True, help=bucket_help)
     _add_pin(s)
+    _add_identity(s)
     s.set_defaults(func=_cmd_rollback)
 
     s = sub.add_parser(
@@ -312,6 +352,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--stack-file", required=True, help="Pulumi.<stack>.yaml to check")
     s.add_argument("--bucket-uri", required=True, help=bucket_help)
+    _add_identity(s)
     s.set_defaults(func=_cmd_check)
 
     s = sub.add_parser(

@@ -2,6 +2,9 @@
 
 ``s3://`` honours the usual AWS settings (profile, region, ``AWS_ENDPOINT_URL_S3`` for MinIO
 or moto); ``gs://`` uses Application Default Credentials, or ``STORAGE_EMULATOR_HOST``.
+``open_storage(..., role_arn=...)`` makes the S3 client use credentials from ``sts:AssumeRole`` on
+that role (the stack's publisher role: the bucket policy denies object writes to anyone else), and
+``impersonate_service_account=...`` makes the GCS client impersonate that service account.
 Every backend error is turned into a ``StorageError`` with a readable message.
 
 ``create_exclusive`` writes an object only if none exists under its key, atomically on the server:
@@ -16,6 +19,9 @@ from __future__ import annotations
 
 import abc
 import contextlib
+import getpass
+import os
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -108,19 +114,114 @@ class Storage(abc.ABC):
         """Delete objects (missing ones are ignored)."""
 
 
+# An IAM role ARN (partitions aws, aws-cn, aws-us-gov, ...): role names and paths use [\w+=,.@-]
+# (https://docs.aws.amazon.com/IAM/latest/APIReference/API_Role.html).
+ROLE_ARN_PATTERN = re.compile(r"^arn:aws[-a-z]*:iam::\d{12}:role/[\w+=,.@/-]+$")
+# A service account e-mail: <name>@<project>.iam.gserviceaccount.com, or a Google-managed one
+# (<number>-compute@developer.gserviceaccount.com, <project>@appspot.gserviceaccount.com).
+SERVICE_ACCOUNT_PATTERN = re.compile(r"^[a-z0-9][a-z0-9-]*@[a-z0-9.-]+\.gserviceaccount\.com$")
+# RoleSessionName: 2-64 characters of [\w+=,.@-]
+# (https://docs.aws.amazon.com/STS/latest/APIReference/API_AssumeRole.html).
+_SESSION_NAME_BAD = re.compile(r"[^\w+=,.@-]")
+_GCS_SCOPES = ["https://www.googleapis.com/auth/devstorage.read_write"]
+
+
+def check_role_arn(role_arn: str) -> str:
+    """Refuse a value that is not an IAM role ARN, before any AWS call."""
+    if not ROLE_ARN_PATTERN.match(role_arn or ""):
+        raise ToolError(
+            f"invalid --role-arn {role_arn!r}: expected an IAM role ARN, "
+            "arn:aws:iam::<12-digit account>:role/<name> (e.g. `pulumi stack output modelPublisherRoleArn`)"
+        )
+    return role_arn
+
+
+def check_service_account(email: str) -> str:
+    """Refuse a value that is not a service account e-mail, before any Google call."""
+    if not SERVICE_ACCOUNT_PATTERN.match(email or ""):
+        raise ToolError(
+            f"invalid --impersonate-service-account {email!r}: expected a service account e-mail, "
+            "<name>@<project>.iam.gserviceaccount.com (e.g. `pulumi stack output "
+            "modelPublisherServiceAccount`)"
+        )
+    return email
+
+
+def role_session_name(command: str) -> str:
+    """``model-tools-<command>-<user or pid>``, shown in CloudTrail as who used the role."""
+    try:
+        who = getpass.getuser()
+    except Exception:  # no user name in a bare container: getuser raises (OSError or KeyError)
+        who = ""
+    name = _SESSION_NAME_BAD.sub("-", f"model-tools-{command}-{who or os.getpid()}")
+    return name[:64]
+
+
+def assumed_role_client(service: str, role_arn: str, session_name: str):
+    """A boto3 client for ``service`` with credentials from ``sts:AssumeRole`` on ``role_arn``.
+
+    STS is called with the usual credential chain, region and endpoint settings
+    (``AWS_ENDPOINT_URL_STS`` / ``AWS_ENDPOINT_URL``); the new client keeps them too, only the
+    keys change. The credentials last the role's default session (1 hour) and are not refreshed.
+    """
+    import boto3
+    import botocore.exceptions as bex
+
+    action = f"assume role {role_arn}"
+    try:
+        creds = boto3.client("sts").assume_role(RoleArn=role_arn, RoleSessionName=session_name)[
+            "Credentials"
+        ]
+    except bex.NoCredentialsError:
+        raise StorageError(
+            f"cannot {action}: no AWS credentials found to call STS with (set AWS_PROFILE, or "
+            "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY)"
+        ) from None
+    except bex.ClientError as e:
+        code = e.response.get("Error", {}).get("Code", "")
+        msg = e.response.get("Error", {}).get("Message", str(e))
+        if code == "AccessDenied":
+            raise StorageError(
+                f"cannot {action}: access denied ({msg}). Your identity must be allowed to assume it: "
+                "stack config modelPublisherPrincipals (see model_tools/README.md, "
+                "'Publish as the publisher identity')"
+            ) from None
+        raise StorageError(f"cannot {action}: STS error {code}: {msg}") from None
+    except bex.BotoCoreError as e:
+        raise StorageError(f"cannot {action}: {e}") from None
+    return boto3.client(
+        service,
+        aws_access_key_id=creds["AccessKeyId"],
+        aws_secret_access_key=creds["SecretAccessKey"],
+        aws_session_token=creds["SessionToken"],
+    )
+
+
 class S3Storage(Storage):
-    """Amazon S3 (or an S3-compatible endpoint) through boto3."""
+    """Amazon S3 (or an S3-compatible endpoint) through boto3.
+
+    With ``role_arn`` the client is created on first use from ``sts:AssumeRole`` credentials, so
+    a publish still checks its input (model name, SavedModel files) before calling AWS.
+    """
 
     scheme = "s3"
 
-    def __init__(self, bucket: str, client=None):
+    def __init__(self, bucket: str, client=None, role_arn: str | None = None, session_name: str = ""):
         super().__init__(bucket)
-        if client is None:
+        self.role_arn = check_role_arn(role_arn) if role_arn else None
+        self.session_name = session_name or role_session_name("tool")
+        if client is None and not self.role_arn:
             import boto3
 
             with self._errors("create an S3 client"):
                 client = boto3.client("s3")
-        self.client = client
+        self._client = client
+
+    @property
+    def client(self):
+        if self._client is None:
+            self._client = assumed_role_client("s3", self.role_arn, self.session_name)
+        return self._client
 
     @contextlib.contextmanager
     def _errors(self, action: str) -> Iterator[None]:
@@ -225,13 +326,18 @@ class GCSStorage(Storage):
 
     scheme = "gs"
 
-    def __init__(self, bucket: str, client=None):
+    def __init__(self, bucket: str, client=None, impersonate_service_account: str | None = None):
         super().__init__(bucket)
+        if impersonate_service_account:
+            check_service_account(impersonate_service_account)
         if client is None:
             with self._errors("create a GCS client"):
                 from google.cloud import storage as gcs
 
-                client = gcs.Client()
+                if impersonate_service_account:
+                    client = gcs.Client(**_impersonated(impersonate_service_account))
+                else:
+                    client = gcs.Client()
         self.client = client
 
     @contextlib.contextmanager
@@ -310,10 +416,49 @@ class GCSStorage(Storage):
                     pass
 
 
+def _impersonated(email: str) -> dict:
+    """``gcs.Client`` arguments that impersonate ``email`` from Application Default Credentials
+    (the caller needs roles/iam.serviceAccountTokenCreator on it; tokens are minted on first use
+    and refreshed by google-auth:
+    https://googleapis.dev/python/google-auth/latest/reference/google.auth.impersonated_credentials.html).
+    """
+    import google.auth
+    from google.auth import impersonated_credentials
+
+    source, project = google.auth.default(scopes=["https://www.googleapis.com/auth/cloud-platform"])
+    creds = impersonated_credentials.Credentials(
+        source_credentials=source, target_principal=email, target_scopes=_GCS_SCOPES
+    )
+    return {"credentials": creds, **({"project": project} if project else {})}
+
+
 BACKENDS: dict[str, type[Storage]] = {"s3": S3Storage, "gs": GCSStorage}
 
 
-def open_storage(bucket_uri: str | BucketURI) -> tuple[Storage, BucketURI]:
-    """Parse ``bucket_uri`` and return the matching backend with the parsed URI."""
+def open_storage(
+    bucket_uri: str | BucketURI,
+    role_arn: str | None = None,
+    impersonate_service_account: str | None = None,
+    command: str = "tool",
+) -> tuple[Storage, BucketURI]:
+    """Parse ``bucket_uri`` and return the matching backend with the parsed URI.
+
+    ``role_arn`` (s3:// only) and ``impersonate_service_account`` (gs:// only) choose the identity;
+    both are checked before any call.
+    """
     parsed = bucket_uri if isinstance(bucket_uri, BucketURI) else parse_bucket_uri(bucket_uri)
+    if role_arn and parsed.scheme != "s3":
+        raise ToolError(
+            f"--role-arn applies to s3:// bucket URIs, not {parsed}; for gs:// use "
+            "--impersonate-service-account"
+        )
+    if impersonate_service_account and parsed.scheme != "gs":
+        raise ToolError(
+            f"--impersonate-service-account applies to gs:// bucket URIs, not {parsed}; "
+            "for s3:// use --role-arn"
+        )
+    if parsed.scheme == "s3" and role_arn:
+        return S3Storage(parsed.bucket, role_arn=role_arn, session_name=role_session_name(command)), parsed
+    if parsed.scheme == "gs" and impersonate_service_account:
+        return GCSStorage(parsed.bucket, impersonate_service_account=impersonate_service_account), parsed
     return BACKENDS[parsed.scheme](parsed.bucket), parsed

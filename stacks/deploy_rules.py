@@ -132,6 +132,7 @@ def crd_installed_first(plan: Plan, ctx: Context) -> list[Violation]:
                   and (dep.inputs.get("gatewayApiConfig") or {}).get("channel") not in (None, "CHANNEL_DISABLED")):
                 installers.append(dep)
         declared = {"gateway.networking.k8s.io": "gateway-api-crds", "networking.istio.io": "istio",
+                    "security.istio.io": "istio", "gateway.envoyproxy.io": "envoy-gateway",
                     "monitoring.coreos.com": "prometheus-operator"}.get(group)
         if not installers and declared not in ctx.prerequisites:
             out.append(Violation("crd-installed-first", r.urn,

@@ -29,7 +29,9 @@ REPLACE_ON_CHANGE: dict[str, tuple[str, ...]] = {
                                     "nodeRoleArn", "subnetIds", "diskSize", "remoteAccess"),
     "aws:eks/cluster:Cluster": ("name", "roleArn", "kubernetesNetworkConfig", "bootstrapSelfManagedAddons",
                                 "encryptionConfig", "accessConfig.bootstrapClusterCreatorAdminPermissions"),
-    "aws:s3/bucket:Bucket": ("bucket", "bucketPrefix"),
+    # objectLockEnabled: ForceNew in terraform-provider-aws (hashicorp/terraform-provider-aws#36529), so the
+    # program enables Object Lock with BucketObjectLockConfiguration instead (components/aws/model_bucket.py).
+    "aws:s3/bucket:Bucket": ("bucket", "bucketPrefix", "objectLockEnabled"),
     "aws:ec2/vpc:Vpc": ("cidrBlock",),
     "aws:ec2/subnet:Subnet": ("cidrBlock", "availabilityZone", "vpcId"),
     "aws:ec2/natGateway:NatGateway": ("subnetId", "allocationId"),

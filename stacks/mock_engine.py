@@ -152,6 +152,9 @@ class PlanMocks(mocks.Mocks):
         elif token == "random:index/randomPassword:RandomPassword":
             # Never a real secret offline; the program must treat it as one (it is exported secret).
             state.update(result=f"offline-{_short_hash(name)}", bcryptHash="offline")
+        elif token == "random:index/randomId:RandomId":
+            digits = _short_hash(name)[:2 * int(state.get("byteLength", 4))]
+            state.update(hex=digits, dec=str(int(digits, 16)), b64Std="", b64Url="")
         if token.startswith("gcp:"):
             state.setdefault("selfLink", f"https://www.googleapis.com/{token.split(':')[1]}/{physical}")
         return f"{physical}-id", state
@@ -170,6 +173,10 @@ class PlanMocks(mocks.Mocks):
         if args.token == "gcp:storage/getProjectServiceAccount:getProjectServiceAccount":
             email = f"service-{GCP_PROJECT_NUMBER}@gs-project-accounts.iam.gserviceaccount.com"
             return {"emailAddress": email, "member": f"serviceAccount:{email}", "id": email}, []
+        if args.token == "gcp:organizations/getProject:getProject":
+            project = args.args.get("projectId", "")
+            return {"number": GCP_PROJECT_NUMBER, "projectId": project, "name": project,
+                    "id": f"projects/{project}"}, []
         raise NotImplementedError(f"the offline plan does not answer invoke {args.token}")
 
 

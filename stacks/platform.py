@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 
 import pulumi
@@ -14,7 +15,8 @@ from components.node_labels import POOL_LABEL
 from components.aws.model_bucket import ModelBucket, ModelBucketArgs, ModelReaderRole, ModelReaderRoleArgs
 from components.aws.network import Vpc, VpcArgs
 from components.gcp.gke_cluster import GkeCluster, GkeClusterArgs, GkeNodePoolSpec
-from components.gcp.model_bucket import GcsModelBucket, GcsModelBucketArgs, GcsModelReader, GcsModelReaderArgs
+from components.gcp.model_bucket import (GcsModelBucket, GcsModelBucketArgs, GcsModelPublisher,
+                                        GcsModelPublisherArgs, GcsModelReader, GcsModelReaderArgs)
 from components.aws.cluster_autoscaler import ClusterAutoscaler, ClusterAutoscalerArgs
 from components.gcp.network import GkeNetwork, GkeNetworkArgs
 from components.gpu.addons import GpuAddons, GpuAddonsArgs
@@ -22,7 +24,7 @@ from components.monitoring.alerts import AlertThresholds
 from components.monitoring.prometheus_stack import PrometheusStack, PrometheusStackArgs
 from components.monitoring.serving_monitoring import ServingMonitoring, ServingMonitoringArgs
 from components.serving.batching import BatchingConfig, default_batching
-from components.serving.gateway import ServingGateway, ServingGatewayArgs
+from components.serving.gateway import JwtIssuer, ServingGateway, ServingGatewayArgs
 from components.serving.model_server import ModelServerArgs
 from components.serving.namespace import ServingNamespace, ServingNamespaceArgs
 from components.serving.tfserving import TfServing, TfServingArgs
@@ -33,6 +35,19 @@ from stacks.settings import PROJECT, Server, StackSettings
 
 SERVING_NAME = "tfserving"
 """Name of the serving service account (the bucket identity trusts exactly this one)."""
+
+
+def serving_service_account(settings: StackSettings) -> str:
+    """The serving Kubernetes service account. On GKE it carries the stack's name: Workload Identity
+    names a KSA project-wide (``serviceAccount:<project>.svc.id.goog[<namespace>/<ksa>]``, no cluster in
+    it), so any cluster of the project with the same namespace and KSA name could impersonate this
+    stack's reader; a per-stack name keeps two stacks of one project apart. On EKS the IRSA trust
+    already names this cluster's own OIDC issuer."""
+    if settings.cloud == "aws":
+        return SERVING_NAME
+    return re.sub(r"[^a-z0-9-]", "-", f"{SERVING_NAME}-{pulumi.get_stack().lower()}")[:63].rstrip("-")
+
+
 PoolDependencies = Callable[[str], list[pulumi.Resource]]
 """Pool name -> what a workload on that pool waits for beyond the cluster's provider (its node group
 when it is not the system pool: the provider waits for the system pool only)."""
@@ -115,7 +130,7 @@ def build_aws_platform(settings: StackSettings, images: PinnedImages) -> dict[st
                                  cidr=settings.vpc_cidr, single_nat_gateway=settings.single_nat_gateway,
                                  flow_logs=settings.vpc_flow_logs,
                                  flow_log_retention_days=settings.vpc_flow_log_retention_days,
-                                 account_id=caller.account_id),
+                                 account_id=caller.account_id, sts_endpoint=settings.vpc_sts_endpoint),
               opts=aws_opts)
     cluster = EksCluster("eks", EksClusterArgs(
         cluster_name=settings.cluster_name, region=settings.region, vpc_id=vpc.vpc_id,
@@ -128,11 +143,17 @@ def build_aws_platform(settings: StackSettings, images: PinnedImages) -> dict[st
     bucket = ModelBucket("models", ModelBucketArgs(
         prefix=settings.model_bucket_prefix,
         noncurrent_version_days=settings.model_bucket_noncurrent_days,
-        force_destroy=settings.bucket_force_destroy, protect=settings.protect), opts=aws_opts)
+        force_destroy=settings.bucket_force_destroy, protect=settings.protect, account_id=caller.account_id,
+        region=settings.region, publisher_principals=tuple(settings.model_publisher_principals),
+        default_publisher=deployer,
+        publisher_github_subjects=tuple(settings.model_publisher_github_subjects),
+        object_lock_mode="" if settings.model_bucket_object_lock.mode == "off" else settings.model_bucket_object_lock.mode,
+        object_lock_days=settings.model_bucket_object_lock.days), opts=aws_opts)
     reader = ModelReaderRole("model-reader", ModelReaderRoleArgs(
         oidc_provider_arn=cluster.oidc_provider_arn, oidc_issuer_url=cluster.oidc_issuer_url,
         namespace=settings.serving_namespace, service_account=SERVING_NAME, bucket_arn=bucket.bucket_arn,
-        kms_key_arn=bucket.kms_key_arn, prefix=settings.model_bucket_prefix), opts=aws_opts)
+        kms_key_arn=bucket.kms_key_arn, prefix=settings.model_bucket_prefix, region=settings.region,
+        vpc_endpoint_id=vpc.s3_endpoint_id), opts=aws_opts)
 
     serving_opts = pulumi.ResourceOptions(providers={"kubernetes": cluster.provider})
     serving = build_serving(settings, reader.service_account_annotations, bucket.models_uri, "s3",
@@ -151,6 +172,7 @@ def build_aws_platform(settings: StackSettings, images: PinnedImages) -> dict[st
         "modelBucket": bucket.bucket_name,
         "modelsUri": bucket.models_uri,
         "modelReaderRoleArn": reader.role_arn,
+        "modelPublisherRoleArn": bucket.publisher_role_arn,
         **serving,
         DEPLOYED_OUTPUT: True,
     }
@@ -166,7 +188,7 @@ def build_serving(settings: StackSettings, service_account_annotations: pulumi.I
     non-system pool also waits for ``pool_dependencies(pool)``; ``images`` are the final image references
     (default: the tags, no lock). Returns outputs."""
     namespace = ServingNamespace(SERVING_NAME, ServingNamespaceArgs(
-        name=settings.serving_namespace, service_account=SERVING_NAME,
+        name=settings.serving_namespace, service_account=serving_service_account(settings),
         service_account_annotations=service_account_annotations,
         istio_injection=settings.traffic_router == "istio"), opts=opts)
     return {"servingNamespace": namespace.namespace,
@@ -212,9 +234,14 @@ def build_servers(settings: StackSettings, namespace: ServingNamespace, models_u
     images = images or pinned_images(settings, {})
     gateway = None
     if settings.exposure.enabled:
+        exposure = settings.exposure
+        jwt = exposure.jwt
         gateway = ServingGateway(SERVING_NAME, ServingGatewayArgs(
-            namespace=namespace.namespace, gateway_class_name=settings.exposure.gateway_class_name,
-            hostname=settings.exposure.hostname, tls_secret_name=settings.exposure.tls_secret_name), opts=opts)
+            namespace=namespace.namespace, gateway_class_name=exposure.gateway_class_name,
+            hostname=exposure.hostname, tls_secret_name=exposure.tls_secret_name,
+            authentication=exposure.authentication, implementation=exposure.gateway_implementation,
+            jwt=JwtIssuer(jwt.issuer, jwt.jwks_uri, list(jwt.audiences)) if jwt else None,
+            client_ca_config_map=exposure.client_ca_config_map), opts=opts)
     endpoints: dict[str, dict] = {}
     await_rollout = serving_awaited(settings)
     for key, server in settings.servers.items():
@@ -303,8 +330,11 @@ def build_gcp_platform(settings: StackSettings, images: PinnedImages) -> dict[st
         prefix=settings.model_bucket_prefix, opts=gcp_opts)
     reader = GcsModelReader("model-reader", GcsModelReaderArgs(
         project=settings.gcp_project, bucket_name=bucket.bucket_name, workload_pool=cluster.workload_pool,
-        namespace=settings.serving_namespace, service_account=SERVING_NAME,
+        namespace=settings.serving_namespace, service_account=serving_service_account(settings),
         prefix=settings.model_bucket_prefix, cluster_name=settings.cluster_name), opts=gcp_opts)
+    publisher = GcsModelPublisher("model-publisher", GcsModelPublisherArgs(
+        project=settings.gcp_project, bucket_name=bucket.bucket_name, prefix=settings.model_bucket_prefix,
+        members=tuple(settings.model_publisher_members), cluster_name=settings.cluster_name), opts=gcp_opts)
 
     # gcloud finds credentials through the GKE metadata server (Workload Identity); nothing to pass.
     serving = build_serving(settings, reader.service_account_annotations, bucket.models_uri, "gs", {},
@@ -318,6 +348,7 @@ def build_gcp_platform(settings: StackSettings, images: PinnedImages) -> dict[st
         "modelBucket": bucket.bucket_name,
         "modelsUri": bucket.models_uri,
         "modelReaderServiceAccount": reader.email,
+        "modelPublisherServiceAccount": publisher.email,
         **serving,
         DEPLOYED_OUTPUT: True,
     }

@@ -222,6 +222,41 @@ def default_gpu_fraction(pods_per_gpu: int) -> float:
     return math.floor(90 / pods_per_gpu) / 100
 
 
+JWT_IMPLEMENTATIONS = ("envoy-gateway", "istio")
+
+
+class JwtAuthentication(Strict):
+    """The token issuer whose JWTs the gateway accepts (``exposure.jwt``)."""
+
+    issuer: str = Field(description="Expected `iss` claim, e.g. https://issuer.example.com.")
+    jwks_uri: str = Field(description="HTTPS URL of the issuer's JSON Web Key Set.")
+    audiences: list[str] = Field(min_length=1, max_length=8, description="Accepted `aud` values (at least one: "
+                                                                         "without, any token of the issuer "
+                                                                         "passes, whatever it was issued for).")
+
+    @field_validator("jwks_uri")
+    @classmethod
+    def _https(cls, uri: str) -> str:
+        if not re.fullmatch(r"^https://[^\s/]+(/\S*)?$", uri) or len(uri) > 253:
+            raise ValueError("an https:// URL of at most 253 characters (keys fetched in clear could be forged)")
+        return uri
+
+    @field_validator("issuer")
+    @classmethod
+    def _issuer(cls, issuer: str) -> str:
+        if not issuer.strip() or len(issuer) > 253:
+            raise ValueError("the issuer's `iss` value (1-253 characters)")
+        return issuer
+
+    @field_validator("audiences")
+    @classmethod
+    def _audiences(cls, audiences: list[str]) -> list[str]:
+        for index, audience in enumerate(audiences):
+            if not audience.strip():
+                raise FieldProblem(str(index), audience, "a non-empty audience")
+        return check_unique(audiences)
+
+
 class Exposure(Strict):
     """External access to the REST API through a Gateway API ``Gateway`` with TLS (off by default)."""
 
@@ -235,8 +270,30 @@ class Exposure(Strict):
         default_factory=list, description="Namespaces of the gateway's proxy pods (Envoy Gateway, Istio, "
                                           "NGINX...), admitted to the REST port by the network policy.")
     proxy_cidrs: list[str] = Field(default_factory=list, description="Source ranges of a load balancer "
-                                   "outside the cluster (e.g. the VPC CIDR for an ALB in IP mode), admitted "
-                                   "to the REST port.")
+                                   "outside the cluster, admitted to the REST port: on EKS the public subnets' "
+                                   "CIDRs (where an ALB in IP mode runs), on GKE Google's front-end ranges "
+                                   "35.191.0.0/16 and 130.211.0.0/22. Ranges overlapping the nodes' or pods' "
+                                   "addresses (the VPC CIDR, the private subnets, podCidr) are refused: they "
+                                   "would admit every pod.")
+    authentication: Literal["none", "jwt", "client-certificate"] = Field(
+        "none", description="What the gateway requires of every request: `jwt` (a bearer token from "
+                            "`jwt.issuer`, checked against its JWKS; gatewayImplementation envoy-gateway or "
+                            "istio), `client-certificate` (mutual TLS against the CA certificates of "
+                            "clientCaConfigMap, Gateway API's standard frontend validation; not gke) or "
+                            "`none`. Required (not none) when protect is true, unless allowAnonymous.")
+    gateway_implementation: Literal["envoy-gateway", "istio", "gke", "other"] = Field(
+        "other", description="Controller behind gatewayClassName, which decides how authentication is "
+                             "rendered: `envoy-gateway` (SecurityPolicy), `istio` (RequestAuthentication and "
+                             "AuthorizationPolicy), `gke` or `other` (Gateway API fields only).")
+    jwt: JwtAuthentication | None = Field(None, description="Token issuer for authentication jwt.")
+    client_ca_config_map: str = Field("", description="ConfigMap in the serving namespace whose `ca.crt` "
+                                                      "holds the CA certificates client certificates must "
+                                                      "chain to (authentication client-certificate).")
+    allow_anonymous: bool = Field(False, description="Opt out of authentication on a protected stack: the API "
+                                                     "answers anyone who reaches the hostname. Needs "
+                                                     "anonymousReason.")
+    anonymous_reason: str = Field("", description="Why the protected stack's API may be called anonymously "
+                                                  "(recorded in the stack's config, required with allowAnonymous).")
 
     @field_validator("proxy_cidrs")
     @classmethod
@@ -260,7 +317,45 @@ class Exposure(Strict):
         if not re.fullmatch(DNS_LABEL.replace("{0,61}", "{0,251}"), self.tls_secret_name):
             raise FieldProblem("tlsSecretName", self.tls_secret_name,
                                "the name of a kubernetes.io/tls Secret when enabled (TLS is not optional)")
+        self._check_authentication()
         return self
+
+    def _check_authentication(self) -> None:
+        if self.authentication != "jwt" and self.jwt is not None:
+            raise FieldProblem("jwt", self.jwt.model_dump(by_alias=True), "unset unless authentication is jwt")
+        if self.authentication != "client-certificate" and self.client_ca_config_map:
+            raise FieldProblem("clientCaConfigMap", self.client_ca_config_map,
+                               "unset unless authentication is client-certificate")
+        if self.allow_anonymous and self.authentication != "none":
+            raise FieldProblem("allowAnonymous", True, f"false: authentication is {self.authentication}")
+        if self.allow_anonymous and not self.anonymous_reason.strip():
+            raise FieldProblem("anonymousReason", self.anonymous_reason,
+                               "a sentence saying why anyone may call the models when allowAnonymous is true")
+        if self.authentication == "jwt":
+            if self.jwt is None:
+                raise FieldProblem("jwt", None, "issuer, jwksUri and audiences when authentication is jwt")
+            if self.gateway_implementation not in JWT_IMPLEMENTATIONS:
+                # Gateway API has no authentication of its own: JWT validation is a controller's policy CRD.
+                raise FieldProblem("gatewayImplementation", self.gateway_implementation,
+                                   f"one of {list(JWT_IMPLEMENTATIONS)} for authentication jwt (Gateway API "
+                                   "defines no JWT validation; GKE's Gateway offers IAP instead), or "
+                                   "authentication client-certificate")
+        if self.authentication == "client-certificate":
+            if not re.fullmatch(DNS_LABEL.replace("{0,61}", "{0,251}"), self.client_ca_config_map):
+                raise FieldProblem("clientCaConfigMap", self.client_ca_config_map,
+                                   "the name of a ConfigMap with key ca.crt when authentication is "
+                                   "client-certificate")
+            if self.gateway_implementation == "gke":
+                # GKE's load balancers validate client certificates through a ServerTlsPolicy and a
+                # Certificate Manager TrustConfig on the target HTTPS proxy, not the Gateway's tls.frontend:
+                # https://cloud.google.com/load-balancing/docs/reference/network-security/rest/v1/projects.locations.serverTlsPolicies
+                raise FieldProblem("gatewayImplementation", "gke",
+                                   "envoy-gateway, istio or other with authentication client-certificate "
+                                   "(GKE's Gateway validates client certificates outside Gateway API)")
+
+    @property
+    def requires_authentication(self) -> bool:
+        return self.authentication != "none"
 
 
 RouterKind = Literal["proxy", "gateway-api", "istio", "none"]

@@ -15,6 +15,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from components.aws.subnets import subnet_cidrs
 from components.model_contract import DEFAULT_MODELS_PREFIX, MODEL_NAME_PATTERN
 from stacks.aws_catalog import (
     CPU_AMI_TYPE,
@@ -49,13 +50,14 @@ from components.node_labels import name_slug
 __all__ = ["PROJECT", "FieldProblem", "Model", "NodePool", "Server", "StackSettings", "Taint"]
 
 PROJECT = "tfserving-platform"
-Prerequisite = Literal["istio", "gamma-mesh", "gateway-api-crds"]
+Prerequisite = Literal["istio", "gamma-mesh", "gateway-api-crds", "envoy-gateway"]
 """Things installed on the cluster outside this stack that some settings need (the plan checks that every
 object of a custom kind has its CRD installed by the stack or declared here)."""
 GCP_ONLY_KEYS = ("gcp_project", "regional_cluster", "release_channel", "pod_cidr", "service_cidr", "master_cidr",
-                 "model_bucket_kms_key")
+                 "model_bucket_kms_key", "model_publisher_members")
 AWS_ONLY_KEYS = ("cluster_admin_arns", "cluster_log_types", "cluster_log_retention_days", "single_nat_gateway",
-                 "cluster_autoscaler", "vpc_flow_logs", "vpc_flow_log_retention_days")
+                 "cluster_autoscaler", "vpc_flow_logs", "vpc_flow_log_retention_days", "model_publisher_principals",
+                 "model_publisher_github_subjects", "model_bucket_object_lock", "vpc_sts_endpoint")
 """The Pulumi project name, which is also the config namespace."""
 
 
@@ -77,6 +79,25 @@ class Taint(Strict):
         if not is_label_value(self.value):
             raise FieldProblem("value", self.value, "a Kubernetes taint value (empty, or at most 63 alphanumerics, "
                                                     "'-', '_' or '.', starting and ending alphanumeric)")
+        return self
+
+
+class ObjectLock(Strict):
+    """S3 Object Lock on the model bucket: a default retention on every new object version."""
+
+    mode: Literal["off", "GOVERNANCE", "COMPLIANCE"] = Field(
+        "off", description="`off`, `GOVERNANCE` (a principal with s3:BypassGovernanceRetention may still shorten "
+                           "it; the bucket policy denies that to all but the publisher, which lacks it) or "
+                           "`COMPLIANCE` (nobody, not even the root user, can delete a version before it expires). "
+                           "Once on, S3 never turns Object Lock off; turning it on keeps the bucket (no replacement).")
+    days: int = Field(0, ge=0, le=36500, description="Days each version is retained (1-36500 with a mode, 0 when off).")
+
+    @model_validator(mode="after")
+    def _days(self) -> ObjectLock:
+        if self.mode != "off" and self.days < 1:
+            raise FieldProblem("days", self.days, f"1 to 36500 days with mode {self.mode}")
+        if self.mode == "off" and self.days:
+            raise FieldProblem("days", self.days, "0 (or unset) when mode is off")
         return self
 
 
@@ -194,6 +215,9 @@ class StackSettings(Strict):
     vpc_flow_log_retention_days: Literal[LOG_RETENTION_DAYS] = Field(  # type: ignore[valid-type]
         365, description="AWS: CloudWatch retention of VPC flow logs, one of CloudWatch's retention periods "
                          "(365: the year CIS and checkov CKV_AWS_338 ask for).")
+    vpc_sts_endpoint: bool = Field(False, description="AWS: an STS interface VPC endpoint in every private subnet, "
+                                                      "so IRSA token exchanges stay in the VPC (about $7.30 a month "
+                                                      "per zone: PrivateLink's $0.01/AZ-hour, us-east-1).")
     vpc_cidr: str = Field("10.0.0.0/16", description="VPC CIDR (/16 to /20), split into per-zone subnets.")
     single_nat_gateway: bool = Field(True, description="One NAT gateway for all zones (cheaper) "
                                                        "instead of one per zone (zone-resilient).")
@@ -212,6 +236,26 @@ class StackSettings(Strict):
     model_bucket_noncurrent_days: int = Field(30, ge=1, le=3650,
                                               description="Days before a replaced object version is deleted.")
     bucket_force_destroy: bool = Field(False, description="Let `pulumi destroy` empty and delete the bucket.")
+    model_publisher_principals: list[Annotated[str, Field(
+        pattern=r"^arn:aws[a-z-]*:iam::[0-9]{12}:(root|role/[\w+=,.@/-]+|user/[\w+=,.@/-]+)$")]] = Field(
+        default_factory=list, description="AWS: IAM principals (role, user or account-root ARNs) that may assume "
+                                          "the model publisher role, the only identity allowed to write or delete "
+                                          "model objects. Empty, with no modelPublisherGithubSubjects: the identity "
+                                          "running `pulumi up` (the deploy role).")
+    model_publisher_github_subjects: list[Annotated[str, Field(
+        pattern=r"^repo:[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+:[^*?\s]+$")]] = Field(
+        default_factory=list, description="AWS: GitHub Actions OIDC `sub` values (exact, no wildcards, e.g. "
+                                          "`repo:org/repo:environment:models`) that may assume the publisher role "
+                                          "through the account's token.actions.githubusercontent.com OIDC provider.")
+    model_publisher_members: list[Annotated[str, Field(
+        pattern=r"^((user|group|serviceAccount|domain):[^\s]+|principal(Set)?://iam\.googleapis\.com/[^\s]+)$")]] = Field(
+        default_factory=list, description="GCP: IAM members that may act as the model publisher service account, "
+                                          "the only identity this stack lets write model objects (user:, group:, "
+                                          "serviceAccount:, domain: impersonate it; principal:// or principalSet:// "
+                                          "Workload Identity Federation members, such as a CI job, use it directly).")
+    model_bucket_object_lock: ObjectLock = Field(
+        default_factory=ObjectLock, description="AWS: S3 Object Lock default retention of model versions "
+                                                "(mode, days).")
     serving_namespace: str = Field("serving", pattern=DNS_LABEL, description="Namespace of TF Serving.")
     serving_image_version: str = Field("2.18.0", pattern=r"^[0-9]+\.[0-9]+\.[0-9]+$",
                                        description="tensorflow/serving image tag (`-gpu` is added when GPUs are requested).")
@@ -259,7 +303,8 @@ class StackSettings(Strict):
             raise ValueError(f"an integer, one of CloudWatch's retention periods {list(LOG_RETENTION_DAYS)}")
         return days
 
-    @field_validator("cluster_log_types", "allowed_namespaces", "cluster_prerequisites", "zones")
+    @field_validator("cluster_log_types", "allowed_namespaces", "cluster_prerequisites", "zones",
+                     "model_publisher_principals", "model_publisher_github_subjects", "model_publisher_members")
     @classmethod
     def _distinct(cls, items: list[str]) -> list[str]:
         return check_unique(items)
@@ -336,6 +381,10 @@ class StackSettings(Strict):
         self._check_servers()
         if self.protect and self.bucket_force_destroy:
             raise FieldProblem("bucketForceDestroy", True, "false when protect is true")
+        if self.model_bucket_object_lock.mode != "off" and self.bucket_force_destroy:
+            # Locked versions cannot be deleted before they expire: `pulumi destroy` would fail half-way.
+            raise FieldProblem("bucketForceDestroy", True,
+                               f"false when modelBucketObjectLock.mode is {self.model_bucket_object_lock.mode}")
         if not self.endpoint_public_access and self.public_access_cidrs != ["0.0.0.0/0"]:
             raise FieldProblem("publicAccessCidrs", self.public_access_cidrs,
                                "left unset when endpointPublicAccess is false")
@@ -359,6 +408,14 @@ class StackSettings(Strict):
                                f"proxy (installed by this stack), or declare {needs!r} in clusterPrerequisites "
                                f"once it is installed on the cluster: a {self.traffic_router} route does nothing "
                                "without it")
+        # The JWT policies are objects of the implementation's own CRDs (SecurityPolicy, RequestAuthentication):
+        # without them installed the first `pulumi up` fails with "no matches for kind".
+        policy_crds = {"envoy-gateway": "envoy-gateway", "istio": "istio"}.get(self.exposure.gateway_implementation)
+        if (self.exposure.enabled and self.exposure.authentication == "jwt" and policy_crds
+                and policy_crds not in self.cluster_prerequisites):
+            raise FieldProblem("exposure.gatewayImplementation", self.exposure.gateway_implementation,
+                               f"an implementation installed on the cluster: declare {policy_crds!r} in "
+                               "clusterPrerequisites once it is (its JWT policy is an object of its own CRDs)")
         if self.exposure.enabled and self.cloud == "aws" and "gateway-api-crds" not in self.cluster_prerequisites:
             raise FieldProblem("exposure.enabled", True,
                                "false, or declare 'gateway-api-crds' in clusterPrerequisites once the Gateway "
@@ -530,13 +587,42 @@ class StackSettings(Strict):
                                    f"request at peak, maxReplicas (and canaries) with one surge pod per "
                                    f"Deployment included: {needs}; {capacity} at maxSize "
                                    f"({pool.gpus_per_node} GPUs per node x {pool.gpu_time_slicing} time slices)")
-        if self.exposure.enabled and not (self.exposure.proxy_namespaces or self.exposure.proxy_cidrs):
-            raise FieldProblem("exposure.proxyNamespaces", [],
-                               "the namespaces of the gateway's proxy pods, or proxyCidrs for a load "
-                               "balancer outside the cluster (the network policy denies everything else)")
+        if self.exposure.enabled:
+            self._check_exposure()
         if self.allowed_pod_labels and not self.allowed_namespaces:
             raise FieldProblem("allowedPodLabels", self.allowed_pod_labels,
                                "unset unless allowedNamespaces names the namespaces those pods run in")
+
+    def _check_exposure(self) -> None:
+        exposure = self.exposure
+        if not (exposure.proxy_namespaces or exposure.proxy_cidrs):
+            raise FieldProblem("exposure.proxyNamespaces", [],
+                               "the namespaces of the gateway's proxy pods, or proxyCidrs for a load "
+                               "balancer outside the cluster (the network policy denies everything else)")
+        # proxyCidrs are admitted to the REST port from anywhere: a range holding pod addresses would admit
+        # every pod there, bypassing allowedNamespaces. The AWS VPC CNI gives pods addresses of their node's
+        # (private) subnet (https://docs.aws.amazon.com/eks/latest/userguide/managing-vpc-cni.html); GKE gives
+        # them podCidr, and hostNetwork pods their node's address in vpcCidr.
+        if self.cloud == "aws":
+            subnets = subnet_cidrs(self.vpc_cidr, self.zones)
+            pod_ranges = {f"the private subnet of {zone} ({private}), where nodes and pods take their "
+                          f"addresses": private for zone, (private, _) in subnets.items()}
+            hint = ("the public subnets' CIDRs, where the load balancer runs: "
+                    f"{[public for _, public in subnets.values()]}")
+        else:
+            pod_ranges = {f"podCidr ({self.pod_cidr}), the pods' addresses": self.pod_cidr,
+                          f"vpcCidr ({self.vpc_cidr}), the nodes' addresses": self.vpc_cidr}
+            hint = "Google's front-end ranges 35.191.0.0/16 and 130.211.0.0/22 for an external Gateway"
+        for index, cidr in enumerate(exposure.proxy_cidrs):
+            for what, pod_range in pod_ranges.items():
+                if ipaddress.IPv4Network(cidr).overlaps(ipaddress.IPv4Network(pod_range)):
+                    raise FieldProblem(f"exposure.proxyCidrs.{index}", cidr,
+                                       f"a range not overlapping {what}: it would admit every pod to the "
+                                       f"REST port; use {hint}")
+        if self.protect and not exposure.requires_authentication and not exposure.allow_anonymous:
+            raise FieldProblem("exposure.authentication", "none",
+                               "jwt or client-certificate when protect is true (the exposed API would answer "
+                               "anyone), or allowAnonymous true with an anonymousReason")
 
     def _peak_pods(self, name: str) -> str:
         server = self.servers[name]

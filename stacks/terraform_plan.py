@@ -117,6 +117,7 @@ TERRAFORM_TYPES: dict[str, str] = {
     "aws:ec2/routeTable:RouteTable": "aws_route_table",
     "aws:ec2/routeTableAssociation:RouteTableAssociation": "aws_route_table_association",
     "aws:ec2/vpcEndpoint:VpcEndpoint": "aws_vpc_endpoint",
+    "aws:ec2/securityGroup:SecurityGroup": "aws_security_group",
     "aws:ec2/launchTemplate:LaunchTemplate": "aws_launch_template",
     "aws:ec2/flowLog:FlowLog": "aws_flow_log",
     # AWS: EKS
@@ -145,6 +146,8 @@ TERRAFORM_TYPES: dict[str, str] = {
         "aws_s3_bucket_server_side_encryption_configuration",
     "aws:s3/bucketLifecycleConfiguration:BucketLifecycleConfiguration":
         "aws_s3_bucket_lifecycle_configuration",
+    "aws:s3/bucketObjectLockConfiguration:BucketObjectLockConfiguration":
+        "aws_s3_bucket_object_lock_configuration",
     # GCP: network
     "gcp:compute/network:Network": "google_compute_network",
     "gcp:compute/subnetwork:Subnetwork": "google_compute_subnetwork",
@@ -161,8 +164,14 @@ TERRAFORM_TYPES: dict[str, str] = {
     # GCP: model bucket
     "gcp:storage/bucket:Bucket": "google_storage_bucket",
     "gcp:storage/bucketIAMMember:BucketIAMMember": "google_storage_bucket_iam_member",
-    # random (the Grafana admin password; no cloud checks, mapped so nothing is left out)
+    # GCP: Cloud KMS (the GKE application-layer secrets key)
+    "gcp:kms/keyRing:KeyRing": "google_kms_key_ring",
+    "gcp:kms/cryptoKey:CryptoKey": "google_kms_crypto_key",
+    "gcp:kms/cryptoKeyIAMMember:CryptoKeyIAMMember": "google_kms_crypto_key_iam_member",
+    # random (the Grafana admin password, the GKE key ring's suffix; no cloud checks, mapped so nothing
+    # is left out)
     "random:index/randomPassword:RandomPassword": "random_password",
+    "random:index/randomId:RandomId": "random_id",
 }
 
 # Pulumi objects that are Terraform maps (not nested blocks): kept as objects, keys untouched.

@@ -158,7 +158,8 @@ def test_gke_plan_reader_account_is_not_fixed(gke):
 @pytest.mark.parametrize("fixture, zones", [("dev", 2), ("prod", 3)])
 def test_s3_gateway_endpoint_on_every_private_route_table(fixture, zones, request):
     resources = to_json(request.getfixturevalue(fixture))["resources"]
-    endpoints = [r for r in resources if r["type"] == "aws:ec2/vpcEndpoint:VpcEndpoint"]
+    endpoints = [r for r in resources if r["type"] == "aws:ec2/vpcEndpoint:VpcEndpoint"
+                 and r["inputs"]["vpcEndpointType"] == "Gateway"]  # prod also has the STS interface endpoint
     assert len(endpoints) == 1
     inputs = endpoints[0]["inputs"]
     assert inputs["vpcEndpointType"] == "Gateway" and inputs["serviceName"] == "com.amazonaws.us-east-1.s3"

@@ -129,11 +129,11 @@ def test_cmek_lets_the_storage_agent_use_the_key(plan_with):
 def test_workload_identity_binds_only_the_serving_account(gke: Recording):
     binding = gke.one("gcp:serviceaccount/iAMMember:IAMMember", "model-reader-workload-identity").inputs
     assert binding["role"] == "roles/iam.workloadIdentityUser"
-    assert binding["member"] == "serviceAccount:example-project.svc.id.goog[serving/tfserving]"
+    assert binding["member"] == "serviceAccount:example-project.svc.id.goog[serving/tfserving-gke-dev]"
     read = gke.one("gcp:storage/bucketIAMMember:BucketIAMMember", "model-reader-read").inputs
     assert read["role"] == "roles/storage.objectViewer"
     assert "/objects/models/" in read["condition"]["expression"]
-    account = k8s_object(gke, "ServiceAccount", "tfserving")
+    account = k8s_object(gke, "ServiceAccount", "tfserving-gke-dev")
     assert account["metadata"]["annotations"] == {
         "iam.gke.io/gcp-service-account": gke.outputs["modelReaderServiceAccount"]}
 

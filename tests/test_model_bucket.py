@@ -25,7 +25,7 @@ def test_bucket_is_private_encrypted_and_versioned(dev: Recording):
 
 
 def test_bucket_policy_denies_plain_http_after_public_block(dev: Recording):
-    policy_res = dev.one("aws:s3/bucketPolicy:BucketPolicy", "models-tls-only")
+    policy_res = dev.one("aws:s3/bucketPolicy:BucketPolicy", "models-policy")
     statement = json.loads(policy_res.inputs["policy"])["Statement"][0]
     assert statement["Effect"] == "Deny"
     assert statement["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}

@@ -31,6 +31,7 @@ from functools import cache
 from pathlib import Path
 
 import pytest
+import yaml
 from pydantic import BaseModel
 
 from stacks.plan import ROOT
@@ -230,6 +231,7 @@ PULUMI_FLAGS = {
     # pulumi_stack_output, pulumi_config_set): the subcommands and flags the README uses.
     ("login",): {"--local"},
     ("stack", "select"): {"--create", "-c"},
+    ("stack", "init"): {"--secrets-provider"},
     ("up",): {"--yes", "-y", "--stack", "-s"},
     ("stack", "output"): {"--show-secrets", "--stack", "-s", "--json"},
     ("config", "set"): {"--path", "--stack", "-s"},
@@ -238,6 +240,16 @@ PULUMI_FLAGS = {
 
 
 def check_pulumi(block: Block, number: int, argv: list[str]) -> list[str]:
+    project = ROOT
+    if argv[1:2] == ["-C"]:  # `pulumi -C <dir> ...`: the Pulumi project in <dir> (the bootstrap)
+        project = ROOT / argv[2]
+        if not (project / "Pulumi.yaml").is_file():
+            return [f"-C {argv[2]}: no Pulumi.yaml there"]
+        argv = [argv[0], *argv[3:]]
+        if argv[1:3] == ["stack", "select"]:
+            name = [a for a in argv[3:] if not a.startswith("-")][0]
+            return [] if (project / f"Pulumi.{name}.yaml").is_file() else [f"no {argv[2]}/Pulumi.{name}.yaml"]
+        return [] if argv[1:] in (["up", "--yes"], ["up"]) else [f"pulumi -C: no rule for {argv[1:]}"]
     sub = tuple(argv[1:3]) if tuple(argv[1:3]) in PULUMI_FLAGS else tuple(argv[1:2])
     if sub not in PULUMI_FLAGS:
         return [f"`pulumi {' '.join(argv[1:3])}` has no rule here"]
@@ -248,6 +260,13 @@ def check_pulumi(block: Block, number: int, argv: list[str]) -> list[str]:
     stack = stack_of(block, number, argv)
     if sub == ("stack", "select") and not (ROOT / f"Pulumi.{positional[0]}.yaml").is_file():
         problems.append(f"no Pulumi.{positional[0]}.yaml")
+    if sub == ("stack", "init"):
+        # The secrets provider given at init is the one the stack file names (CI decrypts with it).
+        stack_file = yaml.safe_load((ROOT / f"Pulumi.{positional[0]}.yaml").read_text())
+        given = rest[rest.index("--secrets-provider") + 1] if "--secrets-provider" in rest else None
+        if given != stack_file.get("secretsprovider"):
+            problems.append(f"--secrets-provider {given} is not Pulumi.{positional[0]}.yaml's "
+                            f"secretsprovider {stack_file.get('secretsprovider')}")
     if sub == ("stack", "output"):
         outputs = plan(stack).outputs
         problems += [f"stack {stack} exports no output {name!r} ({', '.join(sorted(outputs))})"

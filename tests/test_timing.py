@@ -27,8 +27,10 @@ def test_critical_path_is_the_unavoidable_chain(fixture, request):
     assert kinds[0] == "Cluster" and kinds[-1] in ("Deployment", "Addon"), kinds
     assert kinds[1] in ("NodeGroup", "NodePool"), kinds
     assert not [s for s in timing.path if s.type.startswith(OFF_PATH)]
-    # Only fast API calls (namespace, config) separate the estimate from the lower bound.
-    assert timing.lower_bound <= timing.total <= timing.lower_bound + 10
+    # Only fast API calls (namespace, config) separate the estimate from the lower bound, plus on GKE the
+    # Cloud KMS key ring, key and grant the cluster's application-layer secrets encryption needs first.
+    secrets_key = sum(s.seconds for s in timing.path if s.type.startswith("gcp:kms/"))
+    assert timing.lower_bound <= timing.total <= timing.lower_bound + 10 + secrets_key
 
 
 def test_later_ups_wait_for_the_serving_rollout_and_the_first_does_not(dev: Recording):

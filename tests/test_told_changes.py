@@ -193,7 +193,9 @@ def run_tool(tool: Tool, stack_file: Path, workdir: Path) -> str:
     from model_tools.publish import publish
 
     argv = list(tool.argv)
-    for flag, value in (("--stack-file", str(stack_file)), ("--bucket-uri", f"s3://{BUCKET}/models")):
+    # The publisher role of the docs (a stack output) becomes one moto answers AssumeRole for.
+    for flag, value in (("--stack-file", str(stack_file)), ("--bucket-uri", f"s3://{BUCKET}/models"),
+                        ("--role-arn", "arn:aws:iam::123456789012:role/tfserving-model-publisher")):
         if flag in argv:
             argv[argv.index(flag) + 1] = value
     model = _flag(argv, "--model") or "digits"
@@ -380,6 +382,13 @@ PRELUDES: dict[str, tuple[Step, ...]] = {
     "one-admin": (Edit("clusterAdminArns[0]", True, json.dumps(ADMIN_A)),),
     "two-admins": (Edit("clusterAdminArns[0]", True, json.dumps(ADMIN_A)),
                    Edit("clusterAdminArns[1]", True, json.dumps(ADMIN_B))),
+    # docs/components.md "Clients": external access turned on (the block before the JWT one).
+    "exposed": (Edit("clusterPrerequisites[0]", True, json.dumps("gateway-api-crds")),
+                Edit("exposure.enabled", True, "true"),
+                Edit("exposure.gatewayClassName", True, json.dumps("eg")),
+                Edit("exposure.hostname", True, json.dumps("models.example.com")),
+                Edit("exposure.tlsSecretName", True, json.dumps("models-tls")),
+                Edit("exposure.proxyNamespaces[0]", True, json.dumps("envoy-gateway-system"))),
 }
 
 
@@ -398,9 +407,11 @@ class DocCase:
     why: str = ""
 
 
-# Sections without --stack: "the dev and prod stack files show a canary"; exposure on every cloud.
+# Sections without --stack: "the dev and prod stack files show a canary"; exposure on both clouds (prod,
+# protect: true, also needs the authentication block: tests/test_trust_exposure.py refuses it without).
 CANARY_STACKS = ("dev", "prod")
-EXPOSURE_STACKS = ("dev", "prod", "gke-dev")
+EXPOSURE_STACKS = ("dev", "gke-dev")
+JWT_CASE = dict(stacks=("dev",), group="jwt", prelude="exposed")
 
 # (file, normalized command) -> how it is a case. Every told command needs one.
 DOC_CASES: dict[tuple[str, str], DocCase] = {
@@ -416,7 +427,8 @@ DOC_CASES: dict[tuple[str, str], DocCase] = {
     # "Ship a model": canary it, then promote with model_tools.
     ("README.md", f"pulumi config set --stack dev --path {CANARY} 2"): DocCase(prelude="no-canary"),
     ("README.md", "model_tools promote --stack-file Pulumi.dev.yaml --model digits --version 2 "
-                  "--bucket-uri s3://$(pulumi stack output modelBucket)/models"):
+                  "--bucket-uri s3://$(pulumi stack output modelBucket)/models "
+                  "--role-arn $(pulumi stack output modelPublisherRoleArn)"):
         DocCase(stacks=("dev", "prod")),
     # docs/components.md "Canary, promote, roll back": each step one change, then `pulumi up`.
     ("docs/components.md", f"pulumi config set --path {CANARY} 2"): DocCase(stacks=CANARY_STACKS, prelude="no-canary"),
@@ -437,6 +449,16 @@ DOC_CASES: dict[tuple[str, str], DocCase] = {
         DocCase(stacks=EXPOSURE_STACKS, group="exposure"),
     ("docs/components.md", "pulumi config set --path exposure.proxyNamespaces[0] envoy-gateway-system"):
         DocCase(stacks=EXPOSURE_STACKS, group="exposure"),
+    # docs/components.md "Clients": require a JWT at the gateway (Envoy Gateway), on top of the block above.
+    ("docs/components.md", "pulumi config set --path clusterPrerequisites[1] envoy-gateway"): DocCase(**JWT_CASE),
+    ("docs/components.md", "pulumi config set --path exposure.gatewayImplementation envoy-gateway"):
+        DocCase(**JWT_CASE),
+    ("docs/components.md", "pulumi config set --path exposure.authentication jwt"): DocCase(**JWT_CASE),
+    ("docs/components.md", "pulumi config set --path exposure.jwt.issuer https://issuer.example.com"):
+        DocCase(**JWT_CASE),
+    ("docs/components.md", "pulumi config set --path exposure.jwt.jwksUri "
+                           "https://issuer.example.com/.well-known/jwks.json"): DocCase(**JWT_CASE),
+    ("docs/components.md", "pulumi config set --path exposure.jwt.audiences[0] models"): DocCase(**JWT_CASE),
     # README "Prod: the API and the deploy runners": the deploy runners' egress addresses, before the first up.
     ("README.md", "pulumi config set --stack prod --path publicAccessCidrs[0] 198.51.100.7/32"): DocCase(),
     # Pulumi.prod.yaml: the deploy runners' egress addresses, instead of the documentation range.
@@ -574,7 +596,7 @@ def build_cases() -> tuple[list[Case], list[str]]:
             source += " [" + "; ".join(overrides) + "]"
         if isinstance(steps[0], Tool):  # no --stack-file / --bucket-uri (placeholders, replaced when run)
             argv = list(steps[0].argv)
-            for flag in ("--stack-file", "--bucket-uri"):
+            for flag in ("--stack-file", "--bucket-uri", "--role-arn"):
                 if flag in argv:
                     del argv[argv.index(flag):argv.index(flag) + 2]
             name = "model_tools " + " ".join(argv)

@@ -8,7 +8,10 @@ every ``run:`` block. Broken copies of the workflows prove the linter really fai
 The structural tests pin down what the workflows are for: the PR runs the CI entry point, the
 offline diff keeps one marked comment per stack, the cloud preview runs only where credentials are
 configured, prod deploys only after dev and behind its environment, every action is pinned to a
-major version, and every permission is declared and as small as the job allows.
+commit, and every permission is declared and as small as the job allows. The trust tests (issue 19):
+no pull-request job can reach prod (its environment, role, secrets key, runner), deploy roles are
+per-environment variables, no checkout leaves its token behind, and jobs holding cloud credentials
+install only hash-checked packages.
 """
 
 from __future__ import annotations
@@ -33,9 +36,17 @@ DEPLOY = WORKFLOWS_DIR / "deploy.yml"
 STACKS = sorted(p.name[len("Pulumi."):-len(".yaml")] for p in ROOT.glob("Pulumi.*.yaml"))
 AWS_STACKS = ["dev", "prod"]
 GCP_STACKS = ["gke-dev"]
+# What pull requests may preview with real credentials: never prod (bootstrap/ gives the PR preview
+# identity dev's secrets keys only).
+PR_PREVIEW_STACKS = ["dev", "gke-dev"]
 MARKER = "<!-- tfplatform-offline-diff:${{ matrix.stack }} -->"
-# owner/repo[/path]@vN: a major version tag, nothing floating (branch) or local.
-PINNED = re.compile(r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+(/[A-Za-z0-9_./-]+)?@v\d+$")
+# owner/repo[/path]@<commit> # vX.Y.Z: a full commit SHA (a tag can be moved to other code), with the
+# release it is in a comment (the SHAs come from each action's repository: `git rev-parse vX.Y.Z^{commit}`).
+PINNED = re.compile(r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+(/[A-Za-z0-9_./-]+)?@[0-9a-f]{40}$")
+USES_LINE = re.compile(r"^\s*(?:-\s+)?uses:\s*(\S+)(.*)$", re.M)
+TAG_COMMENT = re.compile(r"^\s*#\s*v(\d+)\.\d+\.\d+\s*$")
+# Actions whose repository mirror had no tags to resolve: `uses` by tag, with the reason. None today.
+UNPINNED_ALLOWED: dict[str, str] = {}
 
 
 # --- actionlint ------------------------------------------------------------------------------
@@ -121,10 +132,11 @@ def test_actionlint_fails_on_a_broken_workflow(actionlint, tmp_path, extra, run,
 @pytest.mark.parametrize(("workflow", "old", "new", "expected"), [
     ("pr.yml", "contents: read", "contents: reed", "permission"),
     ("pr.yml", "steps.diff.outputs.status", "steps.dif.outputs.status", "dif"),
-    ("pr.yml", "role-to-assume:", "role-to-asume:", "role-to-asume"),
+    # (actionlint checks the inputs of actions it knows by tag only, not of SHA-pinned ones.)
+    ("pr.yml", "runs-on: ubuntu-latest", "runs-on: ubuntu-lastest", "ubuntu-lastest"),
     ("deploy.yml", "needs: dev", "needs: staging", "staging"),
     ("deploy.yml", "cancel-in-progress: false", "cancel-in-progres: false", "cancel-in-progres"),
-], ids=["bad-permission", "unknown-step-id", "unknown-action-input", "unknown-needs", "typo-key"])
+], ids=["bad-permission", "unknown-step-id", "unknown-runner-label", "unknown-needs", "typo-key"])
 def test_actionlint_fails_on_a_broken_copy(actionlint, tmp_path, workflow, old, new, expected):
     # The real workflows with one mistake each: the linter checks these files, not just toys.
     workflows = tmp_path / ".github" / "workflows"
@@ -193,13 +205,24 @@ def test_no_pull_request_target(workflow):
 
 
 @pytest.mark.parametrize("workflow", WORKFLOWS, ids=lambda p: p.name)
-def test_every_action_is_pinned_to_a_major_version(workflow):
+def test_every_action_is_pinned_to_a_commit(workflow):
     data = load(workflow)
     refs = [s["uses"] for job in data["jobs"].values() for s in steps(job) if "uses" in s]
     refs += [job["uses"] for job in data["jobs"].values() if "uses" in job]
     assert refs
-    unpinned = [r for r in refs if not PINNED.match(r)]
-    assert not unpinned, f"{workflow.name}: not pinned to a vN tag: {unpinned}"
+    unpinned = [r for r in refs if not PINNED.match(r) and r not in UNPINNED_ALLOWED]
+    assert not unpinned, f"{workflow.name}: not pinned to a 40-hex commit: {unpinned}"
+    # The release each commit is, as a comment on the same line (what the Node 24 majors refer to).
+    lines = USES_LINE.findall(workflow.read_text())
+    assert sorted(ref for ref, _ in lines) == sorted(refs)
+    untagged = [ref for ref, comment in lines if ref not in UNPINNED_ALLOWED and not TAG_COMMENT.match(comment)]
+    assert not untagged, f"{workflow.name}: no `# vX.Y.Z` comment after: {untagged}"
+
+
+@pytest.mark.parametrize("ref", ["actions/checkout@v5", "actions/checkout@main",
+                                 "actions/checkout@fbc6f39", "./local-action"])
+def test_the_pin_check_refuses_tags_and_short_shas(ref):
+    assert not PINNED.match(ref)
 
 
 @pytest.mark.parametrize("workflow", WORKFLOWS, ids=lambda p: p.name)
@@ -221,6 +244,7 @@ WRITES = {
     ("pr.yml", "preview-gcp"): {"id-token", "pull-requests"},
     ("deploy.yml", "dev"): {"id-token"},
     ("deploy.yml", "smoke-dev"): {"id-token"},
+    ("deploy.yml", "prod-preview"): {"id-token"},
     ("deploy.yml", "prod"): {"id-token"},
     ("image-digests.yml", "refresh"): set(),
 }
@@ -284,10 +308,10 @@ def test_preview_runs_only_with_credentials(pr):
     aws, gcp = pr["jobs"]["preview-aws"], pr["jobs"]["preview-gcp"]
     assert "vars.AWS_PREVIEW_ROLE_ARN != ''" in aws["if"]
     assert "vars.GCP_WORKLOAD_IDENTITY_PROVIDER != ''" in gcp["if"]
-    assert aws["strategy"]["matrix"]["stack"] == AWS_STACKS
-    assert aws["runs-on"] == "${{ matrix.stack == 'prod' && vars.PROD_RUNNER || 'ubuntu-latest' }}"
+    assert aws["strategy"]["matrix"]["stack"] == ["dev"]
+    assert aws["runs-on"] == gcp["runs-on"] == "ubuntu-latest"
     assert pulumi_step(gcp)["with"]["stack-name"] == "gke-dev"
-    assert sorted(AWS_STACKS + [pulumi_step(gcp)["with"]["stack-name"]]) == STACKS
+    assert sorted(aws["strategy"]["matrix"]["stack"] + [pulumi_step(gcp)["with"]["stack-name"]]) == PR_PREVIEW_STACKS
 
     creds = one(aws, "aws-actions/configure-aws-credentials")["with"]
     assert creds["role-to-assume"] == "${{ vars.AWS_PREVIEW_ROLE_ARN }}"
@@ -307,9 +331,9 @@ def test_preview_runs_only_with_credentials(pr):
         assert step["with"]["comment-on-pr"] is True
         assert step["with"]["diff"] is True
         assert step["with"]["cloud-url"] in backends
-        assert step["env"]["PULUMI_CONFIG_PASSPHRASE"] == "${{ secrets.PULUMI_CONFIG_PASSPHRASE }}"
+        assert "env" not in step  # the stack's KMS key decrypts its secrets: no passphrase
         # venv and credentials before Pulumi runs the program.
-        venv = index(job, lambda s: "make .venv/.runtime" in s.get("run", ""))
+        venv = index(job, lambda s: "--require-hashes" in s.get("run", "") and "requirements.lock" in s.get("run", ""))
         creds_at = index(job, lambda s: s.get("uses", "").startswith(login + "@"))
         pulumi_at = index(job, lambda s: s.get("uses", "").startswith("pulumi/actions@"))
         assert venv < pulumi_at and creds_at < pulumi_at
@@ -328,22 +352,26 @@ def test_deploy_dev_then_prod_behind_its_environment(deploy):
     assert prod["environment"] == "prod"
     # prod moves only after dev served: the smoke job needs dev, prod needs the smoke job.
     smoke = deploy["jobs"]["smoke-dev"]
-    assert smoke["needs"] in ("dev", ["dev"]) and prod["needs"] in ("smoke-dev", ["smoke-dev"])
+    assert smoke["needs"] in ("dev", ["dev"]) and "smoke-dev" in prod["needs"]
     assert smoke["environment"] == "dev" and smoke["concurrency"]["group"] == dev["concurrency"]["group"]
     assert "bash scripts/smoke-stack.sh dev" in runs(smoke)
-    assert "make .venv/.runtime .venv/.models" in runs(smoke)
-    # prod refuses to start on a runner its API cannot admit.
-    guard = prod["steps"][0]
-    assert guard["if"] == "vars.PROD_RUNNER == ''" and "exit 1" in guard["run"]
+    assert "-r requirements-models.lock" in runs(smoke) and "--no-deps -r requirements-models-nodeps.lock" in runs(smoke)
+    # prod refuses to start on a runner its API cannot admit, and so does its preview.
+    preview = deploy["jobs"]["prod-preview"]
+    for job in (prod, preview):
+        guard = job["steps"][0]
+        assert guard["if"] == "vars.PROD_RUNNER == ''" and "exit 1" in guard["run"]
+    # The reviewers approve the diff of this (merged) commit: prod waits for its preview.
+    assert set(prod["needs"]) == {"smoke-dev", "prod-preview"}
+    assert preview["environment"] == "prod-preview" and pulumi_step(preview)["with"]["command"] == "preview"
+    assert pulumi_step(preview)["with"]["stack-name"] == "prod"
     for job, stack in ((dev, "dev"), (prod, "prod")):
         step = pulumi_step(job)
         assert step["with"]["command"] == "up"
         assert step["with"]["stack-name"] == stack
         assert step["with"]["cloud-url"] == "${{ vars.PULUMI_BACKEND_URL }}"
-        assert step["env"]["PULUMI_CONFIG_PASSPHRASE"] == "${{ secrets.PULUMI_CONFIG_PASSPHRASE }}"
+        assert "env" not in step  # the stack's KMS key decrypts its secrets: no passphrase
         assert job["permissions"]["id-token"] == "write"
-        creds = one(job, "aws-actions/configure-aws-credentials")["with"]
-        assert creds["role-to-assume"] == "${{ vars.AWS_DEPLOY_ROLE_ARN }}"
         # One update per stack at a time, and a running `pulumi up` is never cancelled.
         assert job["concurrency"]["cancel-in-progress"] is False
         assert stack in job["concurrency"]["group"]
@@ -429,3 +457,194 @@ def test_comment_script_keeps_one_comment_per_stack(pr, tmp_path):
     assert dupes == [["list", 7, 100], ["update", 4, body], ["delete", 5]]
     (_, (op, _, text)) = big
     assert op == "create" and text.startswith(dev) and len(text) <= 65536
+
+
+# --- trust boundaries (issue 19) ------------------------------------------------------------------
+
+def triggered_by_pull_request(data: dict) -> bool:
+    on = data["on"]
+    names = [on] if isinstance(on, str) else list(on)
+    return any(n.startswith("pull_request") for n in names)
+
+
+def credentialed(job: dict) -> bool:
+    """A job that can get cloud credentials (an OIDC token) or reads a secret."""
+    return (job.get("permissions") or {}).get("id-token") == "write" or "secrets." in yaml.safe_dump(job)
+
+
+PR_FORBIDDEN = {
+    "PROD_RUNNER": "prod's runner (inside prod's network, reused by the deploy)",
+    "PASSPHRASE": "a passphrase secret that decrypts every stack",
+    "AWS_ROLE_ARN": "an environment's deploy role",
+    "GCP_SERVICE_ACCOUNT": "an environment's deploy service account",
+}
+
+
+def pr_job_problems(job: dict) -> list[str]:
+    """Why a job that runs a pull request's code could reach prod's secrets, role or runner."""
+    text = yaml.safe_dump(job)
+    problems = [f"mentions {word}: {why}" for word, why in PR_FORBIDDEN.items() if word in text]
+    if "environment" in job:
+        problems.append(f"runs in environment {job['environment']!r} (the deploy roles' trust)")
+    if credentialed(job):
+        stacks = list((job.get("strategy") or {}).get("matrix", {}).get("stack", []))
+        stacks += [s.get("with", {}).get("stack-name") for s in uses(job, "pulumi/actions")]
+        problems += [f"previews {s} with credentials" for s in stacks if s and "prod" in s]
+    return problems
+
+
+@pytest.mark.parametrize("workflow", WORKFLOWS, ids=lambda p: p.name)
+def test_no_pull_request_job_can_reach_prod(workflow):
+    data = load(workflow)
+    if not triggered_by_pull_request(data):
+        return
+    found = {name: pr_job_problems(job) for name, job in data["jobs"].items()}
+    assert not any(found.values()), found
+
+
+@pytest.mark.parametrize(("change", "problem"), [
+    ({"strategy": {"matrix": {"stack": ["dev", "prod"]}}}, "previews prod with credentials"),
+    ({"runs-on": "${{ matrix.stack == 'prod' && vars.PROD_RUNNER || 'ubuntu-latest' }}"}, "PROD_RUNNER"),
+    ({"environment": "prod"}, "environment 'prod'"),
+    ({"env": {"PULUMI_CONFIG_PASSPHRASE": "${{ secrets.PULUMI_CONFIG_PASSPHRASE }}"}}, "PASSPHRASE"),
+], ids=["prod-stack", "prod-runner", "prod-environment", "passphrase"])
+def test_the_pull_request_check_fails_on_the_old_preview(pr, change, problem):
+    job = {**pr["jobs"]["preview-aws"], **change}
+    assert any(problem in p for p in pr_job_problems(job)), pr_job_problems(job)
+
+
+@pytest.mark.parametrize("workflow", WORKFLOWS, ids=lambda p: p.name)
+def test_no_passphrase_anywhere(workflow):
+    # Each stack's secrets are encrypted with its own KMS key (secretsprovider in Pulumi.<stack>.yaml).
+    assert "PULUMI_CONFIG_PASSPHRASE" not in workflow.read_text()
+
+
+def test_every_stack_has_a_cloud_kms_secrets_provider():
+    for stack in STACKS:
+        data = yaml.safe_load((ROOT / f"Pulumi.{stack}.yaml").read_text())
+        provider = data.get("secretsprovider", "")
+        assert re.match(r"^(awskms://alias/[A-Za-z0-9/_-]+\?region=[a-z0-9-]+"
+                        r"|gcpkms://projects/[^/]+/locations/[^/]+/keyRings/[^/]+/cryptoKeys/[^/]+)$", provider), stack
+        assert stack in provider, f"{stack}: another stack's key"
+        assert "encryptionsalt" not in data, f"{stack}: still a passphrase stack"
+
+
+def test_deploy_roles_come_from_the_jobs_environment(deploy):
+    for name, job in deploy["jobs"].items():
+        if not credentialed(job):
+            continue
+        # The role is the environment's variable; an environment admits only its branches (main).
+        assert job.get("environment") in ("dev", "prod", "prod-preview"), name
+        assert one(job, "aws-actions/configure-aws-credentials")["with"]["role-to-assume"] == "${{ vars.AWS_ROLE_ARN }}"
+        guard = next(s for s in steps(job) if s.get("if") == "vars.AWS_ROLE_ARN == ''")
+        assert "exit 1" in guard["run"], name
+        # A job-level `if` cannot see environment variables: it must not gate on a role either.
+        assert "ROLE" not in str(job.get("if", "")), name
+
+
+def variables_tables(readme: str) -> dict[str, set[str]]:
+    """Variable names per `### ...` heading of the setup guide's tables."""
+    tables: dict[str, set[str]] = {}
+    heading = ""
+    for line in readme.splitlines():
+        if line.startswith("#"):
+            heading = line.strip("# ").lower()
+        m = re.match(r"^\|\s*`([A-Z][A-Z0-9_]+)`\s*\|", line)
+        if m:
+            tables.setdefault(heading, set()).add(m.group(1))
+    return tables
+
+
+DEPLOY_IDENTITIES = {"AWS_ROLE_ARN", "AWS_DEPLOY_ROLE_ARN", "GCP_SERVICE_ACCOUNT"}
+
+
+def deploy_identity_problems(readme: str) -> list[str]:
+    problems = []
+    for heading, names in variables_tables(readme).items():
+        if "repository" in heading and names & DEPLOY_IDENTITIES:
+            problems.append(f"{heading!r} lists {sorted(names & DEPLOY_IDENTITIES)} (repository level)")
+    for line in readme.splitlines():  # a table row or a line of prose
+        if re.search(r"ROLE_ARN", line) and re.search(r"repository level", line, re.I) \
+                and not re.search(r"\b(never|not)\b", line, re.I):
+            problems.append(f"tells to set a role at repository level: {line.strip()!r}")
+    return problems
+
+
+def test_setup_guide_sets_deploy_roles_per_environment():
+    readme = (ROOT / ".github" / "README.md").read_text()
+    assert deploy_identity_problems(readme) == []
+    tables = variables_tables(readme)
+    envs = {h: n for h, n in tables.items() if "environment" in h}
+    assert any("AWS_ROLE_ARN" in names for names in envs.values()), tables
+    assert "PULUMI_CONFIG_PASSPHRASE" not in readme
+
+
+def test_the_setup_guide_check_fails_on_a_repository_role():
+    old = ("### Repository variables\n\n| variable | used by | value |\n| --- | --- | --- |\n"
+           "| `AWS_DEPLOY_ROLE_ARN` | deploy | role for `pulumi up`. Set it at repository level. |\n")
+    assert len(deploy_identity_problems(old)) == 2
+
+
+@pytest.mark.parametrize("workflow", WORKFLOWS, ids=lambda p: p.name)
+def test_every_checkout_leaves_no_token_behind(workflow):
+    # actions/checkout writes the token into .git/config unless told not to; later steps (the PR's own
+    # code, its Pulumi program) could read it (https://github.com/actions/checkout#usage).
+    for name, job in load(workflow)["jobs"].items():
+        for step in uses(job, "actions/checkout"):
+            assert (step.get("with") or {}).get("persist-credentials") is False, f"{workflow.name}: {name}"
+
+
+def unhashed_installs(job: dict) -> list[str]:
+    bad = []
+    for step in steps(job):
+        for line in step.get("run", "").splitlines():
+            # `make .venv/...` runs `pip install -r requirements.txt` (Makefile): no hashes.
+            if re.search(r"\bmake\b.*\.venv", line):
+                bad.append(line.strip())
+            elif re.search(r"\bpip3?\b.*\binstall\b", line) and not re.search(
+                    r"--require-hashes\b.*-r requirements[-a-z]*\.lock\b", line):
+                bad.append(line.strip())
+    return bad
+
+
+@pytest.mark.parametrize("workflow", WORKFLOWS, ids=lambda p: p.name)
+def test_credentialed_jobs_install_only_hashed_packages(workflow):
+    for name, job in load(workflow)["jobs"].items():
+        if credentialed(job):
+            assert unhashed_installs(job) == [], f"{workflow.name}: {name}"
+
+
+@pytest.mark.parametrize("line", ["make .venv/.runtime", "make .venv/.runtime .venv/.models",
+                                  ".venv/bin/pip install -r requirements.txt",
+                                  "pip install --require-hashes -r requirements.txt"])
+def test_the_hash_check_fails_on_unhashed_installs(line):
+    assert unhashed_installs({"steps": [{"run": line}]}) == [line]
+
+
+def pins(path: Path) -> dict[str, str]:
+    """name -> version of every `name==version` line (requirement files and pip-compile locks)."""
+    found = {}
+    for line in path.read_text().splitlines():
+        m = re.match(r"^([A-Za-z0-9_.\[\]-]+)==([^\s;\\]+)", line)
+        if m:
+            found[re.sub(r"[-_.]+", "-", m.group(1).split("[")[0]).lower()] = m.group(2)
+    return found
+
+
+def hashed_entries(path: Path) -> dict[str, int]:
+    entries = re.split(r"\n(?=[A-Za-z0-9])", path.read_text())
+    return {e.split("==")[0].lower(): e.count("--hash=sha256:") for e in entries if "==" in e.split("\n")[0]}
+
+
+@pytest.mark.parametrize(("lock", "sources"), [
+    ("requirements.lock", ["requirements.txt"]),
+    ("requirements-models.lock", ["requirements.txt", "model_tools/requirements.txt"]),
+    ("requirements-models-nodeps.lock", ["model_tools/requirements-nodeps.txt"]),
+])
+def test_locks_match_the_requirements_pins(lock, sources):
+    locked = pins(ROOT / lock)
+    for source in sources:
+        for name, version in pins(ROOT / source).items():
+            assert locked.get(name) == version, f"{lock}: {name} is {locked.get(name)}, {source} pins {version}"
+    assert all(n >= 1 for n in hashed_entries(ROOT / lock).values()), lock
+    assert set(hashed_entries(ROOT / lock)) == set(locked), f"{lock}: an entry without hashes"

@@ -9,7 +9,7 @@ import pulumi
 import pulumi_aws as aws
 import pulumi_kubernetes as k8s
 
-from components.aws.iam import partition_of, service_trust_policy
+from components.aws.iam import irsa_trust_policy, partition_of, service_trust_policy
 from components.aws.node_group import ManagedNodeGroup, NodeGroupArgs, NodePoolSpec, name_slug
 
 
@@ -62,7 +62,14 @@ _POST_NODE_ADDONS = {"coredns": None, "metrics-server": None}
 SYSTEM_POOL = "system"
 """The pool hosting add-ons; the Kubernetes provider waits for it alone."""
 
-_NODE_POLICIES = ("AmazonEKSWorkerNodePolicy", "AmazonEC2ContainerRegistryReadOnly", "AmazonEKS_CNI_Policy")
+# No AmazonEKS_CNI_Policy: it lets its holder create, attach and delete network interfaces and assign
+# IPs account-wide (ec2:*NetworkInterface* on "*"), and a node role's rights reach any pod that can
+# reach IMDS (hostNetwork pods bypass the hop limit). aws-node gets it through its own IRSA role
+# instead, as AWS recommends: https://docs.aws.amazon.com/eks/latest/userguide/cni-iam-role.html
+_NODE_POLICIES = ("AmazonEKSWorkerNodePolicy", "AmazonEC2ContainerRegistryReadOnly")
+CNI_POLICY = "AmazonEKS_CNI_Policy"
+CNI_SERVICE_ACCOUNT = ("kube-system", "aws-node")
+"""The VPC CNI's service account (namespace, name): the only subject its role trusts."""
 
 
 def render_kubeconfig(cluster_name: str, region: str, endpoint: str, ca_data: str) -> str:
@@ -84,13 +91,17 @@ class EksCluster(pulumi.ComponentResource):
     Creates: cluster and node IAM roles with their policy attachments, a KMS key (and alias)
     encrypting Kubernetes secrets, the control-plane ``LogGroup``, the ``aws.eks.Cluster`` (API
     authentication mode, private endpoint), an IAM OIDC provider for IRSA, access entries for
-    admins, the add-ons vpc-cni (network policy on), kube-proxy, eks-pod-identity-agent,
+    admins, the vpc-cni add-on's IRSA role (``AmazonEKS_CNI_Policy``, trusting only
+    ``kube-system/aws-node``; the node role does not carry it), the add-ons vpc-cni
+    (network policy on), kube-proxy, eks-pod-identity-agent,
     coredns and metrics-server, one :class:`ManagedNodeGroup` per pool, and a ``kubernetes.Provider``.
     """
 
     cluster_name: pulumi.Output[str]
     endpoint: pulumi.Output[str]
     oidc_provider_arn: pulumi.Output[str]
+    cni_role_arn: pulumi.Output[str]
+    """The IRSA role of the vpc-cni add-on (aws-node)."""
     oidc_issuer_url: pulumi.Output[str]
     kubeconfig: pulumi.Output[str]
     """Secret output; uses ``aws eks get-token``."""
@@ -175,13 +186,30 @@ class EksCluster(pulumi.ComponentResource):
                 policy_arn=f"arn:{partition}:eks::aws:cluster-access-policy/AmazonEKSClusterAdminPolicy",
                 access_scope=aws.eks.AccessPolicyAssociationAccessScopeArgs(type="cluster"), opts=child))
 
+        # aws-node's own role. The add-on waits for the policy attachment (not only the role), so the
+        # service account is never annotated with a role that cannot yet manage ENIs. On an existing
+        # cluster the node role's CNI attachment is deleted in the same `pulumi up`, and Pulumi deletes
+        # resources removed from the program only after every create and update has finished: role,
+        # attachment, add-on update (EKS annotates the aws-node service account), then the detach.
+        # Running aws-node pods keep the node role's credentials until they restart (the IRSA webhook
+        # injects the web identity only into new pods, step 2 of the AWS page above): docs/components.md
+        # ("Secure defaults") has the two-step upgrade of an existing cluster.
+        cni_role = aws.iam.Role(f"{name}-vpc-cni-role", assume_role_policy=irsa_trust_policy(
+            oidc.arn, self.oidc_issuer_url, *CNI_SERVICE_ACCOUNT), tags=tags, opts=child)
+        cni_policy = aws.iam.RolePolicyAttachment(f"{name}-vpc-cni-policy", role=cni_role.name,
+                                                  policy_arn=f"{managed_policy}/{CNI_POLICY}", opts=child)
+        self.cni_role_arn = cni_role.arn
+        addon_roles = {"vpc-cni": (cni_role.arn, [cni_policy])}
+
         def addon(addon_name: str, values: dict | None, depends_on: list[pulumi.Resource]) -> aws.eks.Addon:
             # Versions are left to EKS (the default for the cluster's Kubernetes version).
+            role_arn, role_ready = addon_roles.get(addon_name, (None, []))
             return aws.eks.Addon(
                 f"{name}-{addon_name}", cluster_name=cluster.name, addon_name=addon_name,
                 configuration_values=json.dumps(values) if values else None,
+                service_account_role_arn=role_arn,
                 resolve_conflicts_on_create="OVERWRITE", resolve_conflicts_on_update="OVERWRITE", tags=tags,
-                opts=pulumi.ResourceOptions(parent=self, depends_on=depends_on))
+                opts=pulumi.ResourceOptions(parent=self, depends_on=[*depends_on, *role_ready]))
 
         pre_node = [addon(a, values, []) for a, values in _PRE_NODE_ADDONS.items()]
 

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 import pulumi
 import pulumi_gcp as gcp
 import pulumi_kubernetes as k8s
+import pulumi_random as random
 
 from components.gcp.network import PODS_RANGE, SERVICES_RANGE
 from components.helm_charts import KUBE_PROMETHEUS_STACK, PROMETHEUS_ADAPTER
@@ -99,6 +100,15 @@ class GkeClusterArgs:
     labels: dict[str, str] = field(default_factory=dict)
 
 
+SECRETS_KEY_ROTATION = "7776000s"
+"""90 days: a new key version encrypts new writes; GKE keeps decrypting with the older versions."""
+
+
+def gke_service_agent(project_number: str) -> str:
+    """The GKE service agent of a project, which encrypts and decrypts the cluster's Secrets."""
+    return f"serviceAccount:service-{project_number}@container-engine-robot.iam.gserviceaccount.com"
+
+
 def kubeconfig_for(name: str, endpoint: str, ca_data: str) -> str:
     """A kubeconfig that authenticates with ``gke-gcloud-auth-plugin`` (no static credentials)."""
     return json.dumps({
@@ -114,8 +124,10 @@ def kubeconfig_for(name: str, endpoint: str, ca_data: str) -> str:
 
 
 class GkeCluster(pulumi.ComponentResource):
-    """Creates: a node ``ServiceAccount`` with the least roles nodes need (one ``IAMMember`` per role),
-    a ``Cluster`` (default pool removed, release channel, Workload Identity, Dataplane V2 for network
+    """Creates: a Cloud KMS ``KeyRing`` (random-suffixed name) and ``CryptoKey`` encrypting the cluster's
+    Secrets, with a ``CryptoKeyIAMMember`` for the GKE service agent, a node ``ServiceAccount`` with the
+    least roles nodes need (one ``IAMMember`` per role), a ``Cluster`` (application-layer secrets
+    encryption, default pool removed, release channel, Workload Identity, Dataplane V2 for network
     policy, private nodes, shielded nodes, authorized networks, Gateway API CRDs, deletion protection
     when protected), a ``Firewall`` rule letting the control plane reach the nodes on the APIService and
     webhook ports (:func:`control_plane_ports`), one ``NodePool`` per spec (autoscaling, spot, GPUs
@@ -137,13 +149,38 @@ class GkeCluster(pulumi.ComponentResource):
         (the provider waits for it), that node pool otherwise (GPU pools)."""
         return [] if pool == SYSTEM_POOL else [self.node_pools[pool]]
 
+    def _secrets_key(self, name: str, args: GkeClusterArgs) -> gcp.kms.CryptoKey:
+        """A key ring and key for the cluster's Secrets, in the cluster's region (GKE requires the key in
+        the cluster's location), and the GKE service agent's right to use it.
+
+        Key rings cannot be deleted (https://cloud.google.com/kms/docs/resource-hierarchy#key_rings): the
+        ring's name carries a random suffix, so a stack destroyed and created again does not collide
+        with its old ring. The service agent ``service-<project number>@container-engine-robot`` is named
+        by the project's number, which the ``organizations.getProject`` invoke returns.
+        """
+        child = pulumi.ResourceOptions(parent=self)
+        suffix = random.RandomId(f"{name}-secrets-ring", byte_length=2, opts=child)
+        ring = gcp.kms.KeyRing(f"{name}-secrets", project=args.project, location=args.region,
+                               name=suffix.hex.apply(lambda h: f"{args.cluster_name}-secrets-{h}"), opts=child)
+        key = gcp.kms.CryptoKey(f"{name}-secrets", key_ring=ring.id, name="kubernetes-secrets",
+                                purpose="ENCRYPT_DECRYPT", rotation_period=SECRETS_KEY_ROTATION,
+                                labels=args.labels or None,
+                                opts=pulumi.ResourceOptions(parent=self, protect=args.protect))
+        project = gcp.organizations.get_project_output(project_id=args.project,
+                                                       opts=pulumi.InvokeOptions(parent=self))
+        self._secrets_grant = gcp.kms.CryptoKeyIAMMember(
+            f"{name}-secrets-gke-agent", crypto_key_id=key.id, role="roles/cloudkms.cryptoKeyEncrypterDecrypter",
+            member=project.number.apply(gke_service_agent), opts=child)
+        return key
+
     def __init__(self, name: str, args: GkeClusterArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("tfplatform:gcp:GkeCluster", name, None, opts)
         if "system" not in args.node_pools:
             raise ValueError(f"GkeCluster {name}: a 'system' node pool is required")
         child = pulumi.ResourceOptions(parent=self)
-        protected = pulumi.ResourceOptions(parent=self, protect=args.protect)
         location = args.region if args.regional else args.zones[0]
+
+        secrets_key = self._secrets_key(name, args)
 
         node_sa = gcp.serviceaccount.Account(
             f"{name}-nodes", project=args.project, account_id=f"{args.cluster_name}-nodes"[:30],
@@ -188,7 +225,12 @@ class GkeCluster(pulumi.ComponentResource):
                 workload_metadata_config=gcp.container.ClusterNodeConfigWorkloadMetadataConfigArgs(mode="GKE_METADATA"),
                 shielded_instance_config=gcp.container.ClusterNodeConfigShieldedInstanceConfigArgs(
                     enable_secure_boot=True, enable_integrity_monitoring=True)),
-            resource_labels=args.labels, deletion_protection=args.protect, opts=protected)
+            # Application-layer secrets encryption: etcd's copy of every Secret is encrypted with this
+            # program's Cloud KMS key (https://cloud.google.com/kubernetes-engine/docs/how-to/encrypting-secrets).
+            database_encryption=gcp.container.ClusterDatabaseEncryptionArgs(
+                state="ENCRYPTED", key_name=secrets_key.id),
+            resource_labels=args.labels, deletion_protection=args.protect,
+            opts=pulumi.ResourceOptions(parent=self, protect=args.protect, depends_on=[self._secrets_grant]))
 
         # The control plane to the APIService/webhook ports of pods on any node (all run as node_sa).
         gcp.compute.Firewall(

@@ -9,6 +9,7 @@ import pulumi_kubernetes as k8s
 
 from components.helm_charts import DCGM_EXPORTER, NVIDIA_DEVICE_PLUGIN, chart
 from components.node_labels import GPU_NODE_LABEL
+from components.pod_security import privileged_namespace
 
 GKE_ACCELERATOR_LABEL = "cloud.google.com/gke-accelerator"
 """GKE labels its GPU nodes with the accelerator type (it sets no ``nvidia.com/gpu.present``)."""
@@ -76,8 +77,10 @@ class GpuAddons(pulumi.ComponentResource):
     def __init__(self, name: str, args: GpuAddonsArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("tfplatform:gpu:GpuAddons", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
+        # Its own namespace (never the monitoring one): only these host-level DaemonSets run privileged.
+        labels, annotations = privileged_namespace("gpu-addons")
         ns = k8s.core.v1.Namespace(f"{name}-ns", metadata=k8s.meta.v1.ObjectMetaArgs(
-            name=args.namespace, labels={"pod-security.kubernetes.io/enforce": "privileged"}), opts=child)
+            name=args.namespace, labels=labels, annotations=annotations), opts=child)
         after_ns = pulumi.ResourceOptions(parent=self, depends_on=[ns, *args.gpu_nodes])
         if args.device_plugin:
             chart(f"{name}-device-plugin", NVIDIA_DEVICE_PLUGIN, ns.metadata.name,

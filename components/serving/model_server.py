@@ -106,6 +106,27 @@ class ModelServerArgs:
     """Name of this Deployment's own Service (default: the component name)."""
 
 
+SERVER_CONTAINER = "tfserving"
+"""The container answering clients: it parses untrusted requests and needs no cloud credentials."""
+IRSA_SKIP_CONTAINERS = "eks.amazonaws.com/skip-containers"
+"""Pod annotation of the EKS pod identity webhook: the containers it leaves without the web-identity
+token volume and AWS_* variables (README "skip-containers"; pkg/handler/handler.go getContainersToSkip)."""
+
+
+def token_annotations(model_store: str) -> dict[str, str] | None:
+    """Keep the bucket role's token out of TF Serving.
+
+    The pod mounts no Kubernetes API token (``automountServiceAccountToken: false``), but on EKS the
+    IRSA webhook mounts the role's web-identity token and sets ``AWS_ROLE_ARN`` /
+    ``AWS_WEB_IDENTITY_TOKEN_FILE`` in every container of a pod whose service account is annotated
+    (https://github.com/aws/amazon-eks-pod-identity-webhook#usage); only the sync containers read the
+    bucket. On GKE there is no per-container equivalent: the metadata server answers any container of
+    the pod with the pod's Workload Identity, so there TF Serving's only limit is the read-only,
+    prefix-scoped role (docs/components.md, "Secure defaults").
+    """
+    return {IRSA_SKIP_CONTAINERS: SERVER_CONTAINER} if model_store == "s3" else None
+
+
 def serving_image(version: str, gpus: int) -> str:
     return f"docker.io/tensorflow/serving:{version}{'-gpu' if gpus else ''}"
 
@@ -309,7 +330,7 @@ class ModelServer(pulumi.ComponentResource):
             server_resources["limits"][GPU_RESOURCE] = str(args.gpus)
         server_image = args.image or serving_image(args.image_version, args.gpus)
         server = {
-            "name": "tfserving",
+            "name": SERVER_CONTAINER,
             "image": server_image,
             "imagePullPolicy": pull_policy(server_image),
             "command": ["tensorflow_model_server"],
@@ -366,5 +387,6 @@ class ModelServer(pulumi.ComponentResource):
             "selector": {"matchLabels": self.selector},
             # Never fewer ready pods than desired during a rollout.
             "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
-            "template": {"metadata": {"labels": labels}, "spec": pod_spec},
+            "template": {"metadata": {"labels": labels, "annotations": token_annotations(args.model_store)},
+                         "spec": pod_spec},
         }

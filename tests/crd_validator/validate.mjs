@@ -4,11 +4,15 @@ import fs from "node:fs";
 import { Gateway } from "@kubernetes-models/gateway-api/gateway.networking.k8s.io/v1/Gateway";
 import { HTTPRoute } from "@kubernetes-models/gateway-api/gateway.networking.k8s.io/v1/HTTPRoute";
 import { VirtualService } from "@kubernetes-models/istio/networking.istio.io/v1/VirtualService";
+import { AuthorizationPolicy } from "@kubernetes-models/istio/security.istio.io/v1/AuthorizationPolicy";
+import { RequestAuthentication } from "@kubernetes-models/istio/security.istio.io/v1/RequestAuthentication";
 
 const MODELS = {
   "gateway.networking.k8s.io/v1 Gateway": Gateway,
   "gateway.networking.k8s.io/v1 HTTPRoute": HTTPRoute,
   "networking.istio.io/v1 VirtualService": VirtualService,
+  "security.istio.io/v1 RequestAuthentication": RequestAuthentication,
+  "security.istio.io/v1 AuthorizationPolicy": AuthorizationPolicy,
 };
 
 const docs = JSON.parse(fs.readFileSync(0, "utf8"));

@@ -15,10 +15,11 @@ REPO = Path(__file__).resolve().parents[2]
 SUBCOMMANDS = {
     "export": ["--out", "--epochs", "--seed", "--warmup", "--force"],
     "inspect": ["--model-name", "--signature", "--json", "--run"],
-    "publish": ["--bucket-uri", "--model", "--version", "--force", "--no-progress"],
-    "list": ["--bucket-uri", "--model", "--json"],
-    "promote": ["--stack-file", "--model", "--version", "--label", "--bucket-uri", "--pin"],
-    "rollback": ["--stack-file", "--model", "--label", "--to", "--bucket-uri", "--pin"],
+    "publish": ["--bucket-uri", "--model", "--version", "--force", "--no-progress", "--role-arn",
+                "--impersonate-service-account"],
+    "list": ["--bucket-uri", "--model", "--json", "--role-arn", "--impersonate-service-account"],
+    "promote": ["--stack-file", "--model", "--version", "--label", "--bucket-uri", "--pin", "--role-arn"],
+    "rollback": ["--stack-file", "--model", "--label", "--to", "--bucket-uri", "--pin", "--role-arn"],
     "smoke": ["--rest-url", "--grpc-target", "--model", "-n", "--batch-size", "--max-p99-ms"],
     "tflite": ["--out", "--quantize", "--no-eval"],
 }

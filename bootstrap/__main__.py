@@ -1,0 +1,224 @@
+"""The CI trust bootstrap: run once per cloud account/project, before the main stacks (README.md).
+
+Creates, per cloud, GitHub's OIDC trust, one deploy identity per GitHub environment (trusting exactly
+that environment's OIDC subject), one identity per preview kind (pull requests; a preview-only
+environment for merged code), and one KMS key per stack for Pulumi's secrets provider, usable only by
+that stack's deploy identity (and its preview identity, if the stack has one, and the `operators`
+named for a non-prod stack, who run it from a workstation). Its outputs are the
+values to paste: secrets-provider URLs, `pulumi stack init` commands, GitHub variables.
+
+Room for issue 17: the shared state bucket belongs here too (a third section next to `aws_identities`
+and `gcp_identities`, whose name the preview roles' lock-file statement already takes as
+`aws.stateBucket`).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pulumi
+
+# The Pulumi CLI runs this file with bootstrap/ as its working directory; its modules live in the
+# `bootstrap` package next to `stacks` (whose strict settings base it reuses).
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bootstrap import policies  # noqa: E402
+from bootstrap.settings import (  # noqa: E402
+    DEFAULT_KEYS, PROJECT, BootstrapConfigError, BootstrapSettings, parse, preview_slug)
+
+READ_ONLY = "arn:aws:iam::aws:policy/ReadOnlyAccess"
+
+
+def read_settings() -> BootstrapSettings:
+    config = pulumi.Config(PROJECT)
+    raw: dict[str, object] = {}
+    for key in DEFAULT_KEYS:
+        value = config.get(key)
+        if value is None:
+            continue
+        try:
+            raw[key] = json.loads(value) if key in ("stacks", "aws", "gcp", "operators") else value
+        except json.JSONDecodeError:
+            raise BootstrapConfigError(f"{PROJECT}:{key}: {value!r} is not allowed: expected a mapping") from None
+    if "githubRepository" not in raw:
+        raise BootstrapConfigError(f"{PROJECT}:githubRepository: missing: expected owner/name of the repository")
+    return parse(raw)
+
+
+def aws_identities(s: BootstrapSettings) -> dict[str, object]:
+    import pulumi_aws as aws
+
+    account, region = s.aws.account_id, s.aws.region
+    provider = aws.Provider("aws", region=region, allowed_account_ids=[account])
+    opts = pulumi.ResourceOptions(provider=provider)
+    stacks = s.stacks_on("aws")
+
+    oidc = aws.iam.OpenIdConnectProvider(
+        "github", url=f"https://{policies.GITHUB_ISSUER}", client_id_lists=[policies.STS_AUDIENCE], opts=opts)
+
+    deploy_arns = {env: policies.role_arn(account, s.role_name("deploy", env)) for env in s.deploy_environments("aws")}
+    preview_arns = {who: policies.role_arn(account, s.role_name("preview", who)) for who in s.preview_principals("aws")}
+    keys = {}
+    roles: list[tuple[str, aws.iam.Role, list[dict]]] = []
+
+    def role(name: str, subject: str, managed: list[str], statements: list[dict]) -> aws.iam.Role:
+        r = aws.iam.Role(name, name=name, assume_role_policy=json.dumps(policies.github_trust_policy(account, subject)),
+                         max_session_duration=3600, opts=pulumi.ResourceOptions(provider=provider, depends_on=[oidc]))
+        for i, arn in enumerate(managed):
+            aws.iam.RolePolicyAttachment(f"{name}-managed-{i}", role=r.name, policy_arn=arn, opts=opts)
+        roles.append((name, r, statements))
+        return r
+
+    for env, arn in deploy_arns.items():
+        role(s.role_name("deploy", env), s.subject(env), list(s.aws.deploy_policy_arns),
+             [policies.deny_ci_identities(account, s.name_prefix)])
+    for who, arn in preview_arns.items():
+        role(s.role_name("preview", who), s.subject(who), [READ_ONLY],
+             [*policies.preview_allow(s.aws.state_bucket), policies.deny_ci_identities(account, s.name_prefix),
+              policies.deny_preview_writes()])
+
+    for stack, spec in stacks.items():
+        previewers = [preview_arns[spec.preview]] if spec.preview else []
+        key = aws.kms.Key(
+            f"{stack}-secrets", description=f"Pulumi secrets provider of stack {stack}",
+            enable_key_rotation=True, deletion_window_in_days=30,
+            policy=json.dumps(policies.key_policy(account, deploy_arns[spec.environment], previewers,
+                                                  s.operators_of(stack))),
+            opts=pulumi.ResourceOptions(provider=provider, protect=True,
+                                        depends_on=[r for _, r, _ in roles]))
+        aws.kms.Alias(f"{stack}-secrets", name=s.key_alias(stack), target_key_id=key.key_id, opts=opts)
+        keys[stack] = key
+
+    # Each role's inline policy: its statements, and a deny on every key it has no business with (by key
+    # ARN: an alias ARN in an IAM policy's Resource does not match operations on the key,
+    # https://docs.aws.amazon.com/kms/latest/developerguide/cmks-in-iam-policies.html).
+    for name, r, statements in roles:
+        usable = {stack for stack, spec in stacks.items()
+                  if name == s.role_name("deploy", spec.environment)
+                  or (spec.preview and name == s.role_name("preview", spec.preview))}
+        others = [keys[stack].arn for stack in sorted(set(stacks) - usable)]
+        document = pulumi.Output.all(*others).apply(
+            lambda arns, st=statements: json.dumps(policies.role_policy([*st, *policies.deny_other_keys(list(arns))])))
+        aws.iam.RolePolicy(f"{name}-boundaries", role=r.name, policy=document, opts=opts)
+
+    return {
+        "oidcProviderArn": oidc.arn,
+        "deployRoleArns": deploy_arns,
+        "previewRoleArns": preview_arns,
+        "secretsProviders": {stack: f"awskms://{s.key_alias(stack)}?region={region}" for stack in stacks},
+    }
+
+
+def gcp_identities(s: BootstrapSettings) -> dict[str, object]:
+    import pulumi_gcp as gcp
+
+    g = s.gcp
+    provider = gcp.Provider("gcp", project=g.project)
+    opts = pulumi.ResourceOptions(provider=provider)
+    stacks = s.stacks_on("gcp")
+    pool_id = s.name_prefix
+    pool_path = f"projects/{g.project_number}/locations/global/workloadIdentityPools/{pool_id}"
+
+    pool = gcp.iam.WorkloadIdentityPool("github", workload_identity_pool_id=pool_id, project=g.project,
+                                        display_name="GitHub Actions", opts=opts)
+    oidc = gcp.iam.WorkloadIdentityPoolProvider(
+        "github", workload_identity_pool_id=pool.workload_identity_pool_id, workload_identity_pool_provider_id="github",
+        project=g.project,
+        # Only this repository's tokens are accepted at all; each service account then admits exactly
+        # one subject (https://cloud.google.com/iam/docs/workload-identity-federation-with-deployment-pipelines).
+        attribute_mapping={"google.subject": "assertion.sub", "attribute.repository": "assertion.repository"},
+        attribute_condition=f"assertion.repository == '{s.github_repository}'",
+        oidc=gcp.iam.WorkloadIdentityPoolProviderOidcArgs(issuer_uri=f"https://{policies.GITHUB_ISSUER}"),
+        opts=opts)
+
+    accounts: dict[str, gcp.serviceaccount.Account] = {}
+
+    def account(slug: str, subject: str, roles: list[str]) -> gcp.serviceaccount.Account:
+        sa = gcp.serviceaccount.Account(slug, account_id=s.service_account_id(slug), project=g.project,
+                                        display_name=f"GitHub Actions: {subject}", opts=opts)
+        # Authoritative for the role on this account: exactly one principal may impersonate it.
+        gcp.serviceaccount.IAMBinding(f"{slug}-workload-identity", service_account_id=sa.name,
+                                      role="roles/iam.workloadIdentityUser",
+                                      members=[f"principal://iam.googleapis.com/{pool_path}/subject/{subject}"],
+                                      opts=pulumi.ResourceOptions(provider=provider, depends_on=[oidc]))
+        for r in roles:
+            gcp.projects.IAMMember(f"{slug}-{r.split('/')[-1]}", project=g.project, role=r, member=sa.member, opts=opts)
+        accounts[slug] = sa
+        return sa
+
+    for env in s.deploy_environments("gcp"):
+        account(f"deploy-{env}", s.subject(env), list(g.deploy_roles))
+    for who in s.preview_principals("gcp"):
+        account(preview_slug(who), s.subject(who), ["roles/viewer"])
+
+    ring = gcp.kms.KeyRing("pulumi-secrets", name=f"{s.name_prefix}-pulumi", location=g.kms_location,
+                           project=g.project, opts=pulumi.ResourceOptions(provider=provider, protect=True))
+    urls = {}
+    for stack, spec in stacks.items():
+        key = gcp.kms.CryptoKey(f"{stack}-secrets", name=stack, key_ring=ring.id, rotation_period="7776000s",
+                                opts=pulumi.ResourceOptions(provider=provider, protect=True))
+        # Authoritative bindings: nobody else holds these roles on the key. The stack's operators (never
+        # a prod stack's: settings.py) share the deploy account's binding, since a second binding of the
+        # same role on the key would overwrite it.
+        gcp.kms.CryptoKeyIAMBinding(f"{stack}-secrets-use", crypto_key_id=key.id,
+                                    role="roles/cloudkms.cryptoKeyEncrypterDecrypter",
+                                    members=[accounts[f"deploy-{spec.environment}"].member,
+                                             *s.operators_of(stack)], opts=opts)
+        if spec.preview:
+                gcp.kms.CryptoKeyIAMBinding(f"{stack}-secrets-preview", crypto_key_id=key.id,
+                                        role="roles/cloudkms.cryptoKeyDecrypter",
+                                        members=[accounts[preview_slug(spec.preview)].member], opts=opts)
+        urls[stack] = (f"gcpkms://projects/{g.project}/locations/{g.kms_location}/keyRings/"
+                       f"{s.name_prefix}-pulumi/cryptoKeys/{stack}")
+    return {
+        "workloadIdentityProvider": f"{pool_path}/providers/github",
+        "serviceAccounts": {slug: sa.email for slug, sa in accounts.items()},
+        "secretsProviders": urls,
+    }
+
+
+def main() -> None:
+    try:
+        s = read_settings()
+    except BootstrapConfigError as error:
+        # One line naming the key, before any resource (pulumi.RunError prints no traceback).
+        raise pulumi.RunError(str(error)) from None
+
+    aws_out = aws_identities(s) if s.stacks_on("aws") else {}
+    gcp_out = gcp_identities(s) if s.stacks_on("gcp") else {}
+    providers = {**aws_out.get("secretsProviders", {}), **gcp_out.get("secretsProviders", {})}
+
+    env_vars: dict[str, dict[str, object]] = {}
+    for env, arn in (aws_out.get("deployRoleArns") or {}).items():
+        env_vars.setdefault(env, {})["AWS_ROLE_ARN"] = arn
+    for who, arn in (aws_out.get("previewRoleArns") or {}).items():
+        env_vars.setdefault("(repository)" if who == "pull_request" else who, {})[
+            "AWS_PREVIEW_ROLE_ARN" if who == "pull_request" else "AWS_ROLE_ARN"] = arn
+    for slug, email in (gcp_out.get("serviceAccounts") or {}).items():
+        if slug == "preview":
+            env_vars.setdefault("(repository)", {})["GCP_PREVIEW_SERVICE_ACCOUNT"] = email
+        else:
+            env_vars.setdefault(slug.removeprefix("deploy-").removeprefix("preview-"), {})["GCP_SERVICE_ACCOUNT"] = email
+    if gcp_out:
+        env_vars.setdefault("(repository)", {})["GCP_WORKLOAD_IDENTITY_PROVIDER"] = gcp_out["workloadIdentityProvider"]
+
+    pulumi.export("secretsProviders", providers)
+    pulumi.export("stackInitCommands", {
+        stack: f"pulumi stack init {stack} --secrets-provider '{url}'" for stack, url in providers.items()})
+    pulumi.export("changeSecretsProviderCommands", {
+        stack: f"pulumi stack change-secrets-provider --stack {stack} '{url}'" for stack, url in providers.items()})
+    pulumi.export("githubVariables", env_vars)
+    if aws_out:
+        pulumi.export("aws", {k: v for k, v in aws_out.items() if k != "secretsProviders"})
+        # Prod's cluster admins are declared, not "whoever ran the last up": the deploy role of each stack.
+        pulumi.export("clusterAdminCommands", {
+            stack: f"pulumi config set --stack {stack} --path 'clusterAdminArns[0]' "
+                   f"{aws_out['deployRoleArns'][spec.environment]}"
+            for stack, spec in s.stacks_on("aws").items()})
+    if gcp_out:
+        pulumi.export("gcp", {k: v for k, v in gcp_out.items() if k != "secretsProviders"})
+
+
+main()
