@@ -105,6 +105,12 @@ def clone(tmp_path_factory) -> Path:
     virtualenvs of this checkout linked in (a fresh clone would make them with `make`, downloading)."""
     where = tmp_path_factory.mktemp("readme") / "clone"
     subprocess.run(["git", "clone", "--quiet", str(ROOT), str(where)], check=True)
+    # The README diffs against origin/main, which a user's clone of the repository has. A clone of a
+    # checkout on another branch has no origin/main: point it at HEAD, as on main.
+    has_main = subprocess.run(["git", "rev-parse", "--verify", "--quiet", "origin/main"], cwd=where,
+                              capture_output=True)
+    if has_main.returncode != 0:
+        subprocess.run(["git", "update-ref", "refs/remotes/origin/main", "HEAD"], cwd=where, check=True)
     changed = subprocess.run(["git", "ls-files", "-z", "--modified", "--others", "--exclude-standard"],
                              cwd=ROOT, capture_output=True, check=True).stdout.decode().split("\0")
     for name in filter(None, changed):

@@ -395,6 +395,10 @@ def test_no_aws_credentials_is_a_clear_error(small_saved_model, tmp_path, monkey
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
     monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    # boto3 caches one default session per process, with whatever credentials an earlier test resolved.
+    import boto3
+
+    monkeypatch.setattr(boto3, "DEFAULT_SESSION", None)
     assert main(["list", "--bucket-uri", "s3://some-bucket/models"]) == 2
     err = capsys.readouterr().err
     assert "no AWS credentials found" in err and "Traceback" not in err
