@@ -24,6 +24,7 @@ from bootstrap import policies
 from stacks.mock_engine import Recording, _short_hash, run_program
 from stacks.plan import ROOT
 from stacks.stack_files import load_stack_config
+from tests.iam_eval import Request, kms_allows
 
 import pulumi
 
@@ -73,36 +74,15 @@ def resource_in(statement: dict, resource: str) -> bool:
     return any(fnmatchcase(resource, p) for p in listed(statement.get("Resource", "*")))
 
 
-def names(statement: dict, principal: str) -> bool:
-    """Does the statement's Principal name ``principal`` itself (not through its account)?"""
-    if "NotPrincipal" in statement:
-        return statement["Effect"] == "Allow"  # unknown: permissive for Allow, not applied for Deny
-    p = statement["Principal"]
-    if p == "*":
-        return True
-    return any(v in ("*", principal) for v in listed(p.get("AWS", [])))
-
-
 def names_account(statement: dict, account: str) -> bool:
     p = statement.get("Principal", {})
     return p == "*" or any(v in (account, f"arn:aws:iam::{account}:root", "*") for v in listed(p.get("AWS", [])))
 
 
-def applies(statement: dict) -> bool:
-    return statement["Effect"] == "Allow" or "Condition" not in statement
-
-
 def kms_can(key_policy: dict, identity: list[dict], principal: str, action: str, key_arn: str) -> bool:
-    key_statements = [s for s in key_policy["Statement"] if applies(s) and action_in(s, action)]
-    own = [s for d in identity for s in d["Statement"]
-           if applies(s) and action_in(s, action) and resource_in(s, key_arn)]
-    if any(s["Effect"] == "Deny" for s in own) or any(
-            s["Effect"] == "Deny" and (names(s, principal) or names_account(s, ACCOUNT)) for s in key_statements):
-        return False
-    if any(s["Effect"] == "Allow" and names(s, principal) for s in key_statements):
-        return True
-    delegated = any(s["Effect"] == "Allow" and names_account(s, ACCOUNT) for s in key_statements)
-    return delegated and any(s["Effect"] == "Allow" for s in own)
+    """KMS's evaluation (tests/iam_eval.py, shared with the model bucket's tests): the key policy names the
+    principal, or delegates to the account and an identity policy allows; any explicit Deny wins."""
+    return kms_allows(Request(principal, action, key_arn), identity, key_policy)
 
 
 def condition_holds(condition: dict, claims: dict[str, str]) -> bool:
