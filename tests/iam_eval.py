@@ -117,15 +117,25 @@ def _statements(policy: str | dict) -> list[dict]:
     return _as_list(document["Statement"])
 
 
-def s3_allows(request: Request, identity: list[str | dict], bucket_policy: str | dict | None) -> bool:
-    """Whether a same-account S3 request is allowed by the principal's identity policies and the bucket's."""
-    identity_allow = False
+def _identity_effect(request: Request, identity: list[str | dict]) -> str | None:
+    """What the principal's own (identity) policies say: ``Deny`` when one denies, ``Allow`` when one
+    allows and none denies, None when none applies."""
+    effect = None
     for policy in identity:
         for st in _statements(policy):
             if _applies(st, request):
                 if st["Effect"] == "Deny":
-                    return False
-                identity_allow = True
+                    return "Deny"
+                effect = "Allow"
+    return effect
+
+
+def s3_allows(request: Request, identity: list[str | dict], bucket_policy: str | dict | None) -> bool:
+    """Whether a same-account S3 request is allowed by the principal's identity policies and the bucket's."""
+    own = _identity_effect(request, identity)
+    if own == "Deny":
+        return False
+    identity_allow = own == "Allow"
     resource_allow = False
     for st in _statements(bucket_policy) if bucket_policy else []:
         match = _resource_match(st, request)
@@ -139,7 +149,7 @@ def s3_allows(request: Request, identity: list[str | dict], bucket_policy: str |
 def kms_allows(request: Request, identity: list[str | dict], key_policy: str | dict) -> bool:
     """Whether a KMS request is allowed: the key policy names the principal, or delegates to its account
     and an identity policy allows."""
-    direct = delegated = identity_allow = False
+    direct = delegated = False
     for st in _statements(key_policy):
         match = _resource_match(st, request)
         if match and _applies(st, request):
@@ -147,13 +157,10 @@ def kms_allows(request: Request, identity: list[str | dict], key_policy: str | d
                 return False
             direct = direct or match == "direct"
             delegated = delegated or match == "account"
-    for policy in identity:
-        for st in _statements(policy):
-            if _applies(st, request):
-                if st["Effect"] == "Deny":
-                    return False
-                identity_allow = True
-    return direct or (delegated and identity_allow)
+    own = _identity_effect(request, identity)
+    if own == "Deny":
+        return False
+    return direct or (delegated and own == "Allow")
 
 
 # --- GCP ---
