@@ -19,6 +19,7 @@ help:
 	@echo "make tools             install promtool (apt), checkov (.venv-checkov), trivy (.venv-trivy), CRD schemas (npm) if missing"
 	@echo "make models            install the model tooling (python -m model_tools: TensorFlow, boto3, GCS client)"
 	@echo "make ship-offline      ship a model offline: export, publish to a local S3, sync, serve, smoke, promote"
+	@echo "make mutate MODULE=path [MUTATE_ARGS=...]  mutation run (mutmut) over modules/folders: score and survivors (docs/testing.md)"
 	@echo "make docs              regenerate docs/configuration.md's tables and Pulumi.yaml's config block"
 	@echo "make bench [BENCH_ARGS=\"--runs 3\"]  wall time and peak RSS of the plans vs importing the SDK modules they load"
 	@echo "make clean             remove the virtualenvs, tool stamp and build output"
@@ -72,6 +73,19 @@ ship-offline: $(VENV)/.ship
 
 test: $(VENV)/.test $(TOOLS)
 	$(PY) -m pytest
+
+# Mutation testing (scripts/mutate.py, docs/testing.md): not part of `make test`. MODULE is one or more
+# module paths or package folders; the default is the whole of components/ and stacks/ (hours: CI runs it
+# in slices, .github/workflows/mutation.yml). MUTATE_ARGS passes options: --budget, --sample, --ref, ...
+MODULE      ?= components stacks
+MUTATE_ARGS ?=
+.PHONY: mutate
+$(VENV)/.mutate: $(VENV)/.test requirements-mutate.txt
+	$(PIP) install --quiet --disable-pip-version-check -r requirements-mutate.txt
+	touch $@
+
+mutate: $(VENV)/.mutate
+	$(PY) scripts/mutate.py $(MODULE) $(MUTATE_ARGS)
 
 docs: $(VENV)/.runtime
 	$(PY) -m stacks.reference

@@ -40,13 +40,26 @@ REPLACE_ON_CHANGE: dict[str, tuple[str, ...]] = {
     "aws:cloudwatch/logGroup:LogGroup": ("name", "namePrefix"),
     "gcp:container/cluster:Cluster": ("name", "location", "project", "network", "subnetwork",
                                       "privateClusterConfig.masterIpv4CidrBlock", "ipAllocationPolicy"),
-    "gcp:container/nodePool:NodePool": ("name", "cluster", "location", "project", "nodeConfig.machineType",
-                                        "nodeConfig.guestAccelerators", "nodeConfig.diskSizeGb",
-                                        "nodeConfig.spot", "nodeConfig.serviceAccount"),
+    # machineType, diskType and diskSizeGb are not ForceNew since terraform-provider-google v5.10.0
+    # (GoogleCloudPlatform/magic-modules#9575): GKE migrates the pool's nodes in place, see ROLLS_NODES.
+    "gcp:container/nodePool:NodePool": ("name", "cluster", "location", "project",
+                                        "nodeConfig.guestAccelerators", "nodeConfig.spot",
+                                        "nodeConfig.serviceAccount"),
     "gcp:storage/bucket:Bucket": ("name", "location", "project"),
     "gcp:compute/network:Network": ("name", "project", "autoCreateSubnetworks"),
     "gcp:compute/subnetwork:Subnetwork": ("name", "network", "region", "project"),
     "gcp:serviceaccount/account:Account": ("accountId", "project"),
+}
+# Input paths updated in place by replacing every node of the pool (a rolling upgrade): not a
+# replacement of the resource, but the review must say that every node, and every pod on it, goes.
+# GKE: UpdateNodePoolRequest "migrates the nodes in the node pool to the specified machine type / disk"
+# (https://cloud.google.com/kubernetes-engine/docs/reference/rest/v1/projects.locations.clusters.nodePools/update).
+# EKS: UpdateNodegroupVersion launches new nodes and drains the old ones
+# (https://docs.aws.amazon.com/eks/latest/userguide/managed-node-update-behavior.html).
+ROLLS_NODES: dict[str, tuple[str, ...]] = {
+    "gcp:container/nodePool:NodePool": ("nodeConfig.machineType", "nodeConfig.diskType", "nodeConfig.diskSizeGb",
+                                        "nodeConfig.imageType", "version"),
+    "aws:eks/nodeGroup:NodeGroup": ("version", "releaseVersion", "launchTemplate"),
 }
 # Kubernetes: an object's identity is its name and namespace; a Deployment's selector is immutable.
 KUBERNETES_REPLACE = ("metadata.name", "metadata.namespace")
@@ -65,6 +78,8 @@ class FieldChange:
     old: Any
     new: Any
     replaces: bool
+    rolls_nodes: bool = False
+    """Updated in place, but by replacing every node of the pool (:data:`ROLLS_NODES`)."""
 
 
 @dataclass(frozen=True)
@@ -115,8 +130,8 @@ def _replace_paths(resource: dict[str, Any]) -> tuple[str, ...]:
     return REPLACE_ON_CHANGE.get(resource["type"], ())
 
 
-def _forces_replacement(path: str, replace_paths: tuple[str, ...]) -> bool:
-    return any(path == p or path.startswith(p + ".") or path.startswith(p + "[") for p in replace_paths)
+def _under(path: str, prefixes: tuple[str, ...]) -> bool:
+    return any(path == p or path.startswith(p + ".") or path.startswith(p + "[") for p in prefixes)
 
 
 def diff_plans(before: dict[str, Any], after: dict[str, Any], stack: str, base: str) -> StackDiff:
@@ -132,7 +147,9 @@ def diff_plans(before: dict[str, Any], after: dict[str, Any], stack: str, base: 
         else:
             a, b = flatten(old[urn]["inputs"]), flatten(new[urn]["inputs"])
             replace_paths = _replace_paths(new[urn])
-            fields = tuple(FieldChange(path, a.get(path), b.get(path), _forces_replacement(path, replace_paths))
+            rolling = ROLLS_NODES.get(new[urn]["type"], ())
+            fields = tuple(FieldChange(path, a.get(path), b.get(path), _under(path, replace_paths),
+                                       _under(path, rolling))
                            for path in sorted(a.keys() | b.keys()) if a.get(path) != b.get(path))
             for flag in ("protect", "retainOnDelete", "ignoreChanges"):
                 if old[urn].get(flag) != new[urn].get(flag):
@@ -223,7 +240,7 @@ def _value(value: Any) -> str:
 def _field_lines(change: ResourceChange) -> list[str]:
     lines = []
     for f in change.fields:
-        mark = "  (forces replacement)" if f.replaces else ""
+        mark = "  (forces replacement)" if f.replaces else "  (in place: replaces every node)" if f.rolls_nodes else ""
         if isinstance(f.old, str) and isinstance(f.new, str) and ("\n" in f.old or "\n" in f.new):
             # A mounted file (model config, script): show the changed lines, not two truncated blobs.
             lines.append(f"      {f.path}:{mark}")
@@ -266,6 +283,10 @@ def render_markdown(d: StackDiff) -> str:
     replaced = [c for c in d.changes if c.op == "replace"]
     if replaced:
         lines += ["", "**Replacements:** " + ", ".join(f"`{c.name}`" for c in replaced)]
+    rolled = [c for c in d.changes if c.op == "update" and any(f.rolls_nodes for f in c.fields)]
+    if rolled:
+        lines += ["", "**Node rollouts** (updated in place, every node replaced): "
+                  + ", ".join(f"`{c.name}`" for c in rolled)]
     if d.changes:
         lines += ["", "<details><summary>Details</summary>", "", "```diff"]
         for c in d.changes:
@@ -283,7 +304,8 @@ def render_json(d: StackDiff) -> str:
     return json.dumps({
         "stack": d.stack, "base": d.base, "counts": d.counts(),
         "changes": [{"op": c.op, "urn": c.urn, "type": c.type, "name": c.name,
-                     "fields": [{"path": f.path, "old": f.old, "new": f.new, "replaces": f.replaces}
+                     "fields": [{"path": f.path, "old": f.old, "new": f.new, "replaces": f.replaces,
+                                 "rolls_nodes": f.rolls_nodes}
                                 for f in c.fields]} for c in d.changes],
         "cost": {"monthlyBefore": d.cost_before.monthly, "monthlyAfter": d.cost_after.monthly,
                  "monthlyDelta": d.cost_delta(),

@@ -122,6 +122,55 @@ def test_no_change_is_no_diff(dev):
     assert "No changes." in render_markdown(result)
 
 
+NODE_POOL = "gcp:container/nodePool:NodePool"
+
+
+def _pools_with(**gpu_pool: object) -> dict:
+    pools = yaml.safe_load((ROOT / "Pulumi.gke-dev.yaml").read_text())["config"][GPU_POOL_KEY]
+    pools["gpu"].update(gpu_pool)
+    return pools
+
+
+def gke_gpu_pool_change(gke, plan_with, **gpu_pool: object):
+    """The one node pool change between the gke-dev plan and one whose `gpu` pool has some keys replaced."""
+    result = diff_plans(to_json(gke), to_json(plan_with("gke-dev", nodePools=_pools_with(**gpu_pool))),
+                        "gke-dev", "HEAD")
+    changed = [c for c in result.changes if c.type == NODE_POOL]
+    assert [c.name for c in changed] == ["gke-gpu"], f"expected only the GPU pool to change: {changed}"
+    return changed[0], {f.path: (f.old, f.new, f.replaces) for f in changed[0].fields}
+
+
+def test_gke_gpu_pool_replacement_and_in_place_update(gke, plan_with):
+    # Which NodePool inputs force a replacement is terraform-provider-google's ForceNew schema (pulumi-gcp
+    # is bridged from it): google/services/container/node_config.go has `spot` ForceNew: true, while the
+    # autoscaling limits of resource_container_node_pool.go are updated in place.
+    pool, fields = gke_gpu_pool_change(gke, plan_with, capacityType="ON_DEMAND")
+    forcing = {path: change[:2] for path, change in fields.items() if change[2]}
+    assert (pool.op, forcing) == ("replace", {"nodeConfig.spot": (True, False)}), (
+        f"spot -> on-demand GKE GPU pool shows as {pool.op} {fields}: the provider recreates the pool (its "
+        "GPU nodes go away), so the review diff must say replace and name nodeConfig.spot as the cause")
+    pool, fields = gke_gpu_pool_change(gke, plan_with, maxSize=6)
+    assert (pool.op, fields) == ("update", {"autoscaling.totalMaxNodeCount": (5, 6, False)}), (
+        f"a larger autoscaling max shows as {pool.op} {fields}: GKE changes it in place, a 'replace' in the "
+        "review diff would be a false alarm")
+
+
+def test_gke_gpu_pool_machine_type_change_is_an_in_place_node_rollout(gke, plan_with):
+    # terraform-provider-google updates machineType in place since v5.10.0 (hashicorp/terraform-provider-
+    # google#16724, GoogleCloudPlatform/magic-modules#9575: UpdateNodePoolRequest.machine_type migrates the
+    # nodes); the pinned pulumi-gcp 10.2.0 is bridged from a later provider. Not a replacement, but the
+    # review must still say that every GPU node (and the model pods on it) is replaced.
+    pool, fields = gke_gpu_pool_change(gke, plan_with, instanceTypes=["g2-standard-12"])
+    expected = {"nodeConfig.machineType": ("g2-standard-8", "g2-standard-12", False)}
+    assert (pool.op, fields) == ("update", expected), (
+        f"a GKE machine type change shows as {pool.op} {fields}: the provider migrates the nodes in place")
+    assert pool.fields[0].rolls_nodes, "a machine type change replaces every node: the diff must say so"
+    bigger = plan_with("gke-dev", nodePools=_pools_with(instanceTypes=["g2-standard-12"]))
+    text = render_markdown(diff_plans(to_json(gke), to_json(bigger), "gke-dev", "HEAD"))
+    assert "**Node rollouts** (updated in place, every node replaced): `gke-gpu`" in text
+    assert "nodeConfig.machineType: g2-standard-8 => g2-standard-12  (in place: replaces every node)" in text
+
+
 def test_flatten_paths():
     assert flatten({"a": {"b": 1, "c": [{"d": 2}]}, "e": [1, 2]}) == {"a.b": 1, "a.c[0].d": 2, "e": [1, 2]}
 

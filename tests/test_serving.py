@@ -5,6 +5,7 @@ from __future__ import annotations
 import textwrap
 from pathlib import Path
 
+import pytest
 from google.protobuf import text_format
 from tensorflow_serving.config import model_server_config_pb2
 
@@ -335,6 +336,97 @@ def test_external_exposure_through_a_tls_gateway(plan_with):
     assert proxies and proxies[0]["ports"] == [{"protocol": "TCP", "port": 8501}]
 
 
+def gateway_api_rule(rules: list[dict], path: str) -> dict | None:
+    """The HTTPRoute rule a conformant Gateway API implementation sends ``path`` to. Precedence, from
+    kubernetes-sigs/gateway-api apis/v1/httproute_types.go (HTTPRouteRule.Matches): across all rules an
+    "Exact" path match wins, then the "PathPrefix" match with the most characters; remaining ties within
+    one HTTPRoute go to the FIRST matching rule in list order. A rule without matches is PathPrefix "/".
+    PathPrefix matches whole path elements (HTTPPathMatch): /a/b matches /a/b and /a/b/c, not /a/b:predict."""
+    best: tuple | None = None
+    for index, rule in enumerate(rules):
+        for match in rule.get("matches") or [{"path": {"type": "PathPrefix", "value": "/"}}]:
+            kind, value = match["path"]["type"], match["path"]["value"]
+            prefix = value.rstrip("/")
+            if kind == "Exact" and path == value:
+                rank = (1, len(value), -index)
+            elif kind == "PathPrefix" and (path == prefix or path.startswith(prefix + "/")):
+                rank = (0, len(value), -index)
+            else:
+                continue
+            if best is None or rank > best[0]:
+                best = (rank, rule)
+    return best and best[1]
+
+
+def istio_http_route(http: list[dict], path: str) -> dict | None:
+    """The VirtualService ``http`` route Istio sends ``path`` to: "an ordered list of route rules ... the
+    first rule matching an incoming request is used" (istio.io reference, VirtualService.http); a route
+    without ``match`` matches everything."""
+    for route in http:
+        if not route.get("match") or any(m["uri"].get("exact") == path or
+                                         ("prefix" in m["uri"] and path.startswith(m["uri"]["prefix"]))
+                                         for m in route["match"]):
+            return route
+    return None
+
+
+# The GPU server's (``default``) canary in both stacks: digits version 2, canaryWeight 20.
+CANARY_REQUESTS = [f"/v1/models/digits/{p}{s}" for p in ("labels/canary", "versions/2")
+                   for s in ("", ":predict", ":classify", ":regress", "/metadata")]
+OTHER_REQUESTS = ["/v1/models/digits:predict", "/v1/models/digits/labels/stable:predict",
+                  "/v1/models/digits/versions/1:predict", "/v1/models/digits/versions/20",
+                  "/v1/models/digits-latest:predict"]
+EXPOSURE_BY_STACK = {
+    "dev": (EXPOSED["exposure"], ["gateway-api-crds"]),
+    "gke-dev": ({"enabled": True, "gatewayClassName": "gke-l7-global-external-managed",
+                 "gatewayImplementation": "gke", "hostname": "models.example.com",
+                 "tlsSecretName": "models-tls",
+                 "proxyCidrs": ["35.191.0.0/16", "130.211.0.0/22"]}, []),
+}
+ROUTER_PREREQUISITES = {"gateway-api": ["gamma-mesh"], "istio": ["istio"], "proxy": []}
+
+
+@pytest.mark.parametrize("base", ["dev", "gke-dev"])
+@pytest.mark.parametrize("router", ["gateway-api", "istio", "proxy"])
+def test_exposed_gpu_server_pins_canary_paths_to_the_canary(plan_with, base, router):
+    """Issue 20: requests naming the canary (label or version) that arrive through the external Gateway
+    must reach the canary pods, with every canary router; only the rest is split by canaryWeight."""
+    exposure, prerequisites = EXPOSURE_BY_STACK[base]
+    rec = plan_with(base, exposure=exposure, trafficRouter=router,
+                    clusterPrerequisites=prerequisites + ROUTER_PREREQUISITES[router])
+    rules = k8s_object(rec, "HTTPRoute", f"{STABLE}-external")["spec"]["rules"]
+    canary_ref, stable_ref = ({"kind": "Service", "name": name, "port": 8501} for name in (CANARY, STABLE))
+    if router == "proxy":
+        # The external route only reaches the client Service, whose pods are the nginx router that pins the
+        # canary paths itself (test_proxy_router_weights_and_pinned_paths): it must not bypass the router.
+        assert [r["backendRefs"] for r in rules] == [[stable_ref]], \
+            f"{base}: the external route bypasses the canary router: {rules}"
+        selector = k8s_object(rec, "Service", STABLE)["spec"]["selector"]
+        assert selector["app.kubernetes.io/name"] == "tfserving-router", \
+            f"{base}: the client Service behind the external route does not select the canary router"
+        return
+    for path in CANARY_REQUESTS:
+        rule = gateway_api_rule(rules, path)
+        assert rule is not None and rule["backendRefs"] == [canary_ref], (
+            f"{base}/{router}: external {path} goes to {rule and rule['backendRefs']}, not {canary_ref}: "
+            "a client asking for the canary by label or version would get the stable model (or a 404)")
+    for path in OTHER_REQUESTS:
+        rule = gateway_api_rule(rules, path)
+        weights = rule and [(b["name"], b["port"], b.get("weight")) for b in rule["backendRefs"]]
+        assert weights == [(STABLE, 8501, 80), (CANARY, 8501, 20)], (
+            f"{base}/{router}: external {path} goes to {weights}, "
+            f"expected {STABLE} 80 and {CANARY} 20 (canaryWeight 20)")
+    if router == "istio":
+        # The east-west VirtualService pins the same paths ahead of its weighted route.
+        http = k8s_object(rec, "VirtualService", f"{STABLE}-canary")["spec"]["http"]
+        canary_host = f"{CANARY}.serving.svc.cluster.local"
+        for path in CANARY_REQUESTS:
+            route = istio_http_route(http, path)
+            assert route is not None and route["route"] == [{"destination": {"host": canary_host}}], \
+                f"{base}/istio: in-mesh {path} is not pinned to {canary_host}: {route}"
+        assert [r["weight"] for r in istio_http_route(http, OTHER_REQUESTS[0])["route"]] == [80, 20]
+
+
 def test_network_policy_default_deny_and_narrow_allow(dev: Recording):
     deny = k8s_object(dev, "NetworkPolicy", "default-deny")["spec"]
     assert deny == {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}
@@ -355,6 +447,102 @@ def test_network_policy_default_deny_and_narrow_allow(dev: Recording):
     dns, https = allow["egress"]
     assert {p["port"] for p in dns["ports"]} == {53}
     assert https["to"][0]["ipBlock"]["except"] == ["169.254.169.254/32"]
+
+
+APP = "app.kubernetes.io/name"
+KUBE_DNS = [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
+             "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}}}]
+
+
+def test_model_pods_egress_is_https_and_cluster_dns(dev: Recording, prod: Recording, gke: Recording):
+    """Issue 20: the sync containers reach S3 / GCS / STS on 443 only; a wrong port (or no DNS) under the
+    namespace's default deny leaves every model pod without its models, on a plan nothing else checks."""
+    for stack, rec in (("dev", dev), ("prod", prod), ("gke-dev", gke)):
+        policies = [p for p in k8s_objects(rec, "NetworkPolicy")
+                    if (p["spec"]["podSelector"].get("matchLabels") or {}).get(APP) == "tfserving"]
+        assert policies, f"{stack}: no NetworkPolicy selects the model pods"
+        for policy in policies:
+            name, egress = policy["metadata"]["name"], policy["spec"]["egress"]
+            internet = [r for r in egress
+                        if any(peer.get("ipBlock", {}).get("cidr") == "0.0.0.0/0" for peer in r["to"])]
+            assert [r["ports"] for r in internet] == [[{"protocol": "TCP", "port": 443}]], (
+                f"{stack} {name}: egress to 0.0.0.0/0 is {internet}, expected exactly TCP 443: the model "
+                "sync needs HTTPS to the bucket and STS, and nothing else should leave the pods")
+            dns = [r for r in egress if r["to"] == KUBE_DNS]
+            assert [sorted((p["protocol"], p["port"]) for p in r["ports"]) for r in dns] == \
+                [[("TCP", 53), ("UDP", 53)]], f"{stack} {name}: no UDP+TCP 53 egress to kube-dns: {egress}"
+
+
+SERVER_PODS = {"app.kubernetes.io/name": "tfserving", "tfplatform.io/server": "default"}
+ROUTER_PODS = {"app.kubernetes.io/name": "tfserving-router", "app.kubernetes.io/instance": f"{STABLE}-router"}
+DNS_RULE = {"to": KUBE_DNS, "ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}]}
+
+
+def namespaces(*names: str) -> dict:
+    return {"namespaceSelector": {"matchExpressions": [
+        {"key": "kubernetes.io/metadata.name", "operator": "In", "values": list(names)}]}}
+
+
+def tcp(*ports: int) -> list[dict]:
+    return [{"protocol": "TCP", "port": p} for p in ports]
+
+
+def test_network_policy_rules_are_exactly_the_allowed_flows(dev: Recording):
+    """Every key, operator and protocol of the model pods' and the router's policies, written out here
+    rather than trusted to the snapshots: a misspelt key (``In`` -> ``in``, ``protocol`` -> ``PROTOCOL``)
+    is an invalid or a different policy, and under the namespace's default deny that is either an outage
+    or a hole (mutation run, issue 20)."""
+    allow = k8s_object(dev, "NetworkPolicy", f"{STABLE}-allow")
+    assert allow["metadata"]["labels"] == SERVER_PODS
+    assert allow["spec"] == {
+        "podSelector": {"matchLabels": SERVER_PODS}, "policyTypes": ["Ingress", "Egress"],
+        "ingress": [{"from": [namespaces("apps")], "ports": tcp(8500, 8501)},
+                    {"from": [namespaces("monitoring")], "ports": tcp(8501)},
+                    {"from": [{"podSelector": {"matchLabels": ROUTER_PODS}}], "ports": tcp(8500, 8501)}],
+        "egress": [DNS_RULE, {"to": [{"ipBlock": {"cidr": "0.0.0.0/0", "except": ["169.254.169.254/32"]}}],
+                              "ports": tcp(443)}]}
+    router = k8s_object(dev, "NetworkPolicy", f"{STABLE}-router-allow")
+    assert router["metadata"]["labels"] == ROUTER_PODS
+    assert router["spec"] == {
+        "podSelector": {"matchLabels": ROUTER_PODS}, "policyTypes": ["Ingress", "Egress"],
+        "ingress": [{"from": [namespaces("apps")], "ports": tcp(8500, 8501)}],
+        "egress": [DNS_RULE, {"to": [{"podSelector": {"matchLabels": SERVER_PODS}}], "ports": tcp(8500, 8501)}]}
+
+
+def test_network_policy_admits_a_load_balancers_ranges_and_labelled_callers_only(plan_with):
+    exposure, _ = EXPOSURE_BY_STACK["gke-dev"]
+    rec = plan_with("gke-dev", exposure=exposure, allowedPodLabels={"tfplatform.io/client": "true"})
+    spec = k8s_object(rec, "NetworkPolicy", f"{STABLE}-allow")["spec"]
+    callers = {**namespaces("apps"), "podSelector": {"matchLabels": {"tfplatform.io/client": "true"}}}
+    lb = {"from": [{"ipBlock": {"cidr": "35.191.0.0/16"}}, {"ipBlock": {"cidr": "130.211.0.0/22"}}],
+          "ports": tcp(8501)}
+    assert spec["ingress"] == [{"from": [callers], "ports": tcp(8500, 8501)}, lb,
+                               {"from": [namespaces("monitoring")], "ports": tcp(8501)},
+                               {"from": [{"podSelector": {"matchLabels": ROUTER_PODS}}], "ports": tcp(8500, 8501)}]
+    # GKE Workload Identity: the metadata server (and Dataplane V2's) instead of the node's credentials.
+    assert spec["egress"][2:] == [{"to": [{"ipBlock": {"cidr": "169.254.169.254/32"}}], "ports": tcp(80)},
+                                  {"to": [{"ipBlock": {"cidr": "169.254.169.252/32"}}], "ports": tcp(988)}]
+
+
+def test_network_policy_is_a_component_of_its_server(dev: Recording):
+    """The policy's component type and parent chain: its URN (and every child's) depends on both, so a
+    change would replace the live policies (delete, then create) on the next `pulumi up`."""
+    policy = next(r for r in dev.resources if r.type == "kubernetes:networking.k8s.io/v1:NetworkPolicy"
+                  and r.name == f"{STABLE}-allow")
+    component = dev.by_urn(policy.parent)
+    assert (component.type, component.name) == ("tfplatform:serving:ServingNetworkPolicy", STABLE)
+    assert dev.by_urn(component.parent).type.startswith("tfplatform:serving:")
+
+
+def test_pod_labels_without_namespaces_is_refused_by_the_component(tmp_path):
+    program = tmp_path / "__main__.py"
+    program.write_text(textwrap.dedent("""
+        from components.serving.network_policy import ServingNetworkPolicy, ServingNetworkPolicyArgs
+        ServingNetworkPolicy("np", ServingNetworkPolicyArgs(namespace="serving", selector={"a": "b"},
+                                                            allowed_pod_labels={"c": "d"}))
+    """))
+    with pytest.raises(Exception, match="ServingNetworkPolicy np: allowed_pod_labels needs allowed_namespaces"):
+        run_program(program, "dev", "p", {}, [])
 
 
 def test_router_takes_the_callers_place_in_the_network_policy(dev: Recording):

@@ -247,6 +247,8 @@ WRITES = {
     ("deploy.yml", "prod-preview"): {"id-token"},
     ("deploy.yml", "prod"): {"id-token"},
     ("image-digests.yml", "refresh"): set(),
+    ("mutation.yml", "slice"): set(),
+    ("mutation.yml", "report"): set(),
 }
 
 
