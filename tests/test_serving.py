@@ -296,7 +296,11 @@ def test_istio_mesh_gets_a_virtual_service(plan_with):
     assert validate_custom_resources([vs]) == [None]
     assert k8s_object(rec, "Namespace", "serving")["metadata"]["labels"]["istio-injection"] == "enabled"
     egress = k8s_object(rec, "NetworkPolicy", f"{STABLE}-allow")["spec"]["egress"]
-    assert any(p["port"] == 15012 for rule in egress for p in rule["ports"])
+    # Sidecars start only once istiod (xDS, 15012) answers: exactly that, and only in istio-system.
+    istiod = {"to": [{"namespaceSelector": {"matchExpressions": [
+        {"key": "kubernetes.io/metadata.name", "operator": "In", "values": ["istio-system"]}]}}],
+        "ports": [{"protocol": "TCP", "port": 15012}]}
+    assert egress[2:] == [istiod], egress
 
 
 # 8. Clients ----------------------------------------------------------------------------------
@@ -493,7 +497,8 @@ def test_network_policy_rules_are_exactly_the_allowed_flows(dev: Recording):
     is an invalid or a different policy, and under the namespace's default deny that is either an outage
     or a hole (mutation run, issue 20)."""
     allow = k8s_object(dev, "NetworkPolicy", f"{STABLE}-allow")
-    assert allow["metadata"]["labels"] == SERVER_PODS
+    # In the serving namespace: a policy elsewhere selects nothing, and the default deny then blocks all.
+    assert allow["metadata"] == {"name": f"{STABLE}-allow", "namespace": "serving", "labels": SERVER_PODS}
     assert allow["spec"] == {
         "podSelector": {"matchLabels": SERVER_PODS}, "policyTypes": ["Ingress", "Egress"],
         "ingress": [{"from": [namespaces("apps")], "ports": tcp(8500, 8501)},
@@ -502,7 +507,7 @@ def test_network_policy_rules_are_exactly_the_allowed_flows(dev: Recording):
         "egress": [DNS_RULE, {"to": [{"ipBlock": {"cidr": "0.0.0.0/0", "except": ["169.254.169.254/32"]}}],
                               "ports": tcp(443)}]}
     router = k8s_object(dev, "NetworkPolicy", f"{STABLE}-router-allow")
-    assert router["metadata"]["labels"] == ROUTER_PODS
+    assert router["metadata"] == {"name": f"{STABLE}-router-allow", "namespace": "serving", "labels": ROUTER_PODS}
     assert router["spec"] == {
         "podSelector": {"matchLabels": ROUTER_PODS}, "policyTypes": ["Ingress", "Egress"],
         "ingress": [{"from": [namespaces("apps")], "ports": tcp(8500, 8501)}],
@@ -527,11 +532,12 @@ def test_network_policy_admits_a_load_balancers_ranges_and_labelled_callers_only
 def test_network_policy_is_a_component_of_its_server(dev: Recording):
     """The policy's component type and parent chain: its URN (and every child's) depends on both, so a
     change would replace the live policies (delete, then create) on the next `pulumi up`."""
-    policy = next(r for r in dev.resources if r.type == "kubernetes:networking.k8s.io/v1:NetworkPolicy"
-                  and r.name == f"{STABLE}-allow")
-    component = dev.by_urn(policy.parent)
-    assert (component.type, component.name) == ("tfplatform:serving:ServingNetworkPolicy", STABLE)
-    assert dev.by_urn(component.parent).type.startswith("tfplatform:serving:")
+    for child in (f"{STABLE}-allow", f"{STABLE}-router-allow"):
+        policy = next(r for r in dev.resources if r.type == "kubernetes:networking.k8s.io/v1:NetworkPolicy"
+                      and r.name == child)
+        component = dev.by_urn(policy.parent)
+        assert (component.type, component.name) == ("tfplatform:serving:ServingNetworkPolicy", STABLE), child
+        assert dev.by_urn(component.parent).type.startswith("tfplatform:serving:")
 
 
 def test_pod_labels_without_namespaces_is_refused_by_the_component(tmp_path):
