@@ -345,6 +345,39 @@ def wilson(killed: int, n: int, z: float = 1.96) -> tuple[float, float]:
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
+def _unchanged_since(earlier: dict, modules: list[str]) -> set[str]:
+    """The modules whose source is the same as in the earlier run's commit (mutant names are positions in
+    the source, so only there do they name the same mutants)."""
+    same = set()
+    for module in modules:
+        if earlier.get("ref"):
+            old = subprocess.run(["git", "show", f"{earlier['ref']}:{module}"], cwd=ROOT, capture_output=True)
+            if old.returncode == 0 and old.stdout == (ROOT / module).read_bytes():
+                same.add(module)
+        else:
+            same.add(module)
+    return same
+
+
+def recheck_scores(earlier: dict, rechecked: list[ModuleScore]) -> list[ModuleScore]:
+    """The earlier report's counts, its survivors replaced by what they are now; modules not rechecked
+    (their source changed) keep the earlier counts."""
+    now = {s.module: s for s in rechecked}
+    result = []
+    for m in earlier["modules"]:
+        before = ModuleScore(**{k: m[k] for k in ("module", "mutants", "killed", "timeout", "survived",
+                                                     "no_tests", "not_checked", "other", "survivors")})
+        again = now.get(m["module"])
+        if again is not None:
+            before.killed += again.killed
+            before.timeout += again.timeout
+            before.other += again.other
+            before.not_checked += again.not_checked
+            before.survived, before.no_tests, before.survivors = again.survived, again.no_tests, again.survivors
+        result.append(before)
+    return result
+
+
 def _pct(score: float | None) -> str:
     return "n/a" if score is None else f"{score:.1%}"
 
@@ -387,6 +420,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sample", type=float, help="test a seeded sample of this fraction of the mutants")
     parser.add_argument("--seed", type=int, default=20261202, help="the sample's seed (default 20261202)")
     parser.add_argument("--ref", help="mutate the code and run the tests of this commit (default: the working tree)")
+    parser.add_argument("--recheck", metavar="REPORT",
+                        help="re-test only the survivors of an earlier report.json (after new tests) and report "
+                             "its counts with them updated; modules whose source changed since are left as they were")
     parser.add_argument("--name", help="run folder under build/mutate (default: from the modules)")
     parser.add_argument("--timeout-constant", type=float, default=10.0,
                         help="seconds added to a mutant's test time before mutmut calls it a timeout (x30 CPU)")
@@ -413,8 +449,18 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    earlier = None
+    if args.recheck:
+        earlier = json.loads(Path(args.recheck).read_text())
+        modules = [m for m in modules if m in _unchanged_since(earlier, modules)]
+        if not modules:
+            print(f"error: --recheck {args.recheck}: every module changed since its run", file=sys.stderr)
+            return 2
     configure(work, modules, tests, args.timeout_constant)
-    sample = sample_mutants(work, modules, args.sample, args.seed) if args.sample else None
+    if earlier is not None:
+        sample = [sv["name"] for m in earlier["modules"] if m["module"] in modules for sv in m["survivors"]]
+    else:
+        sample = sample_mutants(work, modules, args.sample, args.seed) if args.sample else None
     print(f"mutating {len(modules)} module(s) against {len(tests)} test selector(s)"
           + (f", {len(sample)} sampled mutants" if sample is not None else "")
           + f" in {work.relative_to(ROOT)}", flush=True)
@@ -422,11 +468,15 @@ def main(argv: list[str] | None = None) -> int:
     finished = run_mutmut(work, args.max_children, args.budget, work / "mutmut.log", sample or [])
     seconds = time.monotonic() - start
     results = scores(work, modules, set(sample) if sample is not None else None)
-    text = report(results, tests, seconds, finished, (args.sample, args.seed) if sample is not None else None)
+    if earlier is not None:
+        results = recheck_scores(earlier, results)
+    sampled = (earlier["sample"], earlier["seed"]) if earlier is not None and earlier.get("sample") else \
+        (args.sample, args.seed) if args.sample else None
+    text = report(results, tests, seconds, finished, sampled)
     (work / "report.md").write_text(text)
     (work / "report.json").write_text(json.dumps(
         {"seconds": round(seconds, 1), "finished": finished, "tests": tests, "ref": args.ref,
-         "sample": args.sample, "seed": args.seed if args.sample else None,
+         "sample": sampled and sampled[0], "seed": sampled and sampled[1], "recheck": args.recheck,
          "modules": [{**asdict(s), "score": s.score} for s in results]}, indent=2))
     print(text)
     print(f"report: {(work / 'report.md').relative_to(ROOT)}, {(work / 'report.json').relative_to(ROOT)}")

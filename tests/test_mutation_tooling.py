@@ -229,3 +229,21 @@ def test_the_fork_server_warm_up_leaves_no_executor_threads(tmp_path):
                           text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.split() == ["None", "1"]
+
+
+def test_a_recheck_updates_only_the_earlier_survivors():
+    def earlier_module(name, **counts):
+        return {"module": name, **dict.fromkeys(mutation_report.COUNTS, 0), "survivors": [], **counts}
+
+    earlier = {"modules": [
+        earlier_module("stacks/cost.py", mutants=10, killed=6, survived=3, no_tests=1,
+                       survivors=[{"name": f"s{i}", "diff": ""} for i in range(4)]),
+        earlier_module("stacks/diff.py", mutants=5, killed=2, survived=3,
+                       survivors=[{"name": f"d{i}", "diff": ""} for i in range(3)])]}
+    again = mutate.ModuleScore("stacks/cost.py", mutants=4, killed=2, timeout=1, survived=1,
+                               survivors=[{"name": "s3", "diff": ""}])
+    cost, diff = mutate.recheck_scores(earlier, [again])
+    assert (cost.mutants, cost.killed, cost.timeout, cost.survived, cost.no_tests) == (10, 8, 1, 1, 0)
+    assert cost.score == pytest.approx(9 / 10) and [s["name"] for s in cost.survivors] == ["s3"]
+    # diff.py changed since the earlier run (its mutant names name other mutants now): kept as it was.
+    assert (diff.killed, diff.survived, diff.score) == (2, 3, 0.4)
