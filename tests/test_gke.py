@@ -166,3 +166,46 @@ def test_gcp_resources_use_the_explicit_provider(gke: Recording):
         if res.custom and res.type.startswith("gcp:"):
             assert res.provider.startswith(provider.urn + "::"), res.name
     assert not [r for r in gke.resources if r.type.startswith("aws:")]
+
+
+# Survivors of the first mutation run (issue 20): fields only the snapshots looked at.
+
+def test_node_pools_hide_the_legacy_metadata_endpoints(gke: Recording):
+    for pool in ("gke-system", "gke-gpu"):
+        assert gke.one(NODE_POOL, pool).inputs["nodeConfig"]["metadata"] == {"disable-legacy-endpoints": "true"}, \
+            f"{pool}: the v0.1/v1beta1 metadata endpoints would hand pods the node's credentials"
+
+
+def test_the_secrets_key_ring_name_keeps_its_suffix_length(gke: Recording):
+    # A KMS key ring cannot be deleted: its name is a RandomId suffix, and any change to the RandomId's
+    # inputs replaces it, hence a new ring, key and a re-encryption of the cluster's Secrets.
+    assert gke.one("random:index/randomId:RandomId", "gke-secrets-ring").inputs == {"byteLength": 2}
+
+
+def test_network_denies_all_other_ingress(gke: Recording):
+    deny = gke.one("gcp:compute/firewall:Firewall", "network-deny-ingress").inputs
+    assert (deny["direction"], deny["priority"], deny["sourceRanges"], deny["denies"]) == \
+        ("INGRESS", 65534, ["0.0.0.0/0"], [{"protocol": "all"}])
+
+
+def test_kubeconfig_context_names_its_cluster_and_user():
+    kubeconfig = json.loads(kubeconfig_for("c", "203.0.113.7", "Q0E="))
+    (context,) = [c for c in kubeconfig["contexts"] if c["name"] == kubeconfig["current-context"]]
+    assert context["context"] == {"cluster": "c", "user": "c"}
+    assert [c["name"] for c in kubeconfig["clusters"]] == [u["name"] for u in kubeconfig["users"]] == ["c"]
+
+
+def test_noncurrent_versions_expire_once_archived(gke: Recording):
+    rules = gke.one("gcp:storage/bucket:Bucket", "models").inputs["lifecycleRules"]
+    assert {"action": {"type": "Delete"}, "condition": {"withState": "ARCHIVED", "daysSinceNoncurrentTime": 30}} \
+        in rules, "without withState ARCHIVED the rule would also delete live objects 30 days old"
+
+
+def test_publisher_members_may_only_impersonate_or_federate(plan_with):
+    rec = plan_with("gke-dev", modelPublisherMembers=[
+        "user:alice@example.com",
+        "principalSet://iam.googleapis.com/projects/1/locations/global/workloadIdentityPools/ci/attribute.repository/o/r"])
+    roles = {r.inputs["member"].split(":")[0]: r.inputs["role"] for r in rec.resources
+             if r.type == "gcp:serviceaccount/iAMMember:IAMMember" and "publisher" in r.name}
+    assert roles == {"user": "roles/iam.serviceAccountTokenCreator",
+                     "principalSet": "roles/iam.workloadIdentityUser"}

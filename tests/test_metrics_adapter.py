@@ -138,3 +138,8 @@ def test_single_pod_query(promtool, tmp_path):
     test = write_test(tmp_path, rules, {"b": 30})
     result = run(promtool, "test", "rules", test.name, cwd=tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_an_empty_namespace_is_refused_with_the_reason():
+    with pytest.raises(ValueError, match=r"namespace must not be empty \(the metric is namespaced\)"):
+        expand_metrics_query("", ["a"])

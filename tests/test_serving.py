@@ -634,3 +634,34 @@ def test_serving_objects_use_the_cluster_provider(dev: Recording):
     for obj in dev.resources:
         if obj.type.startswith("kubernetes:"):
             assert obj.provider.startswith(provider.urn + "::"), obj.name
+
+
+# Survivors of the first mutation run (issue 20).
+
+@pytest.mark.parametrize("router", ["proxy", "istio"])
+def test_every_named_service_port_exists_on_the_pods_it_selects(plan_with, router):
+    """A Service's named targetPort must be a container port of the pods it selects, or the Service has no
+    endpoints (the canary router's ``http`` port: renaming it on the container alone is an outage)."""
+    rec = plan_with(trafficRouter=router, clusterPrerequisites=["istio"] if router == "istio" else [])
+    workloads = k8s_objects(rec, "Deployment")
+    checked = 0
+    for service in k8s_objects(rec, "Service"):
+        selector = service["spec"].get("selector") or {}
+        pods = [w["spec"]["template"] for w in workloads
+                if w["metadata"].get("namespace") == service["metadata"].get("namespace")
+                and selector and selector.items() <= w["spec"]["template"]["metadata"]["labels"].items()]
+        for port in service["spec"]["ports"]:
+            if isinstance(port.get("targetPort"), str) and pods:
+                names = [{p.get("name") for c in pod["spec"]["containers"] for p in c.get("ports", [])} for pod in pods]
+                assert all(port["targetPort"] in n for n in names), \
+                    f"Service {service['metadata']['name']} targets port {port['targetPort']!r}, pods have {names}"
+                checked += 1
+    assert checked, "no Service with a named targetPort: the check checked nothing"
+
+
+def test_istio_weighted_route_goes_to_the_stable_and_canary_services(plan_with):
+    rec = plan_with(trafficRouter="istio", clusterPrerequisites=["istio"])
+    http = k8s_object(rec, "VirtualService", f"{STABLE}-canary")["spec"]["http"]
+    weighted = http[-1]["route"]
+    assert [(r["destination"]["host"], r["weight"]) for r in weighted] == [
+        (f"{STABLE}.serving.svc.cluster.local", 80), (f"{CANARY}.serving.svc.cluster.local", 20)]
