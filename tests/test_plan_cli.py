@@ -260,3 +260,36 @@ def test_a_full_disk_is_one_error_line(capsys):
     # /dev/full: every write fails with ENOSPC (Linux, https://man7.org/linux/man-pages/man4/full.4.html).
     with pytest.raises(CliError, match=r"^--out /dev/full: cannot write: No space left on device$"):
         _emit("text", Path("/dev/full"))
+
+
+# Survivors of the sampled mutation run (issue 20), in-process so the run can see them.
+
+def _plan_json(tmp_path, *extra: str) -> dict:
+    from stacks.__main__ import main
+
+    out = tmp_path / f"plan{len(extra)}.json"
+    assert main(["plan", "--stack", "dev", "--json", str(out), *extra]) == 0
+    return json.loads(out.read_text())
+
+
+def test_redeploy_plans_a_later_up(tmp_path, capsys):
+    """`--redeploy` plans a later `pulumi up`: the client Services then wait for their endpoints, while the
+    first up skips that await (no pod is ready before the models sync; docs/deploy.md)."""
+    def client_annotations(plan: dict) -> dict:
+        (svc,) = [r for r in plan["resources"] if r["name"] == "tfserving-default-client"]
+        return svc["inputs"]["metadata"].get("annotations") or {}
+
+    first = _plan_json(tmp_path)
+    assert client_annotations(first).get("pulumi.com/skipAwait") == "true"
+    later = _plan_json(tmp_path, "--redeploy")
+    assert "pulumi.com/skipAwait" not in client_annotations(later)
+    assert "checked on a later up, no violation" in capsys.readouterr().out
+
+
+def test_plan_json_keys(tmp_path):
+    plan = _plan_json(tmp_path)
+    assert sorted(plan) == ["outputs", "project", "resources", "stack"] and plan["stack"] == "dev"
+    assert all(sorted(r) == ["custom", "dependencies", "ignoreChanges", "inputs", "name", "parent", "protect",
+                             "provider", "retainOnDelete", "type", "urn"] for r in plan["resources"])
+    # Every resource has a parent (the stack's own resource for the top-level components).
+    assert all(r["parent"] and r["parent"].startswith("urn:pulumi:dev::") for r in plan["resources"])

@@ -180,3 +180,33 @@ def test_flow_log_retention_must_be_a_cloudwatch_period(tmp_path, value):
         parse_settings(cfg.config)
     message = str(error.value)
     assert "vpcFlowLogRetentionDays" in message and "365" in message and "14" in message, message
+
+
+# Survivors of the sampled mutation run (issue 20): the shape checkov reads, asserted where it is made.
+
+def test_every_change_is_a_create_in_terraforms_shape(dev, gke):
+    for rec in (dev, gke):
+        plan = to_terraform_plan(rec)
+        assert sorted(plan) == ["configuration", "format_version", "planned_values", "pulumi", "resource_changes",
+                                "terraform_version"]
+        for rc in plan["resource_changes"]:
+            assert sorted(rc) == ["address", "change", "mode", "name", "provider_name", "type"], rc["address"]
+            change = rc["change"]
+            assert sorted(change) == ["actions", "after", "after_sensitive", "after_unknown", "before",
+                                      "before_sensitive"], rc["address"]
+            assert (change["actions"], change["before"]) == (["create"], None), rc["address"]
+
+
+def test_provider_config_and_default_tags_and_labels(dev, gke):
+    dev_plan = to_terraform_plan(dev)
+    assert dev_plan["configuration"]["provider_config"] == {"aws.aws": {
+        "name": "aws", "full_name": "registry.terraform.io/hashicorp/aws", "alias": "aws",
+        "expressions": {"region": {"constant_value": "us-east-1"}}}}
+    resources = {r["address"]: r["values"] for r in dev_plan["planned_values"]["root_module"]["resources"]}
+    # The provider's default tags reach every resource's tags_all, as Terraform's plan shows them.
+    assert resources["aws_s3_bucket.models"]["tags_all"] == {"Project": "tfserving-platform", "Stack": "dev",
+                                                            "ManagedBy": "pulumi"}
+    gke_resources = {r["address"]: r["values"]
+                     for r in to_terraform_plan(gke)["planned_values"]["root_module"]["resources"]}
+    assert gke_resources["google_storage_bucket.models"]["effective_labels"] == {
+        "project": "tfserving-platform", "stack": "gke-dev", "managed-by": "pulumi"}
