@@ -41,6 +41,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from mutation_report import COUNTS, score
+
 ROOT = Path(__file__).resolve().parents[1]
 # Packages the tests import; all of them are copied into mutmut's tree (only the chosen modules mutate).
 PACKAGES = ("components", "stacks", "policy", "model_tools")
@@ -53,6 +55,7 @@ SLOW_TESTS = frozenset({
 # Test files that run the code under a Python without mutmut (a bare venv): mutated modules import
 # mutmut's trampoline, so they would fail on every mutant, the original included.
 NEEDS_BARE_PYTHON = frozenset({"tests/test_cli_help.py"})
+EXCLUDED = SLOW_TESTS | NEEDS_BARE_PYTHON
 ALWAYS = ("tests/test_snapshots.py",)
 # mutmut's exit codes (mutmut/stats.py status_by_exit_code), grouped the way the report counts them.
 KILLED = {1, 3}
@@ -84,7 +87,7 @@ class ModuleScore:
 
     @property
     def score(self) -> float | None:
-        return (self.killed + self.timeout) / self.checked if self.checked else None
+        return score(asdict(self))
 
 
 def module_paths(args: list[str]) -> list[str]:
@@ -150,7 +153,7 @@ def select_tests(modules: list[str], with_snapshots: bool = False, root: Path = 
     selected: list[str] = []
     for path in sorted((root / "tests").rglob("test_*.py")):
         rel = path.relative_to(root).as_posix()
-        if rel in SLOW_TESTS | NEEDS_BARE_PYTHON or (rel in ALWAYS and not with_snapshots):
+        if rel in EXCLUDED or (rel in ALWAYS and not with_snapshots):
             continue
         named = path.stem.removeprefix("test_")
         # test_eks.py is eks_cluster.py's, test_model_sync.py is model_sync.py's.
@@ -225,31 +228,11 @@ def configure(work: Path, modules: list[str], tests: list[str], timeout_constant
         f.write("\n".join(lines) + "\n")
 
 
-_PRELOAD_PROBE = """
-import contextlib, io, sys
-from stacks.plan import plan_stack
-with contextlib.redirect_stdout(io.StringIO()):
-    for stack in ("dev", "prod", "gke-dev"):
-        plan_stack(stack)
-tops = {"pulumi", "pulumi_aws", "pulumi_gcp", "pulumi_kubernetes", "components", "stacks", "policy"}
-print(" ".join(sorted(m for m in sys.modules if m.split(".")[0] in tops and not m.endswith("__main__"))))
-"""
-
-
-def record_preload(work: Path) -> Path:
-    """The modules a plan of each stack imports, for tests/mutation_stats.py to load in the fork server."""
-    out = subprocess.run([sys.executable, "-c", _PRELOAD_PROBE], cwd=work, capture_output=True, text=True)
-    if out.returncode != 0:
-        raise RuntimeError(f"planning the stacks in {work} failed:\n{out.stderr[-3000:]}")
-    path = work / "preload.txt"
-    path.write_text(out.stdout)
-    return path
-
-
 def run_mutmut(work: Path, max_children: int, budget: float, log: Path, names: list[str]) -> bool:
     """``mutmut run``; True when it finished within the budget."""
     cmd = [sys.executable, "-m", "mutmut", "run", "--max-children", str(max_children), *names]
-    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1", "MUTATE_PRELOAD": str(record_preload(work))}
+    # tests/mutation_stats.py plans each stack once in the fork server (MUTATE_WARM_UP).
+    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1", "MUTATE_WARM_UP": "1"}
     # The scanners live in the checkout's own venvs (scripts/ensure-tools.sh); stacks/scan.py takes their
     # paths from these variables, so mutmut's copy need not hold the venvs.
     for variable, path in (("CHECKOV", ".venv-checkov/bin/checkov"), ("TRIVY", ".venv-trivy/bin/trivy")):
@@ -365,8 +348,7 @@ def recheck_scores(earlier: dict, rechecked: list[ModuleScore]) -> list[ModuleSc
     now = {s.module: s for s in rechecked}
     result = []
     for m in earlier["modules"]:
-        before = ModuleScore(**{k: m[k] for k in ("module", "mutants", "killed", "timeout", "survived",
-                                                     "no_tests", "not_checked", "other", "survivors")})
+        before = ModuleScore(**{k: m[k] for k in ("module", *COUNTS, "survivors")})
         again = now.get(m["module"])
         if again is not None:
             before.killed += again.killed
@@ -386,7 +368,7 @@ def report(results: list[ModuleScore], tests: list[str], seconds: float, finishe
            sample: tuple[float, int] | None) -> str:
     total = ModuleScore("total")
     for s in results:
-        for k in ("mutants", "killed", "timeout", "survived", "no_tests", "not_checked", "other"):
+        for k in COUNTS:
             setattr(total, k, getattr(total, k) + getattr(s, k))
     how = f"a seeded sample ({sample[0]:.0%} of each module's mutants, seed {sample[1]})" if sample else "all mutants"
     lines = ["# Mutation run", "",

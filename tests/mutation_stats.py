@@ -1,4 +1,4 @@
-"""pytest plugin for mutation runs (``make mutate``): shared fixtures' calls, preloading, test order.
+"""pytest plugin for mutation runs (``make mutate``): shared fixtures' calls, warm-up, test order.
 
 1. Credit a shared fixture's calls to every test using it.
 
@@ -8,9 +8,9 @@ plans in conftest.py) runs the program once, inside the first test that asks for
 plugin every later test reading that plan would look as if it exercised nothing, and a mutant in a
 component would be tried against one test instead of every test that reads the plan.
 
-2. Preload, in mutmut's fork server, the modules a plan imports (``MUTATE_PRELOAD``, a file of module
-names scripts/mutate.py records by planning each stack): the provider SDKs load their submodules lazily
-on first use, so without this every forked child would import pulumi_gcp and friends again (seconds).
+2. Warm up mutmut's fork server (``MUTATE_WARM_UP=1``, set by scripts/mutate.py): plan each stack once, so
+the SDKs' lazily loaded submodules and a first plan's other costs are paid there, not in every forked
+child (seconds each).
 
 3. In a child testing a mutant, run the fastest tests first: mutmut stops at the first failure.
 
@@ -20,7 +20,6 @@ mutmut is collecting stats (``MUTANT_UNDER_TEST=stats``), so an ordinary ``pytes
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
 from pathlib import Path
@@ -28,17 +27,6 @@ from pathlib import Path
 import pytest
 
 
-
-def _preload(names: list[str]) -> None:
-    for name in names:
-        top, _, rest = name.partition(".")
-        if not top.startswith("pulumi"):
-            importlib.import_module(name)
-        elif rest and "." not in rest:
-            # The SDKs' subpackages are lazy modules (pulumi/_utils.py lazy_import): load them the way the
-            # program does, by attribute access; importing their inner modules directly leaves the
-            # package half-initialised (AttributeError on a resource class later).
-            dir(getattr(importlib.import_module(top), rest))
 
 
 def _warm_up() -> None:
@@ -68,8 +56,7 @@ def _warm_up() -> None:
         loop._default_executor = None
 
 
-if os.environ.get("MUTATE_PRELOAD"):
-    _preload(Path(os.environ["MUTATE_PRELOAD"]).read_text().split())
+if os.environ.get("MUTATE_WARM_UP") == "1":
     _warm_up()
 
 # (fixture's baseid, name) -> mutated functions that ran while the fixture was set up.

@@ -26,8 +26,8 @@ def _load(name: str):
     return module
 
 
+mutation_report = _load("mutation_report")  # first: mutate.py imports its counts
 mutate = _load("mutate")
-mutation_report = _load("mutation_report")
 
 
 def all_modules(*packages: str) -> set[str]:
@@ -117,10 +117,12 @@ def test_wilson_interval():
     assert mutate.wilson(10, 10)[1] == pytest.approx(1.0) and mutate.wilson(10, 10)[0] > 0.69
 
 
-def test_reports_add_up_per_package():
-    def module(name, **counts):
-        return {"module": name, **dict.fromkeys(mutation_report.COUNTS, 0), **counts}
+def module(name: str, **counts) -> dict:
+    """One module's entry of a report.json."""
+    return {"module": name, **dict.fromkeys(mutation_report.COUNTS, 0), "survivors": [], **counts}
 
+
+def test_reports_add_up_per_package():
     totals = mutation_report.add_up([
         {"modules": [module("components/serving/a.py", mutants=10, killed=8, survived=2),
                      module("components/node_labels.py", mutants=4, killed=1, timeout=1, not_checked=2)]},
@@ -214,31 +216,26 @@ def test_a_shared_fixtures_calls_count_for_every_test_using_it(tmp_path, mode):
         assert credited == {"components.x.x_build": [first], "components.y.x_render": [first]}
 
 
-def test_the_fork_server_warm_up_leaves_no_executor_threads(tmp_path):
+def test_the_fork_server_warm_up_leaves_no_executor_threads():
     """Forked children inherit no threads: the warm-up must leave the event loop without its thread pool,
     or a child's first run_in_executor waits forever (what happened before the warm-up shut it down)."""
     probe = textwrap.dedent('''
         import asyncio, os, sys, threading
-        os.environ["MUTATE_PRELOAD"] = sys.argv[1]
+        os.environ["MUTATE_WARM_UP"] = "1"
         import tests.mutation_stats
         print(asyncio.get_event_loop()._default_executor, len(threading.enumerate()))
     ''')
-    preload = tmp_path / "preload.txt"
-    preload.write_text("stacks.plan pulumi_aws.eks")
-    done = subprocess.run([sys.executable, "-c", probe, str(preload)], cwd=ROOT, capture_output=True,
+    done = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True,
                           text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.split() == ["None", "1"]
 
 
 def test_a_recheck_updates_only_the_earlier_survivors():
-    def earlier_module(name, **counts):
-        return {"module": name, **dict.fromkeys(mutation_report.COUNTS, 0), "survivors": [], **counts}
-
     earlier = {"modules": [
-        earlier_module("stacks/cost.py", mutants=10, killed=6, survived=3, no_tests=1,
+        module("stacks/cost.py", mutants=10, killed=6, survived=3, no_tests=1,
                        survivors=[{"name": f"s{i}", "diff": ""} for i in range(4)]),
-        earlier_module("stacks/diff.py", mutants=5, killed=2, survived=3,
+        module("stacks/diff.py", mutants=5, killed=2, survived=3,
                        survivors=[{"name": f"d{i}", "diff": ""} for i in range(3)])]}
     again = mutate.ModuleScore("stacks/cost.py", mutants=4, killed=2, timeout=1, survived=1,
                                survivors=[{"name": "s3", "diff": ""}])

@@ -297,10 +297,7 @@ def test_istio_mesh_gets_a_virtual_service(plan_with):
     assert k8s_object(rec, "Namespace", "serving")["metadata"]["labels"]["istio-injection"] == "enabled"
     egress = k8s_object(rec, "NetworkPolicy", f"{STABLE}-allow")["spec"]["egress"]
     # Sidecars start only once istiod (xDS, 15012) answers: exactly that, and only in istio-system.
-    istiod = {"to": [{"namespaceSelector": {"matchExpressions": [
-        {"key": "kubernetes.io/metadata.name", "operator": "In", "values": ["istio-system"]}]}}],
-        "ports": [{"protocol": "TCP", "port": 15012}]}
-    assert egress[2:] == [istiod], egress
+    assert egress[2:] == [{"to": [namespaces("istio-system")], "ports": tcp(15012)}], egress
 
 
 # 8. Clients ----------------------------------------------------------------------------------
