@@ -232,6 +232,10 @@ def _plan(args: argparse.Namespace) -> int:
         from stacks.timing import estimate as estimate_timing
 
         print(estimate_timing(plan_json).render())
+        from stacks import scale_up
+
+        settings = scale_up.stack_settings(args.stack, args.config_file)
+        print(scale_up.render(scale_up.estimate(plan_json, scale_up.model_bytes(settings))))
     if args.graph:
         from stacks.graph import write_graph
 

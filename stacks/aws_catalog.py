@@ -44,6 +44,16 @@ def instance_family(instance_type: str) -> str:
     return instance_type.split(".", 1)[0]
 
 
+# nodeadm turns the FastImagePull feature gate into the SOCI snapshotter's parallel pull and unpack only
+# on nodes with at least 4 vCPUs and 7 GiB (awslabs/amazon-eks-ami nodeadm/internal/containerd/config.go,
+# UseSOCISnapshotter); below that it silently pulls as before. Every current x86 family reaches 4 vCPUs
+# at xlarge, and 7 GiB there too (c-family xlarge: 8 GiB), so these sizes are the ones it ignores.
+FAST_PULL_TOO_SMALL = ("nano", "micro", "small", "medium", "large")
+# "Ensure you've configured additional EBS throughput for your instance root volume. We recommend at
+# least 600MiB/s" (amazon-eks-ami nodeadm/doc/examples.md, "Enabling fast image pull").
+FAST_PULL_THROUGHPUT = 600
+
+
 def is_gpu_instance(instance_type: str) -> bool:
     """True for the NVIDIA x86 families above (g4dn, g5, g6, g6e, p3, p4d, p5, ...)."""
     return instance_family(instance_type) in GPU_FAMILIES
@@ -83,9 +93,15 @@ def check_aws_pool(pool) -> None:
         raise PoolProblem("amiType", pool.ami_type, f"{GPU_AMI_TYPE} for a GPU pool")
     if pool.ami_type and not pool.gpus_per_node and pool.ami_type != CPU_AMI_TYPE:
         raise PoolProblem("amiType", pool.ami_type, f"{CPU_AMI_TYPE} for a CPU pool")
-    for field in ("acceleratorType", "gpuDriverVersion"):
+    for field in ("acceleratorType", "gpuDriverVersion", "imageStreaming", "secondaryBootDiskImage"):
         if getattr(pool, _snake(field)) is not None:
             raise PoolProblem(field, getattr(pool, _snake(field)), "unset on AWS (GKE only)")
+    if pool.fast_image_pull:
+        small = [t for t in pool.instance_types if t.split(".", 1)[1] in FAST_PULL_TOO_SMALL]
+        if small:
+            raise PoolProblem("fastImagePull", True,
+                              f"false (or unset) for {small[0]}: nodeadm applies FastImagePull only on nodes with "
+                              "at least 4 vCPUs and 7 GiB (xlarge or larger)")
     # EKS CreateNodegroup limits beyond Kubernetes' own (botocore eks model: labelKey 1-63, labelValue 1-63,
     # taintKey 1-63, taintValue 0-63); each also becomes an Auto Scaling tag
     # k8s.io/cluster-autoscaler/node-template/{label,taint}/<key> (46 characters + key, EC2 tag keys <= 128).

@@ -44,7 +44,9 @@ REPLACE_ON_CHANGE: dict[str, tuple[str, ...]] = {
     # (GoogleCloudPlatform/magic-modules#9575): GKE migrates the pool's nodes in place, see ROLLS_NODES.
     "gcp:container/nodePool:NodePool": ("name", "cluster", "location", "project",
                                         "nodeConfig.guestAccelerators", "nodeConfig.spot",
-                                        "nodeConfig.serviceAccount"),
+                                        "nodeConfig.serviceAccount",
+                                        # ForceNew (terraform-provider-google node_config.go, secondary_boot_disks)
+                                        "nodeConfig.secondaryBootDisks"),
     "gcp:storage/bucket:Bucket": ("name", "location", "project"),
     "gcp:compute/network:Network": ("name", "project", "autoCreateSubnetworks"),
     "gcp:compute/subnetwork:Subnetwork": ("name", "network", "region", "project"),
@@ -58,7 +60,11 @@ REPLACE_ON_CHANGE: dict[str, tuple[str, ...]] = {
 # (https://docs.aws.amazon.com/eks/latest/userguide/managed-node-update-behavior.html).
 ROLLS_NODES: dict[str, tuple[str, ...]] = {
     "gcp:container/nodePool:NodePool": ("nodeConfig.machineType", "nodeConfig.diskType", "nodeConfig.diskSizeGb",
-                                        "nodeConfig.imageType", "version"),
+                                        "nodeConfig.imageType", "version",
+                                        # an UpdateNodePoolRequest{GcfsConfig} (node_config.go); GKE lists
+                                        # image streaming among the changes that recreate nodes ("Manual
+                                        # changes that recreate the nodes", node pool upgrade strategies)
+                                        "nodeConfig.gcfsConfig"),
     "aws:eks/nodeGroup:NodeGroup": ("version", "releaseVersion", "launchTemplate"),
 }
 # Kubernetes: an object's identity is its name and namespace; a Deployment's selector is immutable.

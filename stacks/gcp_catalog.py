@@ -45,8 +45,16 @@ def check_gcp_pool(pool) -> None:
     if not MACHINE_TYPE.fullmatch(machine):
         raise PoolProblem("instanceTypes", machine, "a Compute Engine machine type such as n2-standard-4 "
                                                     "or g2-standard-8")
-    if pool.ami_type is not None:
-        raise PoolProblem("amiType", pool.ami_type, "unset on GKE (EKS only)")
+    for field, value in (("amiType", pool.ami_type), ("fastImagePull", pool.fast_image_pull),
+                         ("rootVolumeThroughput", pool.root_volume_throughput)):
+        if value is not None:
+            raise PoolProblem(field, value, "unset on GKE (EKS only)")
+    if pool.secondary_boot_disk_image and not pool.resolved_image_streaming:
+        # A CONTAINER_IMAGE_CACHE secondary boot disk is read through image streaming (GKE "Use secondary
+        # boot disks to preload data or container images"; terraform-google-kubernetes-engine README,
+        # secondary_boot_disk: "gcfs_config must be enabled=true for this feature to work").
+        raise PoolProblem("imageStreaming", pool.image_streaming,
+                          "true (or unset on a GPU pool) when secondaryBootDiskImage is set")
     accelerator = pool.accelerator_type
     built_in = BUILT_IN_GPUS.get(machine)
     if machine.startswith(GPU_FAMILY_PREFIXES) and built_in is None:

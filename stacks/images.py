@@ -104,10 +104,22 @@ class PinnedImages:
     router: str
 
 
+def as_pulled(settings: StackSettings, reference: str) -> str:
+    """A reference as the pods pull it: on GCP with ``dockerHubMirror``, a ``docker.io/`` one
+    through the stack's Artifact Registry remote repository (components/gcp/image_mirror.py), with the
+    same tag and digest; otherwise itself. The lock stays keyed by the Docker Hub reference."""
+    if settings.cloud != "gcp" or not settings.docker_hub_mirror:
+        return reference
+    from components.gcp.image_mirror import DockerHubMirrorArgs, mirror_prefix, repository_id, through_mirror
+
+    return through_mirror(reference, mirror_prefix(DockerHubMirrorArgs(
+        project=settings.gcp_project, region=settings.region, repository_id=repository_id(settings.cluster_name))))
+
+
 def pinned_images(settings: StackSettings, lock: Mapping[str, str]) -> PinnedImages:
-    servers = {key: pinned(server_image(settings, s), lock) for key, s in settings.servers.items()}
-    return PinnedImages(servers=servers, sync=pinned(sync_image(settings), lock),
-                        router=pinned(ROUTER_IMAGE, lock))
+    servers = {key: as_pulled(settings, pinned(server_image(settings, s), lock)) for key, s in settings.servers.items()}
+    return PinnedImages(servers=servers, sync=as_pulled(settings, pinned(sync_image(settings), lock)),
+                        router=as_pulled(settings, pinned(ROUTER_IMAGE, lock)))
 
 
 # --- the lock file -------------------------------------------------------------------------------

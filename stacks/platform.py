@@ -15,6 +15,7 @@ from components.node_labels import POOL_LABEL
 from components.aws.model_bucket import ModelBucket, ModelBucketArgs, ModelReaderRole, ModelReaderRoleArgs
 from components.aws.network import Vpc, VpcArgs
 from components.gcp.gke_cluster import GkeCluster, GkeClusterArgs, GkeNodePoolSpec
+from components.gcp.image_mirror import DockerHubMirror, DockerHubMirrorArgs, repository_id
 from components.gcp.model_bucket import (GcsModelBucket, GcsModelBucketArgs, GcsModelPublisher,
                                         GcsModelPublisherArgs, GcsModelReader, GcsModelReaderArgs)
 from components.aws.cluster_autoscaler import ClusterAutoscaler, ClusterAutoscalerArgs
@@ -97,7 +98,8 @@ def node_pool_specs(settings: StackSettings) -> dict[str, NodePoolSpec]:
         instance_types=list(p.instance_types), ami_type=p.resolved_ami_type, capacity_type=p.capacity_type,
         min_size=p.min_size, desired_size=p.desired_size, max_size=p.max_size,
         gpus_per_node=p.gpus_per_node, gpu_time_slicing=p.gpu_time_slicing,
-        disk_size_gb=p.disk_size_gb, labels=dict(p.labels),
+        disk_size_gb=p.disk_size_gb, fast_image_pull=p.resolved_fast_image_pull,
+        root_volume_throughput=p.resolved_root_volume_throughput, labels=dict(p.labels),
         taints=[t.model_dump() for t in p.taints]) for name, p in settings.node_pools.items()}
 
 
@@ -300,8 +302,9 @@ def gke_node_pool_specs(settings: StackSettings) -> dict[str, GkeNodePoolSpec]:
         machine_type=p.instance_types[0], spot=p.capacity_type == "SPOT", min_size=p.min_size,
         desired_size=p.desired_size, max_size=p.max_size, gpus_per_node=p.gpus_per_node,
         accelerator_type=accelerator_of(p), gpu_driver_version=p.gpu_driver_version or "LATEST",
-        gpu_time_slicing=p.gpu_time_slicing, disk_size_gb=p.disk_size_gb, labels=dict(p.labels),
-        taints=[t.model_dump() for t in p.taints]) for name, p in settings.node_pools.items()}
+        gpu_time_slicing=p.gpu_time_slicing, disk_size_gb=p.disk_size_gb,
+        image_streaming=p.resolved_image_streaming, secondary_boot_disk_image=p.secondary_boot_disk_image,
+        labels=dict(p.labels), taints=[t.model_dump() for t in p.taints]) for name, p in settings.node_pools.items()}
 
 
 def build_gcp_platform(settings: StackSettings, images: PinnedImages) -> dict[str, object]:
@@ -336,10 +339,21 @@ def build_gcp_platform(settings: StackSettings, images: PinnedImages) -> dict[st
         project=settings.gcp_project, bucket_name=bucket.bucket_name, prefix=settings.model_bucket_prefix,
         members=tuple(settings.model_publisher_members), cluster_name=settings.cluster_name), opts=gcp_opts)
 
+    pool_dependencies = cluster.pool_dependencies
+    if settings.docker_hub_mirror:
+        # The server images already name it (stacks/images.py as_pulled).
+        mirror = DockerHubMirror("docker-hub", DockerHubMirrorArgs(
+            project=settings.gcp_project, region=settings.region,
+            repository_id=repository_id(settings.cluster_name)), opts=gcp_opts)
+
+        # The first pull through the repository needs it to exist: the serving pods wait for it too.
+        def pool_dependencies(pool: str) -> list[pulumi.Resource]:
+            return [*cluster.pool_dependencies(pool), mirror.repository]
+
     # gcloud finds credentials through the GKE metadata server (Workload Identity); nothing to pass.
     serving = build_serving(settings, reader.service_account_annotations, bucket.models_uri, "gs", {},
                             pulumi.ResourceOptions(providers={"kubernetes": cluster.provider}),
-                            cluster.pool_dependencies, images)
+                            pool_dependencies, images)
     return {
         "cloud": "gcp",
         "region": settings.region,

@@ -172,8 +172,11 @@ class Server(Strict):
                                               "spends about 4.3 CPU-seconds per GiB copied: 500m copies 1 GiB "
                                               "in about 9 s, 100m in about 45 s.")
     sync_memory: str = Field("512Mi", description="Memory request and limit of each model-sync container.")
+    expected_model_size: str = Field(
+        "1Gi", description="Bytes one pod copies and loads at start (every served version of every model; "
+                           "Kubernetes quantity). Only the scale-up estimate of `plan --timing` uses it.")
 
-    @field_validator("cpu", "memory", "sync_cpu", "sync_memory", "models_volume_size")
+    @field_validator("cpu", "memory", "sync_cpu", "sync_memory", "models_volume_size", "expected_model_size")
     @classmethod
     def _quantity(cls, quantity: str) -> str:
         return check_quantity(quantity)

@@ -19,6 +19,7 @@ from components.aws.subnets import subnet_cidrs
 from components.model_contract import DEFAULT_MODELS_PREFIX, MODEL_NAME_PATTERN
 from stacks.aws_catalog import (
     CPU_AMI_TYPE,
+    FAST_PULL_THROUGHPUT,
     GPU_AMI_TYPE,
     LOG_RETENTION_DAYS,
     AmiType,
@@ -54,7 +55,7 @@ Prerequisite = Literal["istio", "gamma-mesh", "gateway-api-crds", "envoy-gateway
 """Things installed on the cluster outside this stack that some settings need (the plan checks that every
 object of a custom kind has its CRD installed by the stack or declared here)."""
 GCP_ONLY_KEYS = ("gcp_project", "regional_cluster", "release_channel", "pod_cidr", "service_cidr", "master_cidr",
-                 "model_bucket_kms_key", "model_publisher_members")
+                 "model_bucket_kms_key", "model_publisher_members", "docker_hub_mirror")
 AWS_ONLY_KEYS = ("cluster_admin_arns", "cluster_log_types", "cluster_log_retention_days", "single_nat_gateway",
                  "cluster_autoscaler", "vpc_flow_logs", "vpc_flow_log_retention_days", "model_publisher_principals",
                  "model_publisher_github_subjects", "model_bucket_object_lock", "vpc_sts_endpoint")
@@ -124,6 +125,21 @@ class NodePool(Strict):
     labels: dict[str, str] = Field(default_factory=dict, description="Extra Kubernetes node labels.")
     taints: list[Taint] = Field(default_factory=list, description="Extra taints (GPU pools always get "
                                                                   "nvidia.com/gpu=true:NO_SCHEDULE).")
+    fast_image_pull: bool | None = Field(
+        None, description="EKS: nodeadm's FastImagePull feature gate (the SOCI snapshotter pulls and unpacks "
+                          "image layers in parallel) with a faster root volume; default on for GPU pools. "
+                          "nodeadm ignores it below 4 vCPUs or 7 GiB, so it is refused on smaller types.")
+    root_volume_throughput: int | None = Field(
+        None, ge=125, le=1000, description="EKS: gp3 root volume throughput in MiB/s (125-1000); default 600 "
+                                           "with fastImagePull (the AMI's advice), else gp3's 125.")
+    image_streaming: bool | None = Field(
+        None, description="GKE: image streaming (gcfsConfig): containers start while their image streams "
+                          "from Artifact Registry; default on for GPU pools. Images elsewhere pull normally.")
+    secondary_boot_disk_image: str | None = Field(
+        None, pattern=r"^(projects/[a-z][a-z0-9-]{4,28}[a-z0-9]/)?global/images/[a-z]([-a-z0-9]*[a-z0-9])?$",
+        description="GKE: disk image with the serving images preloaded (built by gke-disk-image-builder, "
+                    "docs/cold-start.md), attached as a CONTAINER_IMAGE_CACHE secondary boot disk: new nodes "
+                    "find the images on disk. Needs imageStreaming; changing it replaces the pool.")
 
     @field_validator("labels")
     @classmethod
@@ -167,6 +183,21 @@ class NodePool(Strict):
     def resolved_ami_type(self) -> str:
         return self.ami_type or (GPU_AMI_TYPE if self.is_gpu else CPU_AMI_TYPE)
 
+    @property
+    def resolved_fast_image_pull(self) -> bool:
+        return self.is_gpu if self.fast_image_pull is None else self.fast_image_pull
+
+    @property
+    def resolved_root_volume_throughput(self) -> int | None:
+        """gp3 throughput to set (None: gp3's default 125 MiB/s)."""
+        if self.root_volume_throughput is not None:
+            return self.root_volume_throughput
+        return FAST_PULL_THROUGHPUT if self.resolved_fast_image_pull else None
+
+    @property
+    def resolved_image_streaming(self) -> bool:
+        return self.is_gpu if self.image_streaming is None else self.image_streaming
+
 
 class StackSettings(Strict):
     """Everything one stack can configure. Config key = field alias (camelCase)."""
@@ -185,6 +216,11 @@ class StackSettings(Strict):
     pod_cidr: str = Field("10.16.0.0/14", description="GCP: secondary range of the subnetwork for pods.")
     service_cidr: str = Field("10.20.0.0/20", description="GCP: secondary range of the subnetwork for services.")
     master_cidr: str = Field("172.16.0.0/28", description="GCP: /28 range of the private control plane.")
+    docker_hub_mirror: bool = Field(
+        True, description="GCP: pull the stack's Docker Hub images (TF Serving, nginx) through an Artifact Registry "
+                          "remote repository the stack creates: GKE streams images only from Artifact Registry "
+                          "(imageStreaming), and Docker Hub's pull limits stop mattering. Needs the "
+                          "artifactregistry.googleapis.com API.")
     model_bucket_kms_key: str = Field("", description="GCP: Cloud KMS key (projects/.../cryptoKeys/...) for the "
                                                       "model bucket (CMEK); empty uses Google-managed keys.")
     cluster_name: str = Field("tfserving", description="Cluster name (unique per account and region on EKS: "

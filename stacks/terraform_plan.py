@@ -93,7 +93,8 @@ PROVIDER_SOURCE = {"aws": "registry.terraform.io/hashicorp/aws",
                    "random": "registry.terraform.io/hashicorp/random"}
 # Modules whose name is not part of the Terraform type (``aws:ec2/vpc:Vpc`` -> ``aws_vpc``).
 MODULES_DROPPED = {("aws", "ec2"), ("aws", "index"), ("gcp", "index"), ("random", "index")}
-MODULE_RENAMES = {("gcp", "projects"): "project", ("gcp", "serviceaccount"): "service_account"}
+MODULE_RENAMES = {("gcp", "projects"): "project", ("gcp", "serviceaccount"): "service_account",
+                  ("gcp", "artifactregistry"): "artifact_registry"}
 # Where Pulumi's class name is not the snake_case of the Terraform type's last part.
 TYPE_EXCEPTIONS = {
     # Pulumi spells "OpenId", Terraform "openid".
@@ -161,6 +162,8 @@ TERRAFORM_TYPES: dict[str, str] = {
     "gcp:serviceaccount/account:Account": "google_service_account",
     "gcp:serviceaccount/iAMMember:IAMMember": "google_service_account_iam_member",
     "gcp:projects/iAMMember:IAMMember": "google_project_iam_member",
+    # GCP: the Docker Hub mirror (Artifact Registry remote repository)
+    "gcp:artifactregistry/repository:Repository": "google_artifact_registry_repository",
     # GCP: model bucket
     "gcp:storage/bucket:Bucket": "google_storage_bucket",
     "gcp:storage/bucketIAMMember:BucketIAMMember": "google_storage_bucket_iam_member",
@@ -198,6 +201,7 @@ ATTRIBUTE_RENAMES: dict[str, dict[str, str]] = {
 PLURAL_NAMES_KEPT: dict[str, frozenset[str]] = {
     "aws_launch_template": frozenset({"blockDeviceMappings", "tagSpecifications"}),
     "google_container_cluster": frozenset({"masterAuthorizedNetworksConfig.cidrBlocks"}),
+    "google_container_node_pool": frozenset({"nodeConfig.secondaryBootDisks"}),
 }
 
 # State attributes of a resource that other resources refer to (``aws_s3_bucket.models.id``).

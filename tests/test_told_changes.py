@@ -68,6 +68,11 @@ README_DECLARED: dict[tuple[str, str], str] = {
     for type_ in ("gcp:storage/bucket:Bucket", "gcp:container/cluster:Cluster", "gcp:container/nodePool:NodePool")
 }
 
+BOOT_DISK_SENTENCE = ("Preloading the images\non a secondary boot disk (`secondaryBootDiskImage`) replaces the GPU node "
+                      "pool when it is set or\nchanged: set it before the pool serves traffic.")
+README_DECLARED[("docs/cold-start.md|set --path nodePools.gpu.secondaryBootDiskImage global/images/tfserving-cache"
+                 "@gke-dev", "gcp:container/nodePool:NodePool")] = BOOT_DISK_SENTENCE
+
 ADMIN_A = "arn:aws:iam::123456789012:role/platform-admins"
 ADMIN_B = "arn:aws:iam::123456789012:role/oncall-admins"
 BUCKET = "told-changes-models"
@@ -421,6 +426,9 @@ DOC_CASES: dict[tuple[str, str], DocCase] = {
         why="the example value apps is already dev's (a no-op); the README says to change what "
             "differs, e.g. who may call the models"),
     ("README.md", "pulumi config set --path nodePools.gpu.maxSize 6"): DocCase(stacks=("dev",)),
+    # docs/cold-start.md: a secondary boot disk with the images preloaded (README declares the replacement).
+    ("docs/cold-start.md", "pulumi config set --path nodePools.gpu.secondaryBootDiskImage "
+                           "global/images/tfserving-cache"): DocCase(stacks=("gke-dev",)),
     # "On Google Cloud (GKE)" (after `pulumi stack select --create gke-dev`); Pulumi.gke-dev.yaml's header.
     ("README.md", "pulumi config set gcpProject my-project"): DocCase(),
     ("Pulumi.gke-dev.yaml", "pulumi config set gcpProject my-project"): DocCase(),

@@ -1,0 +1,276 @@
+"""Image cold start (EKS FastImagePull, GKE image streaming, a secondary boot disk, the Docker Hub mirror)
+and the scale-up estimate of ``plan --timing`` (stacks/scale_up.py).
+
+Settings: each key refused where it cannot work, naming the key. Resources: the launch template's user data
+is a MIME part whose NodeConfig validates against nodeadm's own CRD schema (vendored in tests/schemas) and
+names only feature gates nodeadm knows. The estimate: each feature changes the step it claims to change,
+and nothing else.
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import email
+import json
+from pathlib import Path
+
+import jsonschema
+import pytest
+import yaml
+
+from components.aws.node_group import NodePoolSpec, node_user_data
+from components.gcp.image_mirror import DockerHubMirrorArgs, mirror_prefix, through_mirror
+from stacks import scale_up
+from stacks.__main__ import main
+from stacks.diff import diff_plans
+from stacks.plan import to_json
+from tests.test_gcp_settings import L4, SYSTEM, gke
+from tests.test_settings import GPU_POOLS, NS, assert_config_error, raw
+
+NODECONFIG = json.loads((Path(__file__).parent / "schemas" / "nodeadm-nodeconfig.json").read_text())
+DIGEST = "sha256:" + "a" * 64
+
+
+def strict(schema: dict) -> dict:
+    """The CRD schema with unknown fields refused (as the API server prunes them, nodeadm ignores them)."""
+    schema = copy.deepcopy(schema)
+
+    def walk(node: dict) -> None:
+        if "properties" in node:
+            node.setdefault("additionalProperties", False)
+            for child in node["properties"].values():
+                walk(child)
+        for key in ("items", "additionalProperties"):
+            if isinstance(node.get(key), dict):
+                walk(node[key])
+    walk(schema)
+    return schema
+
+
+def nodeconfigs(user_data: str) -> list[dict]:
+    """The NodeConfig documents of a launch template's base64 MIME user data."""
+    message = email.message_from_bytes(base64.b64decode(user_data))
+    assert message.is_multipart(), "EKS merges only MIME multi-part user data with its own"
+    docs = []
+    for part in message.walk():
+        if part.get_content_type() == "application/node.eks.aws":
+            docs.extend(d for d in yaml.safe_load_all(part.get_payload()) if d)
+    return docs
+
+
+def shown(value: object) -> str:
+    """A value as the settings errors print it."""
+    return str(value).lower() if isinstance(value, bool) else repr(value)
+
+
+def launch_template(rec, pool: str):
+    return rec.one("aws:ec2/launchTemplate:LaunchTemplate", f"eks-{pool}-lt")
+
+
+# --- settings -------------------------------------------------------------------------------------
+
+def test_fast_image_pull_is_refused_where_nodeadm_ignores_it():
+    pools = {**GPU_POOLS, "system": {"instanceTypes": ["m6i.large"], "fastImagePull": True}}
+    assert_config_error(raw(nodePools=pools), f"{NS}:nodePools.system.fastImagePull", "true",
+                        "at least 4 vCPUs and 7 GiB")
+
+
+@pytest.mark.parametrize("key, value", [("imageStreaming", True),
+                                        ("secondaryBootDiskImage", "global/images/serving-cache")])
+def test_gke_image_keys_are_refused_on_eks(key, value):
+    pools = {**GPU_POOLS, "gpu": {**GPU_POOLS["gpu"], key: value}}
+    assert_config_error(raw(nodePools=pools), f"{NS}:nodePools.gpu.{key}", shown(value), "unset on AWS (GKE only)")
+
+
+@pytest.mark.parametrize("key, value", [("fastImagePull", True), ("rootVolumeThroughput", 600)])
+def test_eks_image_keys_are_refused_on_gke(key, value):
+    assert_config_error(gke(nodePools={"system": SYSTEM, "gpu": {**L4, key: value}}),
+                        f"{NS}:nodePools.gpu.{key}", shown(value), "unset on GKE (EKS only)")
+
+
+def test_a_secondary_boot_disk_needs_image_streaming():
+    pool = {**L4, "imageStreaming": False, "secondaryBootDiskImage": "global/images/serving-cache"}
+    assert_config_error(gke(nodePools={"system": SYSTEM, "gpu": pool}), f"{NS}:nodePools.gpu.imageStreaming",
+                        "false", "secondaryBootDiskImage")
+
+
+def test_a_malformed_disk_image_is_refused():
+    pool = {**L4, "secondaryBootDiskImage": "serving-cache"}
+    assert_config_error(gke(nodePools={"system": SYSTEM, "gpu": pool}),
+                        f"{NS}:nodePools.gpu.secondaryBootDiskImage", "'serving-cache'", "global/images")
+
+
+@pytest.mark.parametrize("throughput, allowed", [(124, "greater than or equal to 125"),
+                                                 (1001, "less than or equal to 1000")])
+def test_root_volume_throughput_is_within_gp3_limits(throughput, allowed):
+    pools = {**GPU_POOLS, "gpu": {**GPU_POOLS["gpu"], "rootVolumeThroughput": throughput}}
+    assert_config_error(raw(nodePools=pools), f"{NS}:nodePools.gpu.rootVolumeThroughput", str(throughput), allowed)
+
+
+# --- EKS: the launch template ----------------------------------------------------------------------
+
+def test_gpu_pools_pull_in_parallel_and_cpu_pools_do_not(dev):
+    gpu = launch_template(dev, "gpu").inputs
+    (config,) = nodeconfigs(gpu["userData"])
+    errors = [e.message for e in jsonschema.Draft7Validator(strict(NODECONFIG["schema"])).iter_errors(config)]
+    assert not errors, errors
+    assert (config["apiVersion"], config["kind"]) == (f"node.eks.aws/{NODECONFIG['version']}", "NodeConfig")
+    assert config["spec"]["featureGates"] == {"FastImagePull": True}
+    assert set(config["spec"]["featureGates"]) <= set(NODECONFIG["featureGates"])
+    assert gpu["blockDeviceMappings"][0]["ebs"]["throughput"] == 600
+    system = launch_template(dev, "system").inputs
+    assert "userData" not in system and "throughput" not in system["blockDeviceMappings"][0]["ebs"]
+
+
+def test_a_misspelt_feature_gate_would_fail_the_schema_check():
+    user_data = node_user_data(NodePoolSpec(instance_types=["g5.xlarge"], ami_type="x", fast_image_pull=True))
+    text = base64.b64decode(user_data).decode().replace("FastImagePull", "FastImagePul")
+    (config,) = nodeconfigs(base64.b64encode(text.encode()).decode())
+    assert not set(config["spec"]["featureGates"]) <= set(NODECONFIG["featureGates"])
+    config["spec"]["featureGate"] = config["spec"].pop("featureGates")
+    assert list(jsonschema.Draft7Validator(strict(NODECONFIG["schema"])).iter_errors(config))
+
+
+def test_fast_image_pull_can_be_turned_off(plan_with):
+    pools = yaml.safe_load((Path(__file__).parent.parent / "Pulumi.dev.yaml").read_text())["config"][
+        f"{NS}:nodePools"]
+    pools["gpu"]["fastImagePull"] = False
+    rec = plan_with(nodePools=pools)
+    ebs = launch_template(rec, "gpu").inputs
+    assert "userData" not in ebs and "throughput" not in ebs["blockDeviceMappings"][0]["ebs"]
+
+
+# --- GKE: streaming, the boot disk, the mirror ------------------------------------------------------
+
+def test_gke_gpu_pool_streams_images_from_the_docker_hub_mirror(gke):
+    pools = {r.inputs["name"]: r.inputs["nodeConfig"] for r in gke.of_type("gcp:container/nodePool:NodePool")}
+    assert pools["gpu"]["gcfsConfig"] == {"enabled": True}
+    assert "gcfsConfig" not in pools["system"]
+    (repo,) = gke.of_type("gcp:artifactregistry/repository:Repository")
+    assert (repo.inputs["format"], repo.inputs["mode"], repo.inputs["location"]) == (
+        "DOCKER", "REMOTE_REPOSITORY", "us-central1")
+    assert repo.inputs["remoteRepositoryConfig"]["dockerRepository"] == {"publicRepository": "DOCKER_HUB"}
+    prefix = f"us-central1-docker.pkg.dev/example-project/{repo.inputs['repositoryId']}/"
+    servers = [r for r in gke.of_type("kubernetes:apps/v1:Deployment")
+               if any(c["name"] == "tfserving" for c in r.inputs["spec"]["template"]["spec"]["containers"])]
+    assert servers
+    for deployment in servers:
+        (serving,) = [c for c in deployment.inputs["spec"]["template"]["spec"]["containers"] if c["name"] == "tfserving"]
+        assert serving["image"].startswith(prefix + "tensorflow/serving:"), serving["image"]
+        # The first pull through the repository needs it: the Deployment waits for it.
+        assert repo.urn in deployment.dependencies
+
+
+def test_the_mirror_keeps_the_digest_and_leaves_other_registries_alone():
+    prefix = mirror_prefix(DockerHubMirrorArgs(project="p-123456", region="europe-west4", repository_id="c-docker-hub"))
+    assert through_mirror(f"docker.io/tensorflow/serving:2.18.0-gpu@{DIGEST}", prefix) == (
+        f"europe-west4-docker.pkg.dev/p-123456/c-docker-hub/tensorflow/serving:2.18.0-gpu@{DIGEST}")
+    assert through_mirror("gcr.io/x/y:1", prefix) == "gcr.io/x/y:1"
+
+
+def test_no_mirror_means_docker_hub_images(plan_with):
+    rec = plan_with("gke-dev", dockerHubMirror=False)
+    assert not rec.of_type("gcp:artifactregistry/repository:Repository")
+    images = [c["image"] for r in rec.of_type("kubernetes:apps/v1:Deployment")
+              for c in r.inputs["spec"]["template"]["spec"]["containers"] if c["name"] == "tfserving"]
+    assert images and all(i.startswith("docker.io/tensorflow/serving:") for i in images)
+
+
+def test_docker_hub_mirror_is_gcp_only():
+    assert_config_error(raw(dockerHubMirror=False), f"{NS}:dockerHubMirror", "false", "unset on AWS (GCP only)")
+
+
+def test_a_secondary_boot_disk_is_an_image_cache_and_changing_it_replaces_the_pool(plan_with, gke):
+    pools = yaml.safe_load((Path(__file__).parent.parent / "Pulumi.gke-dev.yaml").read_text())["config"][
+        f"{NS}:nodePools"]
+    pools["gpu"]["secondaryBootDiskImage"] = "global/images/tfserving-cache"
+    rec = plan_with("gke-dev", nodePools=pools)
+    (gpu,) = [r for r in rec.of_type("gcp:container/nodePool:NodePool") if r.inputs["name"] == "gpu"]
+    assert gpu.inputs["nodeConfig"]["secondaryBootDisks"] == [
+        {"diskImage": "global/images/tfserving-cache", "mode": "CONTAINER_IMAGE_CACHE"}]
+    changes = {c.name: c for c in diff_plans(to_json(gke), to_json(rec), "gke-dev", "test").changes}
+    assert changes["gke-gpu"].op == "replace", changes["gke-gpu"]
+    assert [f.path for f in changes["gke-gpu"].fields if f.replaces] == [
+        "nodeConfig.secondaryBootDisks[0].diskImage", "nodeConfig.secondaryBootDisks[0].mode"]
+
+
+def test_turning_image_streaming_off_rolls_the_nodes(plan_with, gke):
+    pools = yaml.safe_load((Path(__file__).parent.parent / "Pulumi.gke-dev.yaml").read_text())["config"][
+        f"{NS}:nodePools"]
+    pools["gpu"]["imageStreaming"] = False
+    rec = plan_with("gke-dev", nodePools=pools)
+    change = {c.name: c for c in diff_plans(to_json(gke), to_json(rec), "gke-dev", "test").changes}["gke-gpu"]
+    assert change.op == "update" and [f.path for f in change.fields if f.rolls_nodes] == [
+        "nodeConfig.gcfsConfig.enabled"], change
+
+
+# --- the scale-up estimate ------------------------------------------------------------------------
+
+def estimates(rec, **sizes: float) -> dict[str, scale_up.ServerEstimate]:
+    return {e.server: e for e in scale_up.estimate(to_json(rec), sizes)}
+
+
+def steps(s: scale_up.Steps) -> dict[str, float]:
+    return dict(s.parts)
+
+
+def test_every_figure_has_a_source():
+    for table in (scale_up.FIGURES, scale_up.IMAGE_BYTES):
+        for key, figure in table.items():
+            assert figure.value > 0 and len(figure.source) > 20, key
+
+
+def test_a_new_node_costs_the_node_and_the_images_a_warm_one_does_not(dev):
+    default = estimates(dev)["default"]
+    cold, warm = steps(default.cold_node), steps(default.warm_node)
+    assert set(cold) == {"node", "sync image", "models", "serving image", "load", "ready"}
+    assert "node" not in warm and "serving image" not in warm and "sync image" not in warm
+    assert cold["node"] == 10 + 60 + 20  # scan + EC2 + device plugin (a GPU pool)
+    assert warm["load"] == cold["load"] and warm["ready"] == cold["ready"] == 20  # startup + readiness periods
+    assert default.cold_node.total > default.warm_node.total
+
+
+def test_fast_image_pull_shortens_the_serving_image_pull_only_with_a_fast_volume(dev):
+    pool = scale_up._pools(to_json(dev)["resources"])["gpu"]
+    image = "docker.io/tensorflow/serving:2.18.0-gpu"
+    plain, _ = scale_up.pull_seconds(image, scale_up.Pool("aws", "gpu", "g5.xlarge", True))
+    fast, note = scale_up.pull_seconds(image, pool)
+    assert pool.fast_image_pull and pool.root_volume_mib_s == 600 and note is None
+    assert fast == pytest.approx(plain * 0.68)
+    slow_disk, note = scale_up.pull_seconds(image, scale_up.Pool("aws", "gpu", "g5.xlarge", True, True, 125))
+    assert slow_disk == plain and "600" in note
+
+
+def test_image_streaming_helps_only_artifact_registry_images():
+    pool = scale_up.Pool("gcp", "gpu", "g2-standard-8", True, image_streaming=True)
+    streamed, note = scale_up.pull_seconds(f"us-central1-docker.pkg.dev/p/r/tensorflow/serving:2.18.0-gpu@{DIGEST}", pool)
+    whole, why = scale_up.pull_seconds(f"docker.io/tensorflow/serving:2.18.0-gpu@{DIGEST}", pool)
+    assert note is None and streamed < whole / 3 and "not in Artifact Registry" in why
+    cached, _ = scale_up.pull_seconds("docker.io/anything:1", scale_up.Pool("gcp", "gpu", "x", True, True, 1, True, True))
+    assert cached == 0
+
+
+def test_model_size_scales_the_model_steps(dev):
+    small, big = estimates(dev, default=2 ** 30)["default"], estimates(dev, default=4 * 2 ** 30)["default"]
+    assert steps(big.cold_node)["models"] == pytest.approx(4 * steps(small.cold_node)["models"])
+    assert steps(big.cold_node)["serving image"] == steps(small.cold_node)["serving image"]
+
+
+def test_a_scaled_to_zero_server_waits_for_the_keda_poll(dev):
+    plan = to_json(dev)
+    name = next(r["inputs"]["metadata"]["name"] for r in plan["resources"]
+                if r["type"] == "kubernetes:apps/v1:Deployment" and r["name"] == "tfserving-default-deployment")
+    plan["resources"] = [r for r in plan["resources"] if not r["type"].endswith(":ScaledObject")] + [{
+        "type": "kubernetes:keda.sh/v1alpha1:ScaledObject", "name": "x", "custom": True, "inputs": {
+            "spec": {"scaleTargetRef": {"name": name}, "minReplicaCount": 0, "pollingInterval": 15}}}]
+    default = {e.server: e for e in scale_up.estimate(plan, {})}["default"]
+    assert steps(default.cold_node)["KEDA poll"] == 15 == steps(default.warm_node)["KEDA poll"]
+
+
+def test_plan_timing_prints_the_scale_up_estimate(capsys):
+    assert main(["plan", "--stack", "gke-dev", "--quiet", "--timing"]) == 0
+    out = capsys.readouterr().out
+    assert "scale-up of one more replica" in out
+    assert "default on pool gpu (g2-standard-8, GCP):" in out
+    assert "no free node:" in out and "warm node (free):" in out
