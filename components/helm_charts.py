@@ -47,7 +47,13 @@ DCGM_EXPORTER = HelmChart("dcgm-exporter", "3.4.0", "https://nvidia.github.io/dc
 # (kubernetes/autoscaler#7663, fixed by #7904 in 9.46.3); 9.51.0 is the last chart of appVersion 1.33.
 CLUSTER_AUTOSCALER = HelmChart("cluster-autoscaler", "9.51.0", "https://kubernetes.github.io/autoscaler",
                                "cluster-autoscaler.yaml", app_version="1.33.0")
-CHARTS = (KUBE_PROMETHEUS_STACK, PROMETHEUS_ADAPTER, NVIDIA_DEVICE_PLUGIN, DCGM_EXPORTER, CLUSTER_AUTOSCALER)
+# KEDA and its HTTP add-on (https://kedacore.github.io/charts index.yaml: keda-2.20.2.tgz sha256 db60b1fa...c4c,
+# keda-add-ons-http-0.15.0.tgz sha256 dddb21bd...001); appVersion = chart version for both.
+KEDA = HelmChart("keda", "2.20.2", "https://kedacore.github.io/charts", "keda.yaml", app_version="2.20.2")
+KEDA_HTTP_ADD_ON = HelmChart("keda-add-ons-http", "0.15.0", "https://kedacore.github.io/charts",
+                             "keda-add-ons-http.yaml", app_version="0.15.0")
+CHARTS = (KUBE_PROMETHEUS_STACK, PROMETHEUS_ADAPTER, NVIDIA_DEVICE_PLUGIN, DCGM_EXPORTER, CLUSTER_AUTOSCALER, KEDA,
+          KEDA_HTTP_ADD_ON)
 
 
 def merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:

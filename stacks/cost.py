@@ -4,6 +4,12 @@ Works on the plan JSON (``stacks.plan.to_json``), so both sides of a diff are pr
 Prices are a pinned table (below) with its date and source; a type or region not in the table is
 reported as unknown, never guessed. Spot capacity is priced at the on-demand list price (an upper
 bound: spot is usually cheaper but varies by hour and zone).
+
+A Deployment a KEDA ``ScaledObject`` scales counts at its ``minReplicaCount`` (0 for a server that scales to
+zero) in the floor. Its ``cron`` trigger (office hours) is priced too, as a *typical* month: the window's
+share of the week (:func:`components.serving.scale_to_zero.window_share`) times the GPU nodes the window's
+pods hold. Traffic outside the window, which wakes a held server for a while, is not priced (it depends on
+load, not on the plan).
 """
 
 from __future__ import annotations
@@ -12,10 +18,13 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from components.serving.scale_to_zero import window_share
+
 POOL_LABEL = "tfplatform.io/node-pool"
 GPU_RESOURCE = "nvidia.com/gpu"
 SERVER_LABEL = "tfplatform.io/server"
 TRACK_LABEL = "tfplatform.io/track"
+SCALED_OBJECT = "kubernetes:keda.sh/v1alpha1:ScaledObject"
 _GPU_TEMPLATE_TAG = f"k8s.io/cluster-autoscaler/node-template/resources/{GPU_RESOURCE}"
 _POOL_TEMPLATE_TAG = f"k8s.io/cluster-autoscaler/node-template/label/{POOL_LABEL}"
 
@@ -55,6 +64,11 @@ class CostLine:
     hourly_max: float | None
     held_by: str = ""
     """For a pool whose floor is above its minSize: the pods that keep those nodes up."""
+    hourly_typical: float | None = None
+    """Average price per hour over a week with the office-hours windows of scale-to-zero servers; None
+    when the pool has none (then it is ``hourly_min``)."""
+    asleep: str = ""
+    """For a pool with scale-to-zero servers: who sleeps at the floor, and what their windows hold."""
 
 
 @dataclass
@@ -75,16 +89,30 @@ class CostEstimate:
         low, high = self.hourly
         return round(low * HOURS_PER_MONTH, 2), round(high * HOURS_PER_MONTH, 2)
 
+    @property
+    def monthly_typical(self) -> float | None:
+        """A month with the office-hours windows priced; None when no line has one."""
+        known = [line for line in self.lines if line.hourly_min is not None]
+        if not any(line.hourly_typical is not None for line in known):
+            return None
+        hourly = sum(line.hourly_min if line.hourly_typical is None else line.hourly_typical for line in known)
+        return round(hourly * HOURS_PER_MONTH, 2)
+
     def summary(self) -> str:
         (low, high), (mlow, mhigh) = self.hourly, self.monthly
         text = f"${low:.2f}-${high:.2f}/hour, ${mlow:,.0f}-${mhigh:,.0f}/month (list prices of {PRICES_AS_OF})"
+        typical = self.monthly_typical
+        if typical is not None:
+            text += f"; typical ${typical:,.0f}/month with the office hours of servers that scale to zero"
         if self.unknown:
             text += "; unknown: " + ", ".join(f"{line.item} ({line.detail})" for line in self.unknown)
         return text
 
     def floor_notes(self) -> list[str]:
-        """One line per pool priced above its minSize, naming what holds its nodes."""
-        return [f"{line.item}: {line.held_by}" for line in self.lines if line.held_by]
+        """One line per pool priced above its minSize, naming what holds its nodes, and per pool whose
+        servers scale to zero, what sleeps at the floor and what their windows cost."""
+        return ([f"{line.item}: {line.held_by}" for line in self.lines if line.held_by]
+                + [f"{line.item}: {line.asleep}" for line in self.lines if line.asleep])
 
 
 def _region(resources: list[dict[str, Any]], provider_type: str) -> str | None:
@@ -99,12 +127,13 @@ def estimate(plan: dict[str, Any]) -> CostEstimate:
 
     A pool's floor is its minSize, or more when the serving Deployments' minimum replicas (and canaries)
     keep GPU nodes up: ceil(GPUs requested on the pool / schedulable GPUs per node), at any hour of the
-    day, whatever minSize says. Its ceiling is maxSize.
+    day, whatever minSize says. A Deployment KEDA scales counts at its ScaledObject's minReplicaCount (0
+    when it scales to zero). Its ceiling is maxSize.
     """
     resources = plan["resources"]
     aws_region = _region(resources, "pulumi:providers:aws")
     gcp_region = _region(resources, "pulumi:providers:gcp")
-    held = _gpu_demand(resources)
+    held, windows = _gpu_demand(resources)
     aws_gpus_per_node = _aws_schedulable_gpus(resources)
     cost = CostEstimate()
     for r in resources:
@@ -118,7 +147,7 @@ def estimate(plan: dict[str, Any]) -> CostEstimate:
             cost.lines.append(_pool(r["name"], f"{types[0] if types else '?'} x {scaling.get('minSize')}-"
                                     f"{scaling.get('maxSize')} {inputs.get('capacityType', 'ON_DEMAND')}",
                                     price, scaling.get("minSize", 0), scaling.get("maxSize", 0),
-                                    held.get(pool, []), aws_gpus_per_node.get(pool, 0)))
+                                    held.get(pool, []), aws_gpus_per_node.get(pool, 0), windows.get(pool, [])))
         elif kind == "aws:eks/cluster:Cluster":
             cost.lines.append(CostLine(r["name"], "EKS control plane", AWS_EKS_CLUSTER_HOUR, AWS_EKS_CLUSTER_HOUR))
         elif kind == "aws:ec2/natGateway:NatGateway":
@@ -133,7 +162,7 @@ def estimate(plan: dict[str, Any]) -> CostEstimate:
             spot = " SPOT" if node.get("spot") else ""
             pool = (node.get("labels") or {}).get(POOL_LABEL, "")
             cost.lines.append(_pool(r["name"], f"{machine} x {low}-{high}{spot}", price, low, high,
-                                    held.get(pool, []), _gcp_schedulable_gpus(node)))
+                                    held.get(pool, []), _gcp_schedulable_gpus(node), windows.get(pool, [])))
         elif kind == "gcp:container/cluster:Cluster":
             cost.lines.append(CostLine(r["name"], "GKE cluster management", GKE_CLUSTER_HOUR, GKE_CLUSTER_HOUR))
         elif kind == "gcp:compute/routerNat:RouterNat":
@@ -142,16 +171,40 @@ def estimate(plan: dict[str, Any]) -> CostEstimate:
     return cost
 
 
-def _gpu_demand(resources: list[dict[str, Any]]) -> dict[str, list[tuple[str, int]]]:
-    """``pool -> [(who, GPUs)]``: the GPUs each Deployment keeps requested at its minimum replicas."""
+@dataclass(frozen=True)
+class Window:
+    """An office-hours window of a scale-to-zero Deployment on a pool."""
+
+    who: str
+    start: str
+    end: str
+    timezone: str
+    gpus: int
+    """GPUs the window's pods request (desiredReplicas x GPUs per pod)."""
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        return self.start, self.end, self.timezone
+
+
+def _gpu_demand(resources: list[dict[str, Any]]) -> tuple[dict[str, list[tuple[str, int]]], dict[str, list[Window]]]:
+    """``pool -> [(who, GPUs)]``: the GPUs each Deployment keeps requested at its minimum replicas; and
+    ``pool -> [Window]``: the office hours of the Deployments KEDA scales."""
     minimum = {}
+    keda: dict[str, dict] = {}
     for r in resources:
         if r["type"].startswith("kubernetes:autoscaling/") and r["type"].endswith(":HorizontalPodAutoscaler"):
             spec = r["inputs"].get("spec") or {}
             target = (spec.get("scaleTargetRef") or {}).get("name")
             if target:
                 minimum[target] = spec.get("minReplicas", 1)
+        elif r["type"] == SCALED_OBJECT:
+            spec = r["inputs"].get("spec") or {}
+            target = (spec.get("scaleTargetRef") or {}).get("name")
+            if target:
+                keda[target] = spec
     demand: dict[str, list[tuple[str, int]]] = {}
+    windows: dict[str, list[Window]] = {}
     for r in resources:
         if not (r["type"].startswith("kubernetes:apps/") and r["type"].endswith(":Deployment")):
             continue
@@ -164,11 +217,24 @@ def _gpu_demand(resources: list[dict[str, Any]]) -> dict[str, list[tuple[str, in
             continue
         meta = inputs.get("metadata") or {}
         labels = meta.get("labels") or {}
-        replicas = max(spec.get("replicas", 1), minimum.get(meta.get("name", ""), 0))
         who = (f"servers.{labels[SERVER_LABEL]}" + (f" {labels[TRACK_LABEL]}" if labels.get(TRACK_LABEL) else "")
                if labels.get(SERVER_LABEL) else meta.get("name") or r["name"])
+        scaled = keda.get(meta.get("name", ""))
+        if scaled is not None:
+            # KEDA owns the count: its floor is minReplicaCount (default 0, keda.sh ScaledObject spec).
+            replicas = scaled.get("minReplicaCount", 0)
+            crons = [t.get("metadata") or {} for t in scaled.get("triggers") or [] if t.get("type") == "cron"]
+            # No cron trigger: a Window without a schedule still names the Deployment as asleep at the floor.
+            for data in crons or [{}]:
+                windows.setdefault(pool, []).append(Window(
+                    who, data.get("start", ""), data.get("end", ""), data.get("timezone", "UTC"),
+                    int(data.get("desiredReplicas") or 0) * per_pod))
+            if not replicas:
+                continue
+        else:
+            replicas = max(spec.get("replicas", 1), minimum.get(meta.get("name", ""), 0))
         demand.setdefault(pool, []).append((f"{who} {replicas} x {per_pod} GPU", replicas * per_pod))
-    return demand
+    return demand, windows
 
 
 def _gpus(container: dict[str, Any]) -> int:
@@ -204,16 +270,48 @@ def _gcp_schedulable_gpus(node: dict[str, Any]) -> int:
 
 
 def _pool(name: str, detail: str, price: float | None, low: int, high: int,
-          held: list[tuple[str, int]] | None = None, gpus_per_node: int = 0) -> CostLine:
+          held: list[tuple[str, int]] | None = None, gpus_per_node: int = 0,
+          windows: list[Window] | None = None) -> CostLine:
     held_by = ""
+    gpus = sum(n for _, n in held or [])
     if held and gpus_per_node:
-        gpus = sum(n for _, n in held)
         nodes = min(math.ceil(gpus / gpus_per_node), high)
         if nodes > low:
             low = nodes
             held_by = (f"{nodes} node(s) held by {', '.join(who for who, _ in held)} "
                        f"({gpus} GPUs / {gpus_per_node} per node)")
             detail += f", floor {nodes} held by the serving replicas"
+    typical, asleep = _office_hours(low, high, gpus, gpus_per_node, windows or [], price)
     if price is None:
-        return CostLine(name, detail + ": price unknown", None, None, held_by)
-    return CostLine(name, detail, round(price * low, 4), round(price * high, 4), held_by)
+        return CostLine(name, detail + ": price unknown", None, None, held_by, None, asleep)
+    return CostLine(name, detail, round(price * low, 4), round(price * high, 4), held_by, typical, asleep)
+
+
+def _office_hours(floor: int, high: int, floor_gpus: int, gpus_per_node: int, windows: list[Window],
+                  price: float | None) -> tuple[float | None, str]:
+    """The pool's average hourly price with its scale-to-zero Deployments' windows, and a note naming them.
+    Windows with the same schedule add up; different schedules are priced as if they never overlap (an
+    upper bound when they do)."""
+    if not windows or not gpus_per_node:
+        return None, ""
+    by_schedule: dict[tuple[str, str, str], list[Window]] = {}
+    for window in windows:
+        if window.start:
+            by_schedule.setdefault(window.key, []).append(window)
+    extra_node_hours, parts = 0.0, []
+    for (start, end, tz), group in by_schedule.items():
+        gpus = sum(w.gpus for w in group)
+        nodes = min(math.ceil((floor_gpus + gpus) / gpus_per_node), high) - floor
+        share = window_share(start, end, tz)
+        extra_node_hours += max(nodes, 0) * share
+        parts.append(f"{', '.join(w.who for w in group)} {start!r} to {end!r} {tz} ({share:.1%} of the time) "
+                     f"hold {max(nodes, 0)} more node(s)")
+    sleepers = sorted({w.who for w in windows})
+    note = f"{floor} node(s) at the floor: {', '.join(sleepers)} scale to zero (KEDA minReplicaCount 0)"
+    if not parts:
+        return None, note + "; no office hours (woken by held requests only)"
+    note += f"; office hours: {'; '.join(parts)}"
+    if price is None:
+        return None, note
+    typical = round(price * (floor + extra_node_hours), 4)
+    return typical, note + f"; typical ${typical * HOURS_PER_MONTH:,.0f}/month"

@@ -25,8 +25,16 @@ BUILTIN_GROUPS = {"", "apps", "batch", "policy", "autoscaling", "networking.k8s.
                   "coordination.k8s.io", "discovery.k8s.io", "scheduling.k8s.io", "node.k8s.io",
                   "certificates.k8s.io", "events.k8s.io", "flowcontrol.apiserver.k8s.io",
                   "apiregistration.k8s.io"}
-# Charts that install a CRD group (their crds/ directories), by chart name as recorded on helm v4 Charts.
-CHART_CRDS = {"kube-prometheus-stack": {"monitoring.coreos.com"}}
+# Charts that install a CRD group (their crds/ directories, or templates/crds for kedacore's charts), by
+# chart name as recorded on helm v4 Charts.
+CHART_CRDS = {"kube-prometheus-stack": {"monitoring.coreos.com"},
+              # kedacore/charts keda 2.20.2 templates/crds (crds.install true), keda-add-ons-http 0.15.0 the same.
+              "keda": {"keda.sh", "eventing.keda.sh"},
+              "keda-add-ons-http": {"http.keda.sh"}}
+# Services a chart renders, by chart name (kedacore/charts keda-add-ons-http 0.15.0 templates/interceptor
+# service-proxy.yaml and templates/scaler/service.yaml, with the chart's default service names).
+CHART_SERVICES = {"keda-add-ons-http": {"keda-add-ons-http-interceptor-proxy", "keda-add-ons-http-external-scaler"}}
+CPU_MEMORY = ("cpu", "memory")
 
 
 @dataclass(frozen=True)
@@ -196,6 +204,8 @@ def first_up_completes(plan: Plan, ctx: Context) -> list[Violation]:
     blocked = {}
     for r in plan.k8s():
         if r.inputs["kind"] in AWAITED_WORKLOADS:
+            if (r.inputs.get("spec") or {}).get("replicas") == 0:
+                continue  # created at zero pods (KEDA scales it later): its rollout is complete at once
             bucket = _needs_run_data(plan, r)
             if bucket is not None:
                 blocked[r.urn] = (r, bucket)
@@ -218,11 +228,119 @@ def first_up_completes(plan: Plan, ctx: Context) -> list[Violation]:
 
 
 def later_ups_await(plan: Plan, ctx: Context) -> list[Violation]:
-    """After the first up every rollout is awaited, so a broken one fails ``pulumi up`` loudly."""
+    """After the first up every rollout is awaited, so a broken one fails ``pulumi up`` loudly (except the
+    Services of a server that may sleep at zero pods: :func:`no_await_while_asleep`)."""
     if plan.recording.first_up or ctx.await_serving == "never":
         return []
+    asleep = {svc.urn for svc in _sleeping_services(plan)}
     return [Violation("later-ups-await", r.urn, f"skips the await on a later up: a broken rollout would pass silently")
-            for r in plan.k8s() if r.inputs["kind"] in (*AWAITED_WORKLOADS, "Service") and not _awaited(r)]
+            for r in plan.k8s() if r.inputs["kind"] in (*AWAITED_WORKLOADS, "Service") and not _awaited(r)
+            and r.urn not in asleep]
+
+
+def _meta(r: RecordedResource) -> dict:
+    return r.inputs.get("metadata") or {}
+
+
+def _scaled_objects(plan: Plan) -> list[RecordedResource]:
+    return [r for r in plan.k8s("ScaledObject") if _group(r) == "keda.sh"]
+
+
+def _target(plan: Plan, scaled: RecordedResource) -> RecordedResource | None:
+    ref = (scaled.inputs.get("spec") or {}).get("scaleTargetRef") or {}
+    ns = _meta(scaled).get("namespace")
+    return next((d for d in plan.k8s(ref.get("kind") or "Deployment")
+                 if _meta(d).get("name") == ref.get("name") and _meta(d).get("namespace") == ns), None)
+
+
+def _sleeping_services(plan: Plan) -> list[RecordedResource]:
+    """Services whose selector matches only pods of workloads a ScaledObject may scale to zero."""
+    sleepers, awake = [], []
+    scaled_to_zero = {}
+    for so in _scaled_objects(plan):
+        target = _target(plan, so)
+        if target is not None and (so.inputs.get("spec") or {}).get("minReplicaCount", 1) == 0:
+            scaled_to_zero[target.urn] = target
+    for w in plan.k8s():
+        if w.inputs["kind"] in AWAITED_WORKLOADS and w.inputs["kind"] != "Pod":
+            (sleepers if w.urn in scaled_to_zero else awake).append(w)
+    out = []
+    for svc in plan.k8s("Service"):
+        selector = (svc.inputs.get("spec") or {}).get("selector") or {}
+        ns = _meta(svc).get("namespace")
+        matches = lambda w: bool(selector) and _meta(w).get("namespace") == ns and selector.items() <= _pod_labels(w).items()  # noqa: E731
+        if any(matches(w) for w in sleepers) and not any(matches(w) for w in awake):
+            out.append(svc)
+    return out
+
+
+def no_await_while_asleep(plan: Plan, ctx: Context) -> list[Violation]:
+    """pulumi-kubernetes waits for a Service with a selector until a selected pod is ready
+    (provider/pkg/await/service.go ``checkAndLogStatus``). A Service selecting only pods of a Deployment
+    that KEDA may keep at zero pods would fail every ``pulumi up`` that creates or changes it while the
+    server sleeps: it must skip the await (the Deployment itself completes a rollout at zero replicas)."""
+    return [Violation("no-await-while-asleep", svc.urn,
+                      "selects only pods a ScaledObject may scale to zero, but is awaited: an up while the server "
+                      "sleeps waits for endpoints that never come (annotate pulumi.com/skipAwait)")
+            for svc in _sleeping_services(plan) if _awaited(svc)]
+
+
+def scaled_object_prerequisites(plan: Plan, ctx: Context) -> list[Violation]:
+    """A ScaledObject is created after what KEDA reads when it admits and first reconciles it: its target
+    when it has a cpu/memory trigger (kedacore/keda apis/keda/v1alpha1/scaledobject_webhook.go
+    ``verifyCPUMemoryScalers`` gets the Deployment and refuses the object if it cannot), and each
+    InterceptorRoute an ``external-push`` trigger names (keda.sh/http-add-on/0.15 autoscale-an-app: before
+    the route exists the add-on's scaler returns no metric spec and KEDA falls back to a CPU metric)."""
+    out = []
+    routes = {(_meta(r).get("namespace"), _meta(r).get("name")): r for r in plan.k8s("InterceptorRoute")}
+    for so in _scaled_objects(plan):
+        closure = plan.closure(so)
+        spec = so.inputs.get("spec") or {}
+        ns = _meta(so).get("namespace")
+        triggers = spec.get("triggers") or []
+        if any(t.get("type") in CPU_MEMORY for t in triggers):
+            target = _target(plan, so)
+            if target is None or target.urn not in closure:
+                out.append(Violation("scaledobject-prerequisites", so.urn,
+                                     f"has a cpu/memory trigger but does not depend on its target "
+                                     f"{(spec.get('scaleTargetRef') or {}).get('name')}: KEDA's webhook refuses it "
+                                     "while the Deployment does not exist"))
+        for t in triggers:
+            name = (t.get("metadata") or {}).get("interceptorRoute")
+            if t.get("type") != "external-push" or not name:
+                continue
+            route = routes.get((ns, name))
+            if route is None or route.urn not in closure:
+                out.append(Violation("scaledobject-prerequisites", so.urn,
+                                     f"names InterceptorRoute {name} in an external-push trigger but "
+                                     f"{'it is not in the plan' if route is None else 'does not depend on it'}: "
+                                     "created first, KEDA falls back to a CPU metric"))
+    return out
+
+
+def one_autoscaler_per_workload(plan: Plan, ctx: Context) -> list[Violation]:
+    """A workload is scaled by one autoscaler: a HorizontalPodAutoscaler of the plan and a ScaledObject (KEDA
+    makes an HPA of its own) on one Deployment fight over its replicas, and KEDA's webhook refuses the
+    ScaledObject (scaledobject_webhook.go ``verifyHpas``: "already managed by the hpa")."""
+    hpas: dict[tuple, RecordedResource] = {}
+    for hpa in plan.k8s("HorizontalPodAutoscaler"):
+        ref = (hpa.inputs.get("spec") or {}).get("scaleTargetRef") or {}
+        hpas[(_meta(hpa).get("namespace"), ref.get("kind"), ref.get("name"))] = hpa
+    out = []
+    seen: dict[tuple, RecordedResource] = {}
+    for so in _scaled_objects(plan):
+        ref = (so.inputs.get("spec") or {}).get("scaleTargetRef") or {}
+        key = (_meta(so).get("namespace"), ref.get("kind") or "Deployment", ref.get("name"))
+        if key in hpas:
+            out.append(Violation("one-autoscaler-per-workload", so.urn,
+                                 f"scales {key[1]} {key[2]}, which HorizontalPodAutoscaler "
+                                 f"{_meta(hpas[key]).get('name')} scales too"))
+        if key in seen:
+            out.append(Violation("one-autoscaler-per-workload", so.urn,
+                                 f"scales {key[1]} {key[2]}, which ScaledObject {_meta(seen[key]).get('name')} "
+                                 "scales too"))
+        seen[key] = so
+    return out
 
 
 def router_after_backends(plan: Plan, ctx: Context) -> list[Violation]:
@@ -240,7 +358,11 @@ def router_after_backends(plan: Plan, ctx: Context) -> list[Violation]:
             if not text:
                 continue
             closure = plan.closure(dep)
+            charts = [c for c in plan.closure_types(dep) if c.type == "kubernetes:helm.sh/v4:Chart"]
             for host, ns in sorted(set(re.findall(r"\b([a-z0-9-]+)\.([a-z0-9-]+)\.svc\.cluster\.local", text))):
+                if any(host in CHART_SERVICES.get(c.inputs.get("chart"), ()) and c.inputs.get("namespace") == ns
+                       for c in charts):
+                    continue  # a Service the chart renders, and the chart is applied (and awaited) first
                 svc = services.get((host, ns))
                 if svc is None or svc.urn not in closure:
                     out.append(Violation("router-after-backends", dep.urn,
@@ -295,6 +417,13 @@ RULES = (
     Rule("private-api-reachable", private_api_reachable,
          "EKS cluster security group (docs.aws.amazon.com/eks/latest/userguide/sec-group-reqs.html); "
          "GKE private endpoint + master authorized networks"),
+    Rule("scaledobject-prerequisites", scaled_object_prerequisites,
+         "kedacore/keda apis/keda/v1alpha1/scaledobject_webhook.go verifyCPUMemoryScalers; "
+         "keda.sh/http-add-on/0.15 user-guide/autoscale-an-app (ScaledObject after the InterceptorRoute)"),
+    Rule("one-autoscaler-per-workload", one_autoscaler_per_workload,
+         "kedacore/keda apis/keda/v1alpha1/scaledobject_webhook.go verifyHpas, verifyScaledObjects"),
+    Rule("no-await-while-asleep", no_await_while_asleep,
+         "pulumi-kubernetes provider/pkg/await/service.go (checkAndLogStatus waits for ready endpoints)"),
 )
 
 

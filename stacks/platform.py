@@ -22,12 +22,16 @@ from components.aws.cluster_autoscaler import ClusterAutoscaler, ClusterAutoscal
 from components.gcp.network import GkeNetwork, GkeNetworkArgs
 from components.gpu.addons import GpuAddons, GpuAddonsArgs
 from components.monitoring.alerts import AlertThresholds
+from components.monitoring.prometheus_stack import FULLNAME as PROMETHEUS_FULLNAME
 from components.monitoring.prometheus_stack import PrometheusStack, PrometheusStackArgs
 from components.monitoring.serving_monitoring import ServingMonitoring, ServingMonitoringArgs
 from components.serving.batching import BatchingConfig, default_batching
 from components.serving.gateway import JwtIssuer, ServingGateway, ServingGatewayArgs
-from components.serving.model_server import ModelServerArgs
+from components.serving.model_cache import ModelCache, ModelCacheArgs
+from components.serving.canary_router import ROUTER_APP
+from components.serving.model_server import APP_LABEL, ModelServerArgs
 from components.serving.namespace import ServingNamespace, ServingNamespaceArgs
+from components.serving.scale_to_zero import Keda, KedaArgs, OfficeHours, ServerScaleToZero
 from components.serving.tfserving import TfServing, TfServingArgs
 from components.serving.tfserving_config import ServedModel
 from stacks.gcp_catalog import accelerator_of
@@ -214,7 +218,8 @@ def build_monitoring(settings: StackSettings, namespace: ServingNamespace, opts:
     ServingMonitoring("tfserving-monitoring", ServingMonitoringArgs(
         serving_namespace=settings.serving_namespace, monitoring_namespace=settings.monitoring_namespace,
         servers=list(settings.servers), environment=pulumi.get_stack(),
-        thresholds=AlertThresholds(**settings.monitoring.alerts.model_dump()), monitoring_ready=ready),
+        thresholds=AlertThresholds(**settings.monitoring.alerts.model_dump(), cold_starts=cold_starts(settings)),
+        monitoring_ready=ready),
         opts=pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(depends_on=[namespace])))
     gpu_pools = [p for p in settings.node_pools.values() if p.is_gpu]
     gpu_nodes = [dep for name, p in settings.node_pools.items() if p.is_gpu for dep in pool_dependencies(name)]
@@ -246,6 +251,8 @@ def build_servers(settings: StackSettings, namespace: ServingNamespace, models_u
             client_ca_config_map=exposure.client_ca_config_map), opts=opts)
     endpoints: dict[str, dict] = {}
     await_rollout = serving_awaited(settings)
+    cache_claim = build_model_cache(settings, namespace, images.sync, opts)
+    keda = build_keda(settings, opts)
     for key, server in settings.servers.items():
         serving = TfServing(f"{SERVING_NAME}-{key}", TfServingArgs(
             server=ModelServerArgs(
@@ -260,7 +267,7 @@ def build_servers(settings: StackSettings, namespace: ServingNamespace, models_u
                 sync_interval_seconds=server.sync_interval_seconds,
                 startup_timeout_seconds=server.startup_timeout_seconds, await_rollout=await_rollout,
                 models_volume_size=server.models_volume_size, sync_cpu=server.sync_cpu,
-                sync_memory=server.sync_memory),
+                sync_memory=server.sync_memory, model_cache_claim=cache_claim if server.model_cache else None),
             max_replicas=server.max_replicas, target_requests_per_second=server.target_requests_per_second,
             cpu_utilization=server.cpu_utilization,
             scale_down_stabilization_seconds=server.scale_down_stabilization_seconds,
@@ -272,15 +279,72 @@ def build_servers(settings: StackSettings, namespace: ServingNamespace, models_u
             proxy_namespaces=list(settings.exposure.proxy_namespaces),
             proxy_cidrs=list(settings.exposure.proxy_cidrs),
             monitoring_namespace=settings.monitoring_namespace,
-            gke_metadata_server=settings.cloud == "gcp"),
+            gke_metadata_server=settings.cloud == "gcp", scale_to_zero=server_scale_to_zero(settings, server, keda)),
             opts=pulumi.ResourceOptions.merge(opts, deployments_wait_for(pool_dependencies(server.node_pool))))
         endpoints[key] = {"grpc": serving.grpc_endpoint, "rest": serving.rest_endpoint,
                           "models": list(server.models)}
+        if server.scale_to_zero is not None:
+            endpoints[key]["scaleToZero"] = scale_to_zero_note(server)
         if serving.canary_grpc_endpoint is not None:
             endpoints[key] |= {"canaryGrpc": serving.canary_grpc_endpoint, "canaryRest": serving.canary_rest_endpoint}
     if gateway is None:
         return {"servingEndpoints": endpoints}
     return {"servingEndpoints": endpoints, "externalUrl": gateway.url}
+
+
+def cold_starts(settings: StackSettings) -> tuple[tuple[str, int], ...]:
+    """``(deployment, seconds)`` of every Deployment that scales to zero (both tracks: a canary may come)."""
+    return tuple((f"{SERVING_NAME}-{key}{suffix}", s.scale_to_zero.cold_start_timeout_seconds)
+                 for key, s in settings.servers.items() if s.scale_to_zero is not None for suffix in ("", "-canary"))
+
+
+def build_keda(settings: StackSettings, opts: pulumi.ResourceOptions) -> Keda | None:
+    """KEDA (and its HTTP add-on when a server holds requests), when any server scales to zero."""
+    sleepers = [s.scale_to_zero for s in settings.servers.values() if s.scale_to_zero is not None]
+    if not sleepers:
+        return None
+    return Keda("keda", KedaArgs(
+        http_add_on=any(s.hold_requests for s in sleepers), monitoring_namespace=settings.monitoring_namespace,
+        serving_namespace=settings.serving_namespace, router_pods={APP_LABEL: ROUTER_APP},
+        serving_pods={APP_LABEL: "tfserving"}), opts=opts)
+
+
+def server_scale_to_zero(settings: StackSettings, server: Server, keda: Keda | None) -> ServerScaleToZero | None:
+    stz = server.scale_to_zero
+    if stz is None or keda is None:
+        return None
+    window = stz.schedule
+    return ServerScaleToZero(
+        schedule=OfficeHours(start=window.start, end=window.end, timezone=window.timezone, replicas=window.replicas)
+        if window else None,
+        idle_after_seconds=stz.idle_after_seconds, hold_requests=stz.hold_requests,
+        cold_start_timeout_seconds=stz.cold_start_timeout_seconds,
+        # kube-prometheus-stack's Prometheus Service (fullnameOverride, components/monitoring/prometheus_stack.py);
+        # none without the platform's monitoring (then held traffic alone keeps the server awake).
+        prometheus_url=f"http://{PROMETHEUS_FULLNAME}-prometheus.{settings.monitoring_namespace}.svc:9090"
+        if settings.monitoring.install else None,
+        keda_ready=tuple(keda.ready))
+
+
+def build_model_cache(settings: StackSettings, namespace: ServingNamespace, image: str,
+                      opts: pulumi.ResourceOptions) -> pulumi.Output[str] | None:
+    """The node-local model cache of the servers with ``modelCache`` (its claim), or None without any."""
+    cached = {key: s for key, s in settings.servers.items() if s.model_cache}
+    if not cached:
+        return None
+    return ModelCache("model-cache", ModelCacheArgs(
+        namespace=namespace.namespace, servers=sorted(cached),
+        node_pools=sorted({s.node_pool for s in cached.values()}), image=image), opts=opts).claim_name
+
+
+def scale_to_zero_note(server: Server) -> str:
+    """What a client of a server that scales to zero sees, for the stack outputs (the plan prints them)."""
+    stz = server.scale_to_zero
+    if stz.hold_requests:
+        return (f"held: a REST or gRPC call to the grpc/rest endpoints while no pod runs waits up to "
+                f"{stz.cold_start_timeout_seconds} s for one (KEDA interceptor), then 504; the canaryGrpc/"
+                "canaryRest endpoints are not held")
+    return "not held: outside the schedule, calls fail (no endpoint) until the server's schedule wakes it"
 
 
 def deployments_wait_for(resources: list[pulumi.Resource]) -> pulumi.ResourceOptions:

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import math
 import re
+import zoneinfo
 from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 
 from components.model_contract import MODEL_NAME_PATTERN, VERSION_LABEL_PATTERN
 from components.serving.batching import cpu_cores
+from components.serving.model_sync import DEFAULT_SYNC_INTERVAL_SECONDS
 from stacks.settings_base import DNS_LABEL, FieldProblem, Strict, check_cidrs, check_keys, check_quantity, check_unique
 
 # TF Serving model versions are int64 (tensorflow_serving/config/model_server_config.proto, file_system_storage_path_source.proto).
@@ -128,6 +130,78 @@ class Batching(Strict):
         return self
 
 
+class OfficeHours(Strict):
+    """A window in which a scale-to-zero server keeps pods whatever its traffic (KEDA's cron trigger)."""
+
+    timezone: str = Field("UTC", description="IANA time zone of start and end, e.g. Europe/Berlin.")
+    start: str = Field(description="Cron expression opening the window: 5 fields, minute hour day-of-month "
+                                   "month day-of-week, e.g. `0 8 * * 1-5` (KEDA's parser: no seconds, no @daily).")
+    end: str = Field(description="Cron expression closing the window, e.g. `0 19 * * 1-5`; not equal to start.")
+    replicas: int = Field(1, ge=1, le=100, description="Stable pods kept inside the window (at most maxReplicas); "
+                                                       "a canary keeps canaryReplicas.")
+
+    @field_validator("start", "end")
+    @classmethod
+    def _cron(cls, spec: str) -> str:
+        from components.serving.scale_to_zero import parse_cron  # the component's parser (imports Pulumi)
+
+        try:
+            parse_cron(spec)
+        except ValueError as error:
+            raise ValueError(f"a 5-field cron expression (minute hour day-of-month month day-of-week, as KEDA's "
+                             f"cron scaler parses it): {error}") from None
+        return spec
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, name: str) -> str:
+        # KEDA loads it with Go's time.LoadLocation: an IANA name. "Local" would be the operator pod's zone.
+        if name == "Local" or not re.fullmatch(r"[A-Za-z0-9_+\-]+(/[A-Za-z0-9_+\-]+)*", name):
+            raise ValueError("an IANA time zone name such as Europe/Berlin or UTC")
+        try:
+            zoneinfo.ZoneInfo(name)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            raise ValueError("an IANA time zone name such as Europe/Berlin or UTC (not in the tz database)") from None
+        return name
+
+    @model_validator(mode="after")
+    def _distinct(self) -> OfficeHours:
+        from components.serving.scale_to_zero import parse_cron
+
+        # KEDA refuses equal strings; an equal schedule spelt otherwise (1-5 and MON-FRI) it accepts, and its
+        # window never closes (the next start and end coincide: cron_scaler.go counts that as inside).
+        if parse_cron(self.start) == parse_cron(self.end):
+            raise FieldProblem("end", self.end, f"a schedule other than start ({self.start!r}): equal times open "
+                                                "a window that never closes (KEDA refuses identical strings)")
+        return self
+
+
+class ScaleToZero(Strict):
+    """Run no pod while a server is idle (KEDA ScaledObject, minReplicaCount 0), with ``replicas: 0``."""
+
+    schedule: OfficeHours | None = Field(None, description="Office hours: pods kept inside the window; outside, "
+                                                           "the server scales to zero once idle.")
+    idle_after_seconds: int = Field(900, ge=60, le=86_400,
+                                    description="Seconds without traffic (and outside the schedule) before "
+                                                "the last pod goes (KEDA cooldownPeriod).")
+    hold_requests: bool = Field(True, description="Hold a request for a server at zero pods until a pod is "
+                                                  "ready (KEDA HTTP add-on interceptor, REST and gRPC, behind "
+                                                  "trafficRouter proxy); false: requests fail until the schedule "
+                                                  "or traffic wakes it.")
+    cold_start_timeout_seconds: int = Field(
+        600, ge=60, le=3600, description="How long a held request waits for the first pod before a 504: a GPU "
+                                         "node from zero, the images and the model load (`plan --timing` "
+                                         "estimates about 3.5 min for dev's GPU server), with room for a slow "
+                                         "spot launch. Clients must allow as long.")
+
+    @model_validator(mode="after")
+    def _wakes(self) -> ScaleToZero:
+        if self.schedule is None and not self.hold_requests:
+            raise FieldProblem("holdRequests", False, "true, or a schedule: with neither nothing wakes the server "
+                                                      "from zero pods (its request rate is empty while no pod runs)")
+        return self
+
+
 class Server(Strict):
     """One TF Serving Deployment (plus its canary), keyed by a stable name in ``servers``."""
 
@@ -142,7 +216,8 @@ class Server(Strict):
     image: str | None = Field(None, description="Full TF Serving image (mirror or digest); its tag must "
                                                 "contain `-gpu` exactly when gpus > 0. Default "
                                                 "docker.io/tensorflow/serving:<servingImageVersion>[-gpu].")
-    replicas: int = Field(1, ge=1, le=100, description="Minimum pods (the autoscaler's floor).")
+    replicas: int = Field(1, ge=0, le=100, description="Minimum pods (the autoscaler's floor); 0 only with "
+                                                       "scaleToZero.")
     max_replicas: int = Field(3, ge=1, le=100, description="Maximum pods the autoscaler may reach.")
     target_requests_per_second: float | None = Field(
         50, ge=0.001, le=MAX_TARGET_RPS,
@@ -155,15 +230,29 @@ class Server(Strict):
     scale_down_stabilization_seconds: int = Field(300, ge=0, le=3600,
                                                   description="HPA scale-down stabilization window.")
     batching: Batching = Field(default_factory=Batching, description="Server-side batching.")
-    sync_interval_seconds: int = Field(45, ge=10, le=3600,
-                                       description="How often the sync sidecar lists the bucket "
-                                                   "(each look costs a LIST request).")
+    sync_interval_seconds: int = Field(DEFAULT_SYNC_INTERVAL_SECONDS, ge=10, le=3600,
+                                       description="How often the sync sidecar lists the bucket (each look "
+                                                   "costs a LIST request per model: 5760 a day per pod and "
+                                                   "model at 15 s). A new version serves within this plus "
+                                                   "the copy, TF Serving's 5 s poll and the load "
+                                                   "(docs/model-cache.md).")
+    model_cache: bool = Field(True, description="Share a node-local cache of model versions among the server's "
+                                                "pods on a node (hostPath /var/lib/tfplatform/model-cache, made "
+                                                "writable by the model-cache-prep DaemonSet): a version is "
+                                                "downloaded once per node, and a second or restarted pod on a "
+                                                "warm node starts without a bucket request. It holds at most "
+                                                "modelsVolumeSize per node: count it into the node's disk "
+                                                "(docs/model-cache.md).")
     startup_timeout_seconds: int = Field(600, ge=30, le=7200,
                                          description="Time allowed for the first model load before "
                                                      "the pod is restarted.")
     canary_weight: int = Field(10, ge=1, le=99, description="Percent of unlabelled traffic sent to the "
                                                             "canary while a model has an active canaryVersion.")
-    canary_replicas: int = Field(1, ge=1, le=20, description="Pods of the canary Deployment.")
+    canary_replicas: int = Field(1, ge=1, le=20, description="Pods of the canary Deployment (with scaleToZero: "
+                                                             "while the server is awake).")
+    scale_to_zero: ScaleToZero | None = Field(None, description="Scale the server (stable and canary) to zero "
+                                                                "pods when idle; needs replicas 0 "
+                                                                "(docs/scale-to-zero.md).")
     models_volume_size: str = Field(
         "20Gi", description="Size limit of the pod's models volume (emptyDir). It must hold every version the "
                             "pod serves plus the one being copied (N+1 times the model size); above it the "
@@ -209,7 +298,26 @@ class Server(Strict):
                                    if tag else "an image with a tag (…:2.18.0 or …:2.18.0-gpu)")
         if self.gpu_memory_fraction is not None and not self.gpus:
             raise FieldProblem("gpuMemoryFraction", self.gpu_memory_fraction, "unset when gpus is 0")
+        self._check_scale_to_zero()
         return self
+
+    def _check_scale_to_zero(self) -> None:
+        stz = self.scale_to_zero
+        if self.replicas == 0 and stz is None:
+            raise FieldProblem("replicas", 0, "at least 1, or 0 together with a scaleToZero block")
+        if stz is None:
+            return
+        if self.replicas != 0:
+            raise FieldProblem("scaleToZero", stz.model_dump(by_alias=True),
+                               f"unset, or replicas 0 (not {self.replicas}): the scaleToZero block is what lets "
+                               "the floor be 0")
+        if self.target_requests_per_second is None:
+            raise FieldProblem("targetRequestsPerSecond", None,
+                               "a per-pod rate with scaleToZero: the request-rate trigger keeps a busy server "
+                               "awake (CPU alone cannot: KEDA scales to zero on other triggers only)")
+        if stz.schedule is not None and stz.schedule.replicas > self.max_replicas:
+            raise FieldProblem("scaleToZero.schedule.replicas", stz.schedule.replicas,
+                               f"at most maxReplicas ({self.max_replicas})")
 
     @property
     def has_canary(self) -> bool:

@@ -603,6 +603,8 @@ class StackSettings(Strict):
                                    server.models[model].canary_version,
                                    "unset while trafficRouter is none (nothing would apply canaryWeight): "
                                    "set trafficRouter to gateway-api or istio")
+            if server.scale_to_zero is not None:
+                self._check_scale_to_zero(key, server)
             # At peak the HPA runs maxReplicas, and a rolling update then surges one pod per Deployment
             # (maxSurge 1, maxUnavailable 0); a promotion rolls the stable pods while the canary still runs.
             # The pool must hold that peak, or pods stay Pending: the HPA cannot reach maxReplicas, and
@@ -628,6 +630,26 @@ class StackSettings(Strict):
         if self.allowed_pod_labels and not self.allowed_namespaces:
             raise FieldProblem("allowedPodLabels", self.allowed_pod_labels,
                                "unset unless allowedNamespaces names the namespaces those pods run in")
+
+    def _check_scale_to_zero(self, key: str, server: Server) -> None:
+        """What a scale-to-zero server needs of the stack (docs/scale-to-zero.md)."""
+        if server.scale_to_zero.hold_requests and self.traffic_router != "proxy":
+            raise FieldProblem(f"{key}.scaleToZero.holdRequests", True,
+                               f"false unless trafficRouter is proxy (not {self.traffic_router}): the platform's "
+                               "router is what sends the server's requests through KEDA's interceptor")
+        if not self.monitoring.install and not server.scale_to_zero.hold_requests:
+            # Without the platform's Prometheus there is no request-rate trigger; held requests still keep
+            # the server awake (the interceptor reports its traffic), unheld ones nothing would.
+            raise FieldProblem(f"{key}.scaleToZero.holdRequests", False,
+                               "true while monitoring.install is false: the request-rate trigger needs the "
+                               "platform's Prometheus, and nothing else would keep a busy server awake")
+        from components.serving.scale_to_zero import KEDA_NAMESPACE  # imports Pulumi: only when used
+
+        for field, namespace in (("servingNamespace", self.serving_namespace),
+                                 ("monitoringNamespace", self.monitoring_namespace)):
+            if namespace == KEDA_NAMESPACE:
+                raise FieldProblem(field, namespace, f"a namespace other than {KEDA_NAMESPACE!r}, which KEDA gets "
+                                                     f"when {key} scales to zero")
 
     def _check_exposure(self) -> None:
         exposure = self.exposure

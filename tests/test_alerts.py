@@ -568,7 +568,7 @@ def test_threshold_defaults():
         "error_ratio": 0.05, "p99_latency_ms": 500, "hpa_maxed_minutes": 30, "restarts_per_30m": 3,
         "cpu_limit_ratio": 0.9, "memory_limit_ratio": 0.9, "gpu_util_high_percent": 90,
         "gpu_high_minutes": 30, "gpu_idle_percent": 5, "gpu_idle_minutes": 60,
-        "runbook_base_url": DEFAULT_RUNBOOK_BASE_URL}
+        "runbook_base_url": DEFAULT_RUNBOOK_BASE_URL, "cold_starts": ()}
 
 
 def test_thresholds_match_the_stack_settings():
@@ -607,6 +607,69 @@ def test_thresholds_and_namespace_reach_the_expressions():
         assert rule["labels"]["environment"] == "prod"
     with pytest.raises(ValueError):
         serving_alert_rules('serving"}', "prod", DEFAULT)
+
+
+# --- servers that scale to zero ---------------------------------------------------------------
+
+SLEEPERS = AlertThresholds(cold_starts=(("tfserving-sleepy", 600), ("tfserving-waking", 600),
+                                        ("tfserving-slow", 1800)))
+
+
+def replicas(deployment: str, spec: str, available: str) -> list[dict]:
+    return [s("kube_deployment_spec_replicas", ksm(deployment=deployment), spec),
+            s("kube_deployment_status_replicas_available", ksm(deployment=deployment), available)]
+
+
+@pytest.mark.parametrize("eval_time,firing", [
+    # Minute 18: tfserving-waking has wanted a pod for 9 minutes (a cold start of up to 10): quiet. The
+    # always-on server without a pod for 18 minutes alerts; the sleeping one (0 wanted) never does.
+    ("18m", ["tfserving-steady"]),
+    # Minute 25: woken 16 minutes ago, past its 10-minute cold start and the 5 minutes of `for`: alerts.
+    # tfserving-slow (a 30-minute cold start) still waits.
+    ("25m", ["tfserving-steady", "tfserving-waking"]),
+    ("50m", ["tfserving-slow", "tfserving-steady", "tfserving-waking"]),
+])
+def test_zero_replicas_by_design_is_healthy_and_a_stuck_wakeup_alerts(promtool, tmp_path, eval_time, firing):
+    rule = rule_named(rules_for(SLEEPERS), "TFServingNoAvailableReplicas")
+    series = [*replicas("tfserving-sleepy", "0x60", "0x60"),            # asleep all along
+              *replicas("tfserving-waking", "0x9 1x50", "0x60"),        # woken at minute 10, never ready
+              *replicas("tfserving-slow", "0x9 1x50", "0x60"),          # the same, with a 30-minute cold start
+              *replicas("tfserving-steady", "1x60", "0x60")]            # always on, never ready
+    result = run_tests(promtool, tmp_path, SLEEPERS, [unit_test(
+        f"sleepers at {eval_time}", series, "TFServingNoAvailableReplicas", eval_time,
+        [expected_alert(rule, Fire(ksm(deployment=d), "")) for d in firing])])
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_a_woken_server_that_becomes_ready_never_alerts(promtool, tmp_path):
+    rule = rule_named(rules_for(DEFAULT), "TFServingNoAvailableReplicas")
+    # Woken at minute 10, ready at 18 (an 8-minute cold start), asleep again from minute 40: quiet throughout.
+    series = replicas("tfserving-waking", "0x9 1x30 0x20", "0x17 1x22 0x20")
+    tests = [unit_test(f"ready at {t}", series, "TFServingNoAvailableReplicas", t, []) for t in ("16m", "30m", "58m")]
+    result = run_tests(promtool, tmp_path, SLEEPERS, tests)
+    assert result.returncode == 0, result.stdout + result.stderr
+    # Without the cold-start allowance the same wake-up alerts at minute 16 (the check above can fail).
+    result = run_tests(promtool, tmp_path, DEFAULT, [unit_test(
+        "no allowance", series, "TFServingNoAvailableReplicas", "16m",
+        [expected_alert(rule, Fire(ksm(deployment="tfserving-waking"), ""))])])
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("bad", [(("tfserving-x", 0),), (("Not_A_Name", 60),), (("tfserving-x", True),),
+                                 ("tfserving-x",)])
+def test_invalid_cold_starts_are_rejected(bad):
+    with pytest.raises(ValueError, match="cold_starts"):
+        AlertThresholds(cold_starts=bad)
+
+
+def test_the_dev_stack_gives_its_sleeping_deployments_a_cold_start(dev, prod):
+    def expr(rec):
+        spec = next(r.inputs["spec"] for r in rec.resources if r.inputs.get("kind") == "PrometheusRule")
+        return rule_named(spec, "TFServingNoAvailableReplicas")["expr"]
+
+    assert expr(dev).endswith('unless on (namespace, deployment) min_over_time(kube_deployment_spec_replicas'
+                              '{namespace="serving", deployment=~"tfserving-default|tfserving-default-canary"}[10m]) == 0')
+    assert "unless" not in expr(prod)
 
 
 def test_write_rule_files_round_trips(tmp_path):

@@ -13,6 +13,7 @@ import base64
 import copy
 import email
 import json
+import re
 from pathlib import Path
 
 import jsonschema
@@ -224,7 +225,9 @@ def test_every_figure_has_a_source():
 def test_a_new_node_costs_the_node_and_the_images_a_warm_one_does_not(dev):
     default = estimates(dev)["default"]
     cold, warm = steps(default.cold_node), steps(default.warm_node)
-    assert set(cold) == {"node", "sync image", "models", "serving image", "load", "ready"}
+    # dev's GPU server sleeps outside office hours and holds requests: the add-on's push wakes it.
+    assert set(cold) == {"wake from zero", "node", "sync image", "models", "serving image", "load", "ready"}
+    assert cold["wake from zero"] == warm["wake from zero"] == 0.7
     assert "node" not in warm and "serving image" not in warm and "sync image" not in warm
     assert cold["node"] == 10 + 60 + 20  # scan + EC2 + device plugin (a GPU pool)
     assert warm["load"] == cold["load"] and warm["ready"] == cold["ready"] == 20  # startup + readiness periods
@@ -265,7 +268,11 @@ def test_a_scaled_to_zero_server_waits_for_the_keda_poll(dev):
         "type": "kubernetes:keda.sh/v1alpha1:ScaledObject", "name": "x", "custom": True, "inputs": {
             "spec": {"scaleTargetRef": {"name": name}, "minReplicaCount": 0, "pollingInterval": 15}}}]
     default = {e.server: e for e in scale_up.estimate(plan, {})}["default"]
-    assert steps(default.cold_node)["KEDA poll"] == 15 == steps(default.warm_node)["KEDA poll"]
+    assert steps(default.cold_node)["wake from zero"] == 15 == steps(default.warm_node)["wake from zero"]
+    # With held requests the add-on pushes the wake-up instead of waiting for the poll.
+    plan["resources"][-1]["inputs"]["spec"]["triggers"] = [{"type": "external-push"}]
+    default = {e.server: e for e in scale_up.estimate(plan, {})}["default"]
+    assert steps(default.cold_node)["wake from zero"] == 0.7
 
 
 def test_plan_timing_prints_the_scale_up_estimate(capsys):
@@ -274,3 +281,27 @@ def test_plan_timing_prints_the_scale_up_estimate(capsys):
     assert "scale-up of one more replica" in out
     assert "default on pool gpu (g2-standard-8, GCP):" in out
     assert "no free node:" in out and "warm node (free):" in out
+
+
+def test_the_readme_quotes_the_estimate():
+    """README's scale-up figures are what `plan --timing` prints for the GPU server of dev and gke-dev."""
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    section = readme[readme.index("## Cold start and idle cost"):readme.index("## Review a change")]
+    quoted = [(m, w) for m, w in zip(*[iter(re.findall(r"\*\*([0-9.]+ (?:min|s))\*\*", section))] * 2)][:2]
+    assert len(quoted) == 2, section
+    for stack, (cold, warm) in zip(("dev", "gke-dev"), quoted):
+        settings = scale_up.stack_settings(stack)
+        from stacks.plan import plan_stack
+        (default,) = [e for e in scale_up.estimate(to_json(plan_stack(stack)), scale_up.model_bytes(settings))
+                      if e.server == "default"]
+        assert (scale_up._minutes(default.cold_node.total), scale_up._minutes(default.warm_node.total)) == (
+            cold, warm), stack
+
+
+def test_the_readme_quotes_dev_idle_cost(dev):
+    """The idle figure is the cost estimate's floor for dev (its GPU pool at zero nodes)."""
+    from stacks.cost import estimate as cost
+
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    (idle,) = re.findall(r"idle, dev costs \*\*\$([0-9,]+)/month\*\*", readme)
+    assert f"{cost(to_json(dev)).monthly[0]:,.0f}" == idle

@@ -12,7 +12,8 @@ def test_only_components_and_the_aws_provider_sit_at_the_top(dev: Recording):
     assert {r.type for r in top if r.custom} == {"pulumi:providers:aws"}
     assert {r.name for r in top if not r.custom} == {"network", "eks", "models", "model-reader", "tfserving",
                                                      "tfserving-default", "tfserving-cpu", "monitoring",
-                                                     "tfserving-monitoring", "gpu", "cluster-autoscaler"}
+                                                     "tfserving-monitoring", "gpu", "cluster-autoscaler", "keda",
+                                                     "model-cache"}
     for r in dev.resources:
         if r.custom and not r.type.startswith("pulumi:providers:aws"):
             parent = dev.by_urn(r.parent)

@@ -86,8 +86,19 @@ def test_bench_fit_pool_follows_the_peak_rule(tmp_path):
 
 # ------------------------------------------------------------------ 2. the cost floor
 
-def test_dev_floor_prices_the_gpu_nodes_the_servers_hold(dev):
-    cost = estimate(to_json(dev))
+@pytest.fixture(scope="module")
+def dev_always_on(tmp_path_factory):
+    """dev with its GPU server always on (as shipped it scales to zero: tests/test_scale_to_zero.py prices that)."""
+    from stacks.plan import plan_stack
+    from tests.conftest import stack_file_with
+    from tests.test_serving import always_on
+
+    path = stack_file_with(tmp_path_factory.mktemp("dev"), "dev", servers=always_on())
+    return path, plan_stack("dev", path)
+
+
+def test_dev_floor_prices_the_gpu_nodes_the_servers_hold(dev_always_on):
+    cost = estimate(to_json(dev_always_on[1]))
     gpu = next(line for line in cost.lines if line.item == "eks-gpu")
     # minSize 0, but the stable replica and the canary (1 GPU each, 1 GPU per node) keep 2 nodes up.
     assert gpu.hourly_min == round(2 * AWS_PRICES["us-east-1"]["g5.xlarge"], 4)
@@ -116,9 +127,9 @@ def test_gke_floor_divides_by_shared_gpus():
     assert gpu.held_by.startswith("2 node(s) held by servers.a stable 3 x 1 GPU")
 
 
-def test_plan_cli_prints_the_floor_and_who_holds_it():
-    done = subprocess.run([sys.executable, "-m", "stacks", "plan", "--stack", "dev"], cwd=ROOT,
-                          capture_output=True, text=True, timeout=600)
+def test_plan_cli_prints_the_floor_and_who_holds_it(dev_always_on):
+    done = subprocess.run([sys.executable, "-m", "stacks", "plan", "--stack", "dev", "--config-file",
+                           str(dev_always_on[0])], cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
     line = next(l for l in done.stdout.splitlines() if l.startswith("Estimated compute cost:"))
     low = float(re.search(r"\$([0-9.]+)-", line).group(1))

@@ -69,10 +69,10 @@ def test_instance_type_change_is_a_replacement_with_a_cost_delta(two_commits: Pa
     group = changes["eks-gpu"]
     assert group["op"] == "replace"
     assert any(f["path"] == "instanceTypes" and f["replaces"] and f["new"] == ["g5.2xlarge"] for f in group["fields"])
-    # g5.xlarge (1.006/h) -> g5.2xlarge (1.212/h) on a 0-5 node pool whose floor is the 2 nodes the stable
-    # and canary replicas hold: +2 x 0.206 x 730 at the floor, +5 x 0.206 x 730 at max.
+    # g5.xlarge (1.006/h) -> g5.2xlarge (1.212/h) on a 0-5 node pool whose floor is 0 nodes (dev's GPU server
+    # scales to zero): nothing at the floor, +5 x 0.206 x 730 at max.
     low, high = result["cost"]["monthlyDelta"]
-    assert low == pytest.approx(2 * (1.212 - 1.006) * 730, abs=0.05)
+    assert low == 0
     assert high == pytest.approx(5 * (1.212 - 1.006) * 730, abs=0.05)
     assert all(c["op"] != "delete" for c in result["changes"])
 

@@ -147,8 +147,10 @@ def test_serving_on_gke_reads_gs_and_tolerates_gke_gpu_taint(gke: Recording):
     (toleration,) = spec["tolerations"]
     assert toleration == {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
     assert spec["nodeSelector"] == {"tfplatform.io/node-pool": "gpu"}
-    # No device plugin or driver installer is deployed by us on GKE: GKE manages both.
-    assert not [r for r in gke.resources if r.inputs.get("kind") == "DaemonSet"]
+    # No device plugin or driver installer is deployed by us on GKE: GKE manages both. The one DaemonSet is
+    # the model cache's directory prep (components/serving/model_cache.py).
+    daemonsets = [r.inputs["metadata"]["name"] for r in gke.resources if r.inputs.get("kind") == "DaemonSet"]
+    assert daemonsets == ["model-cache-prep"]
 
 
 def test_gke_network_policy_allows_the_metadata_server_for_workload_identity(gke: Recording, dev: Recording):

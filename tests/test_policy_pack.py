@@ -62,6 +62,7 @@ ADVISORY = {"prod-images-pinned-by-digest"}
 POLICY = {p.name: p for p in rules.POLICIES}
 
 DEPLOYMENT = "kubernetes:apps/v1:Deployment"
+DAEMONSET = "kubernetes:apps/v1:DaemonSet"  # the model cache's prep (components/serving/model_cache.py)
 NETWORK_POLICY = "kubernetes:networking.k8s.io/v1:NetworkPolicy"
 NAMESPACE = "kubernetes:core/v1:Namespace"
 S3_BUCKET = "aws:s3/bucket:Bucket"
@@ -515,7 +516,7 @@ def digest_warnings(resources: list[RecordedResource]) -> Violations:
 
 
 def containers_of(resources: list[RecordedResource]) -> list[tuple[RecordedResource, dict]]:
-    return [(r, c) for r in resources if r.type == DEPLOYMENT
+    return [(r, c) for r in resources if r.type in (DEPLOYMENT, DAEMONSET)
             for c in [*(pod_spec(r).get("initContainers") or []), *pod_spec(r)["containers"]]]
 
 
@@ -580,10 +581,11 @@ def test_the_adapter_gives_engine_shaped_args(dev):
     args = adapters.resource_args(deployment, dev.resources)
     assert (args.resource_type, args.name, args.urn) == (DEPLOYMENT, GPU_DEPLOYMENT, deployment.urn)
     assert isinstance(args.props, Mapping) and not isinstance(args.props, dict)  # pulumi_policy's proxy
-    assert args.props["spec"]["replicas"] == 1.0 and isinstance(args.props["spec"]["replicas"], float)
+    # dev's GPU server scales to zero (scaleToZero): created with 0 replicas, an int the adapter makes a float.
+    assert args.props["spec"]["replicas"] == 0.0 and isinstance(args.props["spec"]["replicas"], float)
     assert args.opts.protect is False and args.opts.parent == deployment.parent
     assert args.opts.ignore_changes == deployment.ignore_changes
-    assert deployment.inputs["spec"]["replicas"] == 1  # the recording is left alone
+    assert deployment.inputs["spec"]["replicas"] == 0 and isinstance(deployment.inputs["spec"]["replicas"], int)
 
 
 def test_the_adapter_links_stack_resources_by_urn(prod):

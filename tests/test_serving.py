@@ -6,15 +6,17 @@ import textwrap
 from pathlib import Path
 
 import pytest
+import yaml
 from google.protobuf import text_format
 from tensorflow_serving.config import model_server_config_pb2
 
 from components.serving.metrics_adapter import RPS_METRIC
-from components.serving.model_sync import render_sync_spec
+from components.serving.model_sync import DEFAULT_SYNC_INTERVAL_SECONDS, render_sync_spec
 from components.serving.tfserving_config import ServedModel
 from stacks.mock_engine import Recording, run_program
-from stacks.plan import ROOT
-from tests.conftest import config_volume_name, k8s_object, k8s_objects, mounted_config
+from stacks.plan import ROOT, plan_stack
+from stacks.stack_files import load_stack_config
+from tests.conftest import config_volume_name, k8s_object, k8s_objects, mounted_config, stack_file_with
 from tests.crd_validation import validate_custom_resources
 from tests.tf_serving_protos import parse_batching
 
@@ -37,6 +39,35 @@ def config_file(rec: Recording, name: str, key: str) -> str:
 def model_config(rec: Recording, name: str = STABLE) -> dict:
     parsed = text_format.Parse(config_file(rec, name, "models.config"), model_server_config_pb2.ModelServerConfig())
     return {c.name: c for c in parsed.model_config_list.config}
+
+
+def always_on(base: str = "dev") -> dict:
+    """A stack file's servers with none scaling to zero (replicas 1, no scaleToZero block)."""
+    servers = yaml.safe_load((ROOT / f"Pulumi.{base}.yaml").read_text())["config"]["tfserving-platform:servers"]
+    for spec in servers.values():
+        if spec.pop("scaleToZero", None) is not None:
+            spec["replicas"] = 1
+    return servers
+
+
+# dev's GPU server scales to zero (tests/test_scale_to_zero.py covers it as shipped); the HPA, canary,
+# routing and policy behaviour read here is that of an always-on server, so dev is planned with it.
+@pytest.fixture(scope="module")
+def dev(tmp_path_factory) -> Recording:
+    path = stack_file_with(tmp_path_factory.mktemp("dev-always-on"), "dev", servers=always_on())
+    return plan_stack("dev", path)
+
+
+@pytest.fixture
+def plan_with(tmp_path):
+    def run(base: str = "dev", **overrides: object) -> Recording:
+        if base == "dev":
+            overrides.setdefault("servers", always_on())
+        path = stack_file_with(tmp_path, base, **overrides)
+        cfg = load_stack_config(ROOT / "Pulumi.yaml", path, base)
+        return run_program(ROOT / "__main__.py", base, cfg.project, cfg.config, cfg.secret_keys)
+
+    return run
 
 
 def dev_servers(**default: object) -> dict:
@@ -104,7 +135,7 @@ def test_init_waits_and_sidecar_keeps_syncing(dev: Recording):
     env = {e["name"]: e["value"] for e in init["env"]}
     assert env["MODEL_SOURCE_URI"] == dev.outputs["modelsUri"]
     assert env["MODEL_SPEC_FILE"] == "/etc/tfserving/sync.models"
-    assert 30 <= int(env["SYNC_INTERVAL_SECONDS"]) <= 60
+    assert int(env["SYNC_INTERVAL_SECONDS"]) == DEFAULT_SYNC_INTERVAL_SECONDS == 15  # tests/test_publish_to_serving.py
     assert init["image"].startswith("docker.io/amazon/aws-cli:")
     assert {m["name"]: m.get("readOnly", False) for m in server(dev)["volumeMounts"]}["models"] is True
 
@@ -122,7 +153,7 @@ def test_tf_serving_polls_for_new_versions_and_reads_its_config_once(dev: Record
     args = server(dev)["args"]
     # The config of a pod never changes (one immutable ConfigMap per revision): no config poll.
     assert not [a for a in args if a.startswith("--model_config_file_poll_wait_seconds")]
-    assert "--file_system_poll_wait_seconds=30" in args
+    assert "--file_system_poll_wait_seconds=5" in args  # the local emptyDir: cheap to poll
     rec = plan_with(**dev_servers(syncIntervalSeconds=120))
     env = {e["name"]: e["value"] for e in pod_spec(rec)["initContainers"][1]["env"]}
     assert env["SYNC_INTERVAL_SECONDS"] == "120"

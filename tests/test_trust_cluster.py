@@ -51,6 +51,15 @@ SECRET_READS = {
     "cluster-autoscaler": {
         "cluster-autoscaler": (False, "cluster-autoscaler chart 9.51.0 templates/clusterrole.yaml: no secrets"),
     },
+    "keda": {
+        "keda-operator": (False, "keda chart 2.20.2 templates/manager/clusterrole.yaml lists/watches secrets "
+                                 "cluster-wide unless permissions.operator.restrict.secret; we set it, and the "
+                                 "operator reads Secrets in its own namespace only"),
+    },
+    "keda-add-ons-http": {
+        "keda-add-ons-http": (False, "keda-add-ons-http chart 0.15.0: no template names secrets (interceptor, "
+                                     "operator and scaler rbac.yml, rbac-aggregateclusterroles.yaml)"),
+    },
 }
 
 KSM_DEFAULT_COLLECTORS_HAVE_SECRETS = True
@@ -86,6 +95,10 @@ def cluster_secret_readers(chart: str, values: dict, namespace: str) -> set[str]
         if (KSM_DEFAULT_COLLECTORS_HAVE_SECRETS if collectors is None else "secrets" in collectors) \
                 or _extra_rules_read_secrets((ksm.get("rbac") or {}).get("extraRules")):
             readers.add("kube-state-metrics")
+    elif chart == "keda":
+        restrict = ((values.get("permissions") or {}).get("operator") or {}).get("restrict") or {}
+        if not restrict.get("secret", False):
+            readers.add("keda-operator")
     elif _extra_rules_read_secrets((values.get("rbac") or {}).get("extraRules")):
         readers.add(chart)
     return readers

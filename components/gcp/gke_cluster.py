@@ -14,6 +14,7 @@ import pulumi_random as random
 from components.gcp.network import PODS_RANGE, SERVICES_RANGE
 from components.helm_charts import KUBE_PROMETHEUS_STACK, PROMETHEUS_ADAPTER
 from components.node_labels import POOL_LABEL
+from components.serving.scale_to_zero import keda_ports
 
 # What nodes need and nothing more (the default compute service account is project Editor):
 # https://cloud.google.com/kubernetes-engine/docs/how-to/hardening-your-cluster#use_least_privilege_sa
@@ -40,7 +41,10 @@ def control_plane_ports() -> list[str]:
     adapter = PROMETHEUS_ADAPTER.base_values().get("listenPort", _ADAPTER_DEFAULT_PORT)
     operator = (KUBE_PROMETHEUS_STACK.base_values().get("prometheusOperator", {}).get("tls", {})
                 .get("internalPort", _OPERATOR_WEBHOOK_DEFAULT_PORT))
-    return sorted({str(adapter), str(operator)}, key=int)
+    # KEDA's metrics APIService and admission webhooks (scale to zero): opened whether or not a server
+    # scales to zero, so turning it on never waits for a firewall change.
+    keda = keda_ports().values()
+    return sorted({str(adapter), str(operator), *map(str, keda)}, key=int)
 
 
 def initial_nodes_per_zone(spec: "GkeNodePoolSpec", zone_count: int) -> int:

@@ -41,11 +41,19 @@ Series the rules read, and the labels they rely on:
   leaves the node Ready while its GPU may be unusable.
 
 Deployments are ``tfserving-<server>`` and ``tfserving-<server>-canary``, HPAs ``tfserving-<server>``,
-all in the serving namespace: the rules match ``tfserving-.+`` there.
+all in the serving namespace: the rules match ``tfserving-.+`` there. (A server that scales to zero keeps
+those names: KEDA's HPA is named after the Deployment, components/serving/scale_to_zero.py.)
+
+Zero replicas by design: a Deployment scaled to zero wants no pod (``kube_deployment_spec_replicas`` 0),
+so the availability rule, which asks for wanted replicas, stays quiet. When such a Deployment wakes up,
+its first pod needs a GPU node from zero and a model load (a *cold start*, minutes): the Deployments listed
+in :attr:`AlertThresholds.cold_starts` alert only once they have wanted replicas for longer than their
+cold start, then the usual 5 minutes.
 """
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -103,9 +111,17 @@ class AlertThresholds:
     """Minutes an allocated GPU may idle before alerting."""
     runbook_base_url: str = DEFAULT_RUNBOOK_BASE_URL
     """Absolute URL of the published :data:`RUNBOOK_DOC` (no fragment); each alert links to its section."""
+    cold_starts: tuple[tuple[str, int], ...] = ()
+    """``(deployment, seconds)`` of the Deployments that scale to zero: how long their first pod may take
+    after they wake (a node from zero, image pull, model load) before no-available-replicas counts."""
 
     def __post_init__(self) -> None:
         problems = []
+        for entry in self.cold_starts:
+            if (not isinstance(entry, tuple) or len(entry) != 2 or not isinstance(entry[0], str)
+                    or not _K8S_NAME.fullmatch(entry[0]) or not isinstance(entry[1], int)
+                    or isinstance(entry[1], bool) or entry[1] < 1):
+                problems.append(f"cold_starts entry {entry!r} must be (a Deployment name, seconds >= 1)")
         if not 0 < self.error_ratio < 1:
             problems.append(f"error_ratio {self.error_ratio} must be in (0, 1)")
         if not self.p99_latency_ms > 0:
@@ -187,6 +203,17 @@ def serving_alert_rules(namespace: str, environment: str, thresholds: AlertThres
     gpu_where = ("GPU {{ $labels.gpu }} ({{ $labels.UUID }}) on {{ $labels.Hostname }}, "
                  "allocated to pod {{ $labels.namespace }}/{{ $labels.pod }}")
 
+    # Scale-to-zero Deployments: quiet until they have wanted pods for a whole cold start (grouped by length).
+    by_seconds: dict[int, list[str]] = {}
+    for deployment, seconds in t.cold_starts:
+        by_seconds.setdefault(seconds, []).append(deployment)
+    waking = "".join(
+        f" unless on (namespace, deployment) min_over_time(kube_deployment_spec_replicas"
+        f'{{{ns}, deployment=~"{"|".join(sorted(names))}"}}[{math.ceil(seconds / 60)}m]) == 0'
+        for seconds, names in sorted(by_seconds.items()))
+
+    cold_start_note = " (after its cold start, for a server that scales to zero)" if t.cold_starts else ""
+
     availability = [
         a("TFServingTargetDown",
           f'up{{job=~"{SERVING_NAME}", {ns}}} == 0', "warning",
@@ -207,11 +234,11 @@ def serving_alert_rules(namespace: str, environment: str, thresholds: AlertThres
           "behind it.", f"{INIT_STUCK_MINUTES}m"),
         a("TFServingNoAvailableReplicas",
           f"kube_deployment_status_replicas_available{deploy} == 0 "
-          f"and on (namespace, deployment) kube_deployment_spec_replicas{deploy} > 0", "critical",
+          f"and on (namespace, deployment) kube_deployment_spec_replicas{deploy} > 0{waking}", "critical",
           "Deployment {{ $labels.deployment }} has no ready TF Serving pod",
           "Deployment {{ $labels.namespace }}/{{ $labels.deployment }} wants replicas but none has been "
-          "available for 5 minutes. A pod is ready only when every model it serves is AVAILABLE, so its "
-          "models are not being served by any pod of this Deployment.", "5m"),
+          f"available for 5 minutes{cold_start_note}. A pod is ready only when every model it serves is "
+          "AVAILABLE, so its models are not being served by any pod of this Deployment.", "5m"),
     ]
     traffic = [
         a("TFServingHighErrorRatio",

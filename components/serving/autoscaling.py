@@ -27,12 +27,27 @@ class ServingAutoscalingArgs:
     (see :mod:`components.serving.metrics_adapter`); None scales on CPU only."""
     scale_down_stabilization_seconds: int = 300
     """Scale-down looks at the highest recommendation over this window: no flapping after a burst."""
+    hpa: bool = True
+    """False: no HorizontalPodAutoscaler, only the disruption budget. For a Deployment a KEDA
+    ``ScaledObject`` scales (:mod:`components.serving.scale_to_zero`): KEDA makes its own HPA, and two HPAs
+    on one Deployment fight. ``min_replicas`` may then be 0."""
+
+
+def hpa_behavior(scale_down_stabilization_seconds: int) -> dict:
+    """``autoscaling/v2`` ``behavior``: scale up fast (double per minute), down slowly (one pod per two
+    minutes after the stabilization window): model loads make new pods expensive. KEDA passes the same
+    block to the HPA it creates (``advanced.horizontalPodAutoscalerConfig.behavior``)."""
+    return {"scaleDown": {"stabilizationWindowSeconds": scale_down_stabilization_seconds,
+                          "policies": [{"type": "Pods", "value": 1, "periodSeconds": 120}]},
+            "scaleUp": {"stabilizationWindowSeconds": 0,
+                        "policies": [{"type": "Percent", "value": 100, "periodSeconds": 60}]}}
 
 
 class ServingAutoscaling(pulumi.ComponentResource):
     """Creates: an ``autoscaling/v2`` ``HorizontalPodAutoscaler`` on CPU and, when a target is set,
     requests per second (a ``Pods`` metric), and a ``policy/v1`` ``PodDisruptionBudget`` letting node
-    drains evict one pod at a time.
+    drains evict one pod at a time. With ``hpa`` False only the budget: ``maxUnavailable: 1`` never blocks
+    a scale to zero (scaling is not an eviction) and still lets a drain take one pod at a time.
 
     Memory is not a metric: TF Serving holds its models in memory whatever the load, so memory
     utilisation would only ever scale up.
@@ -40,8 +55,9 @@ class ServingAutoscaling(pulumi.ComponentResource):
 
     def __init__(self, name: str, args: ServingAutoscalingArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("tfplatform:serving:ServingAutoscaling", name, None, opts)
-        if not 1 <= args.min_replicas <= args.max_replicas:
-            raise ValueError(f"ServingAutoscaling {name}: need 1 <= min_replicas ({args.min_replicas}) "
+        floor = 1 if args.hpa else 0
+        if not floor <= args.min_replicas <= args.max_replicas:
+            raise ValueError(f"ServingAutoscaling {name}: need {floor} <= min_replicas ({args.min_replicas}) "
                              f"<= max_replicas ({args.max_replicas})")
         child = pulumi.ResourceOptions(parent=self)
         metadata = k8s.meta.v1.ObjectMetaArgs(name=name, namespace=args.namespace, labels=args.selector)
@@ -58,17 +74,14 @@ class ServingAutoscaling(pulumi.ComponentResource):
             metrics.append({"type": "Pods", "pods": {
                 "metric": {"name": RPS_METRIC},
                 "target": {"type": "AverageValue", "averageValue": target}}})
-        self.hpa = k8s.autoscaling.v2.HorizontalPodAutoscaler(f"{name}-hpa", metadata=metadata, spec={
-            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": args.deployment_name},
-            "minReplicas": args.min_replicas,
-            "maxReplicas": args.max_replicas,
-            "metrics": metrics,
-            # Scale up fast, down slowly: model loads make new pods expensive.
-            "behavior": {"scaleDown": {"stabilizationWindowSeconds": args.scale_down_stabilization_seconds,
-                                       "policies": [{"type": "Pods", "value": 1, "periodSeconds": 120}]},
-                         "scaleUp": {"stabilizationWindowSeconds": 0,
-                                     "policies": [{"type": "Percent", "value": 100, "periodSeconds": 60}]}},
-        }, opts=child)
+        self.hpa = None if not args.hpa else k8s.autoscaling.v2.HorizontalPodAutoscaler(
+            f"{name}-hpa", metadata=metadata, spec={
+                "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": args.deployment_name},
+                "minReplicas": args.min_replicas,
+                "maxReplicas": args.max_replicas,
+                "metrics": metrics,
+                "behavior": hpa_behavior(args.scale_down_stabilization_seconds),
+            }, opts=child)
         self.pdb = k8s.policy.v1.PodDisruptionBudget(f"{name}-pdb", metadata=metadata, spec={
             "maxUnavailable": 1,
             "selector": {"matchLabels": args.selector},

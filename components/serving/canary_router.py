@@ -28,6 +28,15 @@ Constraints:
   ClusterIPs): a default-deny network policy must admit them there, and let them reach DNS.
 * nginx keeps connections to each Service open (kube-proxy balances per connection) and recycles
   them after ``keepalive_time`` or 1000 requests, so pods added by the autoscaler get traffic soon.
+
+Holding requests (a server that scales to zero, :mod:`components.serving.scale_to_zero`): with a
+:class:`HoldRouting` every upstream is KEDA's HTTP add-on interceptor instead of the track Services, and
+each request carries the ``Host`` of its track's hold Service (the interceptor routes on it and holds
+the request until that track has a ready pod). REST and gRPC alike: the interceptor serves cleartext
+HTTP/2, and nginx sends ``grpc_set_header Host`` as the request's host (ngx_http_grpc_module: with the
+header set, no ``:authority`` is generated; Go's HTTP/2 server then takes the host from ``Host``,
+golang.org/x/net/http2 server.go ``newWriterAndRequest``). The read and send timeouts grow by the cold
+start the interceptor may hold a request for.
 """
 
 from __future__ import annotations
@@ -103,10 +112,26 @@ def _check(models: list[ServedModel], hosts: list[str], canary_weight: int, port
         raise ValueError(f"canary router: ports {ports} must be distinct TCP ports")
 
 
+@dataclass(frozen=True)
+class HoldRouting:
+    """Send every request through KEDA's HTTP add-on interceptor, which holds it while its track has no pod."""
+
+    interceptor_host: str
+    """The interceptor's proxy Service (``keda-add-ons-http-interceptor-proxy.<keda ns>.svc.<domain>``)."""
+    stable_host: str
+    """``Host`` of the stable track's requests (its hold Service's name; the InterceptorRoutes match it)."""
+    canary_host: str
+    """``Host`` of the canary track's requests (the stable one's while no canary runs)."""
+    timeout_seconds: int
+    """The longest hold (the routes' readiness timeout): added to nginx's read and send timeouts."""
+    interceptor_port: int = 8080
+
+
 def render_router_config(models: list[ServedModel], stable_host: str, canary_host: str, canary_weight: int,
                          rest_port: int = REST_PORT, grpc_port: int = GRPC_PORT,
                          health_port: int = HEALTH_PORT, *, listen_address: str = "", tmp_dir: str = "/tmp",
-                         worker_processes: int = 1) -> str:
+                         worker_processes: int = 1, hold: HoldRouting | None = None,
+                         upstream_port: dict[str, int] | None = None) -> str:
     """A complete ``nginx.conf`` for the nginx-unprivileged image on a read-only root filesystem.
 
     The router listens on ``rest_port`` (REST, HTTP/1.1), ``grpc_port`` (gRPC, cleartext HTTP/2)
@@ -122,8 +147,18 @@ def render_router_config(models: list[ServedModel], stable_host: str, canary_hos
     Constraint: ``stable_host`` and ``canary_host`` are static names that nginx resolves once, when
     it starts (and on ``nginx -t``); an unresolvable one stops it from starting. So the router must be
     created after the Services it points at exist, and restarted if one is deleted and re-created.
+
+    ``hold`` sends everything to the interceptor instead (see the module docstring): ``stable_host`` and
+    ``canary_host`` are then not contacted. ``upstream_port`` (tests, whose stand-ins serve one protocol a
+    port) overrides the upstream port by protocol (``{"rest": ..., "grpc": ...}``).
     """
     _check(models, [stable_host, canary_host], canary_weight, [rest_port, grpc_port, health_port])
+    if hold is not None:
+        _check([], [hold.interceptor_host, hold.stable_host, hold.canary_host], canary_weight,
+               [hold.interceptor_port])
+        if hold.timeout_seconds < 1:
+            raise ValueError(f"canary router: hold timeout {hold.timeout_seconds}, expected >= 1 s")
+    ports = {"rest": rest_port, "grpc": grpc_port, **(upstream_port or {})}
     listen = (lambda port: f"{listen_address}:{port}") if listen_address else str
     def split_clients(variable: str, protocol: str) -> list[str]:
         canary, stable = f"tfs_canary_{protocol}", f"tfs_stable_{protocol}"
@@ -136,6 +171,10 @@ def render_router_config(models: list[ServedModel], stable_host: str, canary_hos
         return [f'split_clients "$request_id" ${variable} {{', *(f"    {e}" for e in entries), "}"]
 
     def upstream(track: str, protocol: str, host: str, port: int) -> list[str]:
+        if hold is not None:
+            host, port = hold.interceptor_host, (upstream_port or {}).get(protocol, hold.interceptor_port)
+        else:
+            port = ports[protocol]
         return [f"upstream tfs_{track}_{protocol} {{",
                 f"    server {host}:{port};",
                 # Reused connections, recycled so new TF Serving pods behind the ClusterIP get traffic;
@@ -146,11 +185,32 @@ def render_router_config(models: list[ServedModel], stable_host: str, canary_hos
                 "    keepalive_timeout 20s;",
                 "}"]
 
+    def rest_headers(host: str) -> list[str]:
+        return ['proxy_set_header Connection "";', f"proxy_set_header Host {host};",
+                "proxy_set_header X-Request-Id $router_request_id;",
+                "proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;"]
+
+    # A location's own proxy_set_header replaces every inherited one: held pinned paths repeat them all.
+    pinned_headers = " ".join(rest_headers(hold.canary_host)) + " " if hold is not None else ""
     pinned = []
     for path in pinned_canary_paths(models):
-        pinned += [f"location = {path} {{ proxy_pass http://tfs_canary_rest; }}",
-                   f"location ^~ {path}: {{ proxy_pass http://tfs_canary_rest; }}",
-                   f"location ^~ {path}/ {{ proxy_pass http://tfs_canary_rest; }}"]
+        pinned += [f"location = {path} {{ {pinned_headers}proxy_pass http://tfs_canary_rest; }}",
+                   f"location ^~ {path}: {{ {pinned_headers}proxy_pass http://tfs_canary_rest; }}",
+                   f"location ^~ {path}/ {{ {pinned_headers}proxy_pass http://tfs_canary_rest; }}"]
+    rest_timeout = REST_TIMEOUT_SECONDS + (hold.timeout_seconds if hold is not None else 0)
+    grpc_timeout = GRPC_TIMEOUT_SECONDS + (hold.timeout_seconds if hold is not None else 0)
+    held: list[str] = []
+    if hold is not None:
+        held = ["# Held requests: each carries its track's hold Service as Host (the interceptor routes on it).",
+                "map $rest_backend $tfs_rest_host {",
+                f"    tfs_canary_rest {hold.canary_host};",
+                f"    default         {hold.stable_host};",
+                "}",
+                "map $grpc_backend $tfs_grpc_host {",
+                f"    tfs_canary_grpc {hold.canary_host};",
+                f"    default         {hold.stable_host};",
+                "}",
+                ""]
 
     http = [
         "default_type application/octet-stream;",
@@ -182,6 +242,7 @@ def render_router_config(models: list[ServedModel], stable_host: str, canary_hos
         *split_clients("rest_backend", "rest"),
         *split_clients("grpc_backend", "grpc"),
         "",
+        *held,
         *upstream("stable", "rest", stable_host, rest_port),
         *upstream("canary", "rest", canary_host, rest_port),
         *upstream("stable", "grpc", stable_host, grpc_port),
@@ -191,13 +252,10 @@ def render_router_config(models: list[ServedModel], stable_host: str, canary_hos
         "server {",
         f"    listen {listen(rest_port)} default_server;",
         "    proxy_http_version 1.1;",
-        '    proxy_set_header Connection "";',
-        "    proxy_set_header Host $host;",
-        "    proxy_set_header X-Request-Id $router_request_id;",
-        "    proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;",
+        *(f"    {line}" for line in rest_headers("$host" if hold is None else "$tfs_rest_host")),
         "    proxy_connect_timeout 5s;",
-        f"    proxy_send_timeout {REST_TIMEOUT_SECONDS}s;",
-        f"    proxy_read_timeout {REST_TIMEOUT_SECONDS}s;",
+        f"    proxy_send_timeout {rest_timeout}s;",
+        f"    proxy_read_timeout {rest_timeout}s;",
         "    # Stream predict payloads to TF Serving instead of spooling them to disk first.",
         "    proxy_request_buffering off;",
         "    add_header X-Request-Id $router_request_id always;",
@@ -209,10 +267,11 @@ def render_router_config(models: list[ServedModel], stable_host: str, canary_hos
         "server {",
         # `listen ... http2`: nginx 1.22 has no `http2 on;` (1.25.1+ accepts both, warns on this one).
         f"    listen {listen(grpc_port)} http2 default_server;",
+        *(["    grpc_set_header Host $tfs_grpc_host;"] if hold is not None else []),
         "    grpc_set_header X-Request-Id $router_request_id;",
         "    grpc_connect_timeout 5s;",
-        f"    grpc_send_timeout {GRPC_TIMEOUT_SECONDS}s;",
-        f"    grpc_read_timeout {GRPC_TIMEOUT_SECONDS}s;",
+        f"    grpc_send_timeout {grpc_timeout}s;",
+        f"    grpc_read_timeout {grpc_timeout}s;",
         "    location / { grpc_pass grpc://$grpc_backend; }",
         "}",
         "",
@@ -278,10 +337,20 @@ class CanaryRouterArgs:
     labels: dict[str, str] = field(default_factory=dict)
     """Extra labels on every object; the router's own (``app.kubernetes.io/name: tfserving-router``...)
     win, so a server's TF Serving selectors never match the router."""
+    interceptor_host: str | None = None
+    """Hold mode (a server that scales to zero): KEDA's interceptor Service, every request's upstream
+    (:class:`HoldRouting`); None forwards to the track Services."""
+    stable_hold_host: pulumi.Input[str] | None = None
+    """Hold mode: ``Host`` of the stable track's requests."""
+    canary_hold_host: pulumi.Input[str] | None = None
+    """Hold mode: ``Host`` of the canary track's requests (the stable one's while no canary runs)."""
+    hold_timeout_seconds: int = 600
+    """Hold mode: the longest hold, added to nginx's timeouts."""
 
 
 class CanaryRouter(pulumi.ComponentResource):
-    """nginx splitting a server's traffic between its stable and canary Services.
+    """nginx splitting a server's traffic between its stable and canary Services (or, holding requests
+    for a server that scales to zero, sending both tracks through KEDA's interceptor).
 
     Creates: a ``ConfigMap`` ``<name>-config`` with ``nginx.conf`` (see :func:`render_router_config`),
     a ``Deployment`` ``<name>`` (container ``router``: the config at ``/etc/nginx/nginx.conf``, an
@@ -318,13 +387,20 @@ class CanaryRouter(pulumi.ComponentResource):
         weight = args.canary_weight if has_canary else 0
 
         def render(values: list) -> str:
-            namespace, stable, canary = values
+            namespace, stable, canary, stable_hold, canary_hold = values
+            hold = None if args.interceptor_host is None else HoldRouting(
+                args.interceptor_host, stable_hold, canary_hold if has_canary else stable_hold,
+                args.hold_timeout_seconds)
             return render_router_config(models, service_host(stable, namespace, args.cluster_domain),
                                         service_host(canary, namespace, args.cluster_domain), weight,
-                                        worker_processes=args.worker_processes)
+                                        worker_processes=args.worker_processes, hold=hold)
 
+        if args.interceptor_host is not None and (args.stable_hold_host is None
+                                                  or (has_canary and args.canary_hold_host is None)):
+            raise ValueError(f"CanaryRouter {name}: hold mode needs the hold hosts of every track")
         canary_service = args.canary_service if has_canary else args.stable_service
-        nginx_conf = pulumi.Output.all(args.namespace, args.stable_service, canary_service).apply(render)
+        nginx_conf = pulumi.Output.all(args.namespace, args.stable_service, canary_service, args.stable_hold_host,
+                                       args.canary_hold_host).apply(render)
         checksum = nginx_conf.apply(lambda text: hashlib.sha256(text.encode()).hexdigest()[:16])
         config = k8s.core.v1.ConfigMap(f"{name}-config", metadata=meta("-config"),
                                        data={CONFIG_KEY: nginx_conf}, opts=child)

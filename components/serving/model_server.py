@@ -10,7 +10,13 @@ import pulumi_kubernetes as k8s
 
 from components.node_labels import GPU_RESOURCE, GPU_TAINT_KEY
 from components.serving.batching import BATCHING_FILE, BatchingConfig, cpu_cores, render_batching_parameters
-from components.serving.model_sync import SYNC_IMAGES, SYNC_SCRIPT, SYNC_SPEC_FILE, render_sync_spec
+from components.serving.model_sync import (
+    DEFAULT_SYNC_INTERVAL_SECONDS,
+    SYNC_IMAGES,
+    SYNC_SCRIPT,
+    SYNC_SPEC_FILE,
+    render_sync_spec,
+)
 from components.serving.readiness import (
     READY_SCRIPT,
     READY_SCRIPT_KEY,
@@ -43,6 +49,14 @@ PRE_STOP_SECONDS = 15
 # then kills it. Bounded so a node drain never waits minutes per pod.
 TERMINATION_GRACE_SECONDS = 45
 STARTUP_PROBE_PERIOD = 10
+FILE_SYSTEM_POLL_SECONDS = 5
+"""``--file_system_poll_wait_seconds``: how often TF Serving lists each model's base path for new or
+removed versions (sources/storage_path/file_system_storage_path_source.cc). It lists the pod's local
+``emptyDir``, where a listing costs a readdir, not a request: the 30-60 s advice of
+tensorflow/serving#1916 is about remote file systems (GCS). A few seconds keeps publish-to-serving short
+(``DEFAULT_SYNC_INTERVAL_SECONDS`` + copy + this + load; tests/test_publish_to_serving.py)."""
+MODEL_CACHE_MOUNT = "/model-cache"
+"""Where the sync containers mount their server's node cache directory (components/serving/model_cache.py)."""
 SKIP_AWAIT = "pulumi.com/skipAwait"
 """pulumi-kubernetes skips its readiness await for an object carrying this annotation = "true"
 (provider/pkg/metadata/annotations.go); any other value, or none, means the update waits."""
@@ -88,8 +102,12 @@ class ModelServerArgs:
     """Pins the pods to a node pool."""
     sync_env: dict[str, str] = field(default_factory=dict)
     """Extra environment of the sync containers (e.g. ``AWS_REGION``)."""
-    sync_interval_seconds: int = 45
+    sync_interval_seconds: int = DEFAULT_SYNC_INTERVAL_SECONDS
     """How often the sidecar looks for new versions (each look lists the bucket)."""
+    model_cache_claim: pulumi.Input[str] | None = None
+    """PersistentVolumeClaim of the node-local model cache (:class:`~components.serving.model_cache.ModelCache`),
+    mounted by the sync containers with ``subPath`` = ``server``: versions are then downloaded once per node
+    and copied from there into each pod's volume. None: every pod copies from the bucket."""
     startup_timeout_seconds: int = 600
     """Time the first model load may take before the kubelet restarts TF Serving."""
     models_volume_size: str = "20Gi"
@@ -156,8 +174,8 @@ def server_args(batching: bool = False, gpu_memory_fraction: float | None = None
         # immutable ConfigMap that only new pods mount, so a running pod never reloads a config whose label
         # moves onto a version it has not loaded (ReloadConfig would store that config, refuse the label
         # and never load the version: the model is then unloaded once the sync prunes the old one).
-        # The sidecar renames complete versions into place; 30 s is quick enough and cheap.
-        "--file_system_poll_wait_seconds=30",
+        # The sidecar renames complete versions into place; polling the local volume is cheap.
+        f"--file_system_poll_wait_seconds={FILE_SYSTEM_POLL_SECONDS}",
         f"--monitoring_config_file={CONFIG_DIR}/{MONITORING_CONFIG_FILE}",
         # ServerCore::ReloadConfig (model_servers/server_core.cc) runs UpdateModelVersionLabelMap
         # before AddModelsViaModelConfigList: at startup no version is loaded yet, so without this
@@ -226,7 +244,8 @@ class ModelServer(pulumi.ComponentResource):
     """TF Serving for a set of models.
 
     Creates: a ``ConfigMap`` (model config list, monitoring config, batching parameters, sync and
-    readiness scripts), a ``Deployment`` (waiting init sync + sync sidecar + TF Serving, startup /
+    readiness scripts), a ``Deployment`` (waiting init sync + sync sidecar + TF Serving, the node's model
+    cache mounted by the sync containers when ``model_cache_claim`` is set, startup /
     model-aware readiness / liveness probes, preStop pause, restricted security context, spread
     across zones and nodes, zero-downtime rolling updates) and a ``Service`` (gRPC 8500, REST 8501)
     selecting this Deployment's pods only.
@@ -312,6 +331,15 @@ class ModelServer(pulumi.ComponentResource):
         sync_mounts = [{"name": "models", "mountPath": MODELS_DIR},
                        {"name": "config", "mountPath": CONFIG_DIR, "readOnly": True},
                        {"name": "tmp", "mountPath": "/tmp"}]
+        cache_volumes = []
+        if args.model_cache_claim is not None:
+            # The node's cache directory of this server (stable and canary pods share it). Bounded like
+            # the pod's volume: it holds what the server's pods select, at most modelsVolumeSize.
+            sync_env += [{"name": "MODEL_CACHE_DIR", "value": MODEL_CACHE_MOUNT},
+                         {"name": "MODEL_CACHE_MAX_BYTES", "value": str(quantity_bytes(args.models_volume_size))}]
+            sync_mounts.append({"name": "model-cache", "mountPath": MODEL_CACHE_MOUNT, "subPath": args.server})
+            cache_volumes.append({"name": "model-cache",
+                                  "persistentVolumeClaim": {"claimName": args.model_cache_claim}})
         sync_resources = {"requests": {"cpu": args.sync_cpu, "memory": args.sync_memory},
                           "limits": {"cpu": args.sync_cpu, "memory": args.sync_memory}}
         sync_image = args.sync_image or SYNC_IMAGES[args.model_store]
@@ -373,7 +401,7 @@ class ModelServer(pulumi.ComponentResource):
             "containers": [server],
             "volumes": [{"name": "models", "emptyDir": {"sizeLimit": args.models_volume_size}},
                         {"name": "config", "configMap": {"name": config.metadata.name}},
-                        {"name": "tmp", "emptyDir": {"sizeLimit": "1Gi"}}],
+                        {"name": "tmp", "emptyDir": {"sizeLimit": "1Gi"}}, *cache_volumes],
             "nodeSelector": args.node_selector or None,
             "tolerations": [{"key": GPU_TAINT_KEY, "operator": "Exists", "effect": "NoSchedule"}]
             if args.gpus else None,

@@ -26,6 +26,14 @@ any other. Every round it also re-checks the local versions (sizes against the l
 marker) and reports a version whose marker was replaced in the bucket. ``MODELS_VOLUME_BYTES`` (the
 volume's sizeLimit) makes it skip a copy that would overflow the volume instead of getting the pod
 evicted.
+
+With ``MODEL_CACHE_DIR`` (the node-local cache of ``model_cache.py``) a version is downloaded once per
+node: the first pod takes a per-version lock in the cache (a ``mkdir`` lock with a heartbeat, broken when
+stale), downloads and verifies the version there, and every other pod of the server on that node copies
+it from the cache, verified again in full. The round that lists the bucket leaves its listing in the
+cache, and ``wait`` uses a fresh one instead of listing, so a second or restarted pod on a warm node
+starts without a single bucket request. The cache is pruned by the pods' own policy; a missing or
+unwritable cache only makes the round copy straight from the bucket (docs/model-cache.md).
 """
 
 from __future__ import annotations
@@ -48,9 +56,15 @@ SYNC_SPEC_FILE = "sync.models"
 
 SYNC_SPEC_PATH = f"{CONFIG_DIR}/{SYNC_SPEC_FILE}"
 
+DEFAULT_SYNC_INTERVAL_SECONDS = 15
+"""Default pause between two sync rounds (each round lists the bucket once per model). With TF Serving's
+file-system poll (``FILE_SYSTEM_POLL_SECONDS`` in model_server.py) it bounds the time from a publish to
+the version serving: interval + copy + poll + load (docs/model-cache.md, tests/test_publish_to_serving.py)."""
+
 PRUNE_AFTER_SECONDS = 300
-"""Default grace before an unselected local version is deleted: longer than TF Serving's 60 s
-config poll plus its 30 s file-system poll, so it has moved to the newer version first."""
+"""Default grace before an unselected local version is deleted: far longer than TF Serving's
+file-system poll (a few seconds; its config is read once, never polled), so it has moved to the newer
+version first. The node cache's entries follow the same grace."""
 
 
 def render_sync_spec(models: Sequence[ServedModel]) -> str:
@@ -182,22 +196,30 @@ SYNC_SCRIPT = r"""#!/bin/sh
 #         ready locally (latest/all: one version present; specific: every listed version present),
 #         then exits 0. It never fails because the bucket is empty, unreachable or forbidden: it logs
 #         one "model-sync: waiting: ..." line per problem per round, so the pod sits in Init.
-#         It never prunes.
+#         It never prunes. With the node cache it takes a fresh listing from the cache instead of
+#         listing the bucket, so a pod on a warm node starts without a bucket request ("Node cache").
 #   loop  (native sidecar) rounds forever, pruning; logs copies and problems; exits only on SIGTERM.
 #   once  one round, pruning; exit 0 if every listing, copy and check worked, 1 otherwise (humans, tests).
 #   anything else: usage error, exit 2 (as is a missing or unsupported $MODEL_SOURCE_URI, or a
-#   non-numeric SYNC_INTERVAL_SECONDS, PRUNE_AFTER_SECONDS or MODELS_VOLUME_BYTES).
+#   non-numeric SYNC_INTERVAL_SECONDS, PRUNE_AFTER_SECONDS, MODELS_VOLUME_BYTES or MODEL_CACHE_* number).
 #
 # Environment:
 #   MODEL_SOURCE_URI       s3://bucket[/prefix] or gs://bucket[/prefix] (required)
 #   MODEL_DIR              local models directory (default /models)
 #   MODEL_SPEC_FILE        spec file, re-read every round (default __SPEC_PATH__)
-#   SYNC_INTERVAL_SECONDS  pause between rounds (default 45)
+#   SYNC_INTERVAL_SECONDS  pause between rounds (default __INTERVAL__)
 #   PRUNE_AFTER_SECONDS    how long a local version stays unselected before deletion (default __PRUNE__)
 #   MODELS_VOLUME_BYTES    size limit in bytes of the volume holding $MODEL_DIR (the emptyDir's
 #                          sizeLimit: above it the kubelet evicts the pod); a copy that would not
 #                          fit is skipped with a problem line. Unset or 0: no check.
 #   TMPDIR                 scratch directory (default /tmp; the root filesystem is read-only)
+#   MODEL_CACHE_DIR        node-local cache shared by this server's pods on the node (see "Node
+#                          cache"); unset or empty: no cache, every pod copies from the bucket.
+#   MODEL_CACHE_LISTING_MAX_AGE_SECONDS  wait uses the cache's listing of a model at most this old
+#                          instead of listing the bucket (default 2 x SYNC_INTERVAL_SECONDS; 0: never).
+#   MODEL_CACHE_LOCK_STALE_SECONDS  a cache lock whose heartbeat is older is broken (default 60).
+#   MODEL_CACHE_MAX_BYTES  a version that would grow the cache above this many bytes is copied from
+#                          the bucket without going through the cache. Unset or 0: no check.
 #
 # Spec file, one model a line ('#' comments and blank lines ignored):
 #   <model> latest <N>            the newest N complete versions
@@ -239,6 +261,44 @@ SYNC_SCRIPT = r"""#!/bin/sh
 # A version selected again loses its mark. Nothing is pruned for a model whose listing failed or whose
 # selected versions are not all present locally. Models no longer in the spec file are left alone.
 #
+# Node cache (MODEL_CACHE_DIR set). The pods of one server on one node share a directory (a hostPath
+# PersistentVolume, components/serving/model_cache.py) holding verified complete versions, so a version
+# is downloaded once per node, not once per pod:
+#   <cache>/<model>/<v>@<sha256 of its marker>/  a complete copy: the files, the marker and __STATE__
+#                                                (the marker's identity in the listing, as in a pod)
+#   <cache>/<model>/.listing                     the last listing: "<epoch> <uri>", then "<v> <identity>"
+#   <cache>/<model>/.lock-<v>/                   the lock of a version: owner, beat (epoch seconds)
+#   <cache>/<model>/.incoming-<v>.<self>/       a download in progress
+#   <cache>/<model>/.unselected-<v>@<sha256>     a prune mark (epoch seconds)
+# An entry is looked up by the identity the listing gives for the marker, so finding it costs no bucket
+# request; the marker's sha256 in its name keeps two uploads under one number apart (pods started after
+# a replacement get the new bytes, as without the cache). Copying a selected version that is not here
+# yet happens under the lock of (model, version), and:
+#   - the cache has it: the entry is copied into $MODEL_DIR/<model>/.incoming-<v>, checked IN FULL
+#     (sizes and sha256: the entry may be old, written by another pod, on the node's disk) and renamed
+#     into place. An entry that fails is deleted and downloaded again: it is never served.
+#   - it does not: the version is downloaded into the cache's .incoming-<v>.<self> and checked as in
+#     steps 1-3 above, renamed into the cache, copied into $MODEL_DIR, checked by sizes (its sha256 were
+#     checked moments ago under the same lock; a local cp either works or fails) and renamed into place.
+# The lock is a directory made with mkdir (atomic). Its holder rewrites lock/beat every
+# MODEL_CACHE_LOCK_STALE_SECONDS/6 seconds while it lives. A pod finding the lock taken waits (a line
+# every 30 s), then finds the entry the holder made; a lock whose beat is older than
+# MODEL_CACHE_LOCK_STALE_SECONDS (its holder was killed) is renamed away and deleted. The lock only saves
+# downloads: an entry is made only by a rename after the full check, so even two holders (a lock broken
+# under a holder frozen that long) cannot leave a partial entry, at worst a second download.
+# Every round that lists the bucket writes that listing into the cache (replaced by a rename). wait uses
+# a cached listing at most MODEL_CACHE_LISTING_MAX_AGE_SECONDS old instead of listing: a new pod on a
+# warm node starts without any bucket request, on a listing at most that old (a version published
+# meanwhile reaches it in its sidecar's first round).
+# Pruning (loop and once) applies the pod's policy to the cache: an entry the spec file does not select,
+# or that is no longer the listed identity of its version, is marked and deleted PRUNE_AFTER_SECONDS
+# later, under its lock (so never while a pod copies it). A selected entry loses its mark, so with the
+# stable and canary pods sharing the cache an entry stays while any pod on the node selects it. A pod's
+# versions are its own copies: pruning the cache never touches what a running pod serves.
+# Degrading: a cache directory that is missing or not writable (the node is not prepared yet) costs one
+# log line a round, and the round copies straight from the bucket as without the cache; a version the
+# cache cannot take (full, a failing write or lock) is copied straight from the bucket likewise.
+#
 # AWS CLI: the image (amazon/aws-cli) ships v2, the tests run v1 against moto. Checked for both
 # (the v2 migration guide, and v1's AWS_CLI_UPGRADE_DEBUG_MODE=true, which a test runs):
 #   - pager: v2 pipes output through $AWS_PAGER / cli_pager (default less), v1 never does:
@@ -273,11 +333,23 @@ DEST="${MODEL_DIR:-/models}"
 SPEC="${MODEL_SPEC_FILE:-__SPEC_PATH__}"
 MARKER="__MARKER__"
 STATE="__STATE__"
-INTERVAL="${SYNC_INTERVAL_SECONDS:-45}"
+INTERVAL="${SYNC_INTERVAL_SECONDS:-__INTERVAL__}"
 PRUNE_AFTER="${PRUNE_AFTER_SECONDS:-__PRUNE__}"
 VOLUME_BYTES="${MODELS_VOLUME_BYTES:-0}"
 SCRATCH="${TMPDIR:-/tmp}/model-sync.$$"
 PROBLEM_PREFIX=""
+CACHE="${MODEL_CACHE_DIR:-}"
+CACHE="${CACHE%/}"
+LISTING_MAX_AGE="${MODEL_CACHE_LISTING_MAX_AGE_SECONDS:-}"  # default: 2 x INTERVAL (check_config)
+LOCK_STALE="${MODEL_CACHE_LOCK_STALE_SECONDS:-60}"
+CACHE_MAX_BYTES="${MODEL_CACHE_MAX_BYTES:-0}"
+CACHE_ON=no      # the cache is usable this round (cache_ready)
+LOCKED=""        # the cache lock this process holds, if any
+BEAT_PID=""      # its heartbeat process
+BEAT=10
+SELF=""          # names this process in locks and temporary names (check_config)
+COPIED_FROM=""   # how the last copy_version got its files, for the log line
+LISTING_AGE=0
 TAB=$(printf '\t')
 export AWS_PAGER=""  # AWS CLI v2 would otherwise look for a pager
 
@@ -307,6 +379,15 @@ check_config() {
   is_number "$INTERVAL" || { log "SYNC_INTERVAL_SECONDS='$INTERVAL' is not a number of seconds"; exit 2; }
   is_number "$PRUNE_AFTER" || { log "PRUNE_AFTER_SECONDS='$PRUNE_AFTER' is not a number of seconds"; exit 2; }
   is_number "$VOLUME_BYTES" || { log "MODELS_VOLUME_BYTES='$VOLUME_BYTES' is not a number of bytes"; exit 2; }
+  [ -n "$LISTING_MAX_AGE" ] || LISTING_MAX_AGE=$((2 * INTERVAL))
+  is_number "$LISTING_MAX_AGE" ||
+    { log "MODEL_CACHE_LISTING_MAX_AGE_SECONDS='$LISTING_MAX_AGE' is not a number of seconds"; exit 2; }
+  { is_number "$LOCK_STALE" && [ "$LOCK_STALE" -gt 0 ]; } ||
+    { log "MODEL_CACHE_LOCK_STALE_SECONDS='$LOCK_STALE' is not a positive number of seconds"; exit 2; }
+  is_number "$CACHE_MAX_BYTES" || { log "MODEL_CACHE_MAX_BYTES='$CACHE_MAX_BYTES' is not a number of bytes"; exit 2; }
+  BEAT=$((LOCK_STALE / 6)); [ "$BEAT" -ge 1 ] || BEAT=1
+  # The pod name (the hostname), the mode and the PID: unique among the pods and containers of a node.
+  SELF="$(uname -n 2> /dev/null | tr -c 'A-Za-z0-9.\n-' _).$MODE.$$.$(date +%s)"
 }
 
 # Prints the complete versions of model $1, ascending, and writes "<version> <marker identity>"
@@ -384,15 +465,25 @@ verify() {
     "$SCRATCH.manifest" "$SCRATCH.sizes" "$SCRATCH.sums" "$SCRATCH.found"
 }
 
+# Bytes version files in $SCRATCH.manifest take on disk: each file rounded up to 4 KiB blocks, plus two
+# blocks for the marker copy and the state file.
+need_bytes() {
+  awk '{ n += int(($1 + 4095) / 4096) * 4096 } END { printf "%.0f\n", n + 8192 }' "$SCRATCH.manifest"
+}
+
+# Bytes directory $1 uses on disk (du), 0 when du fails.
+used_bytes() {
+  ub_used=$(du -sk "$1" 2> /dev/null | awk 'NR == 1 { printf "%.0f\n", $1 * 1024 }')
+  is_number "$ub_used" || ub_used=0
+  echo "$ub_used"
+}
+
 # Does version $2 of model $1 (its files in $SCRATCH.manifest) fit next to what $DEST holds now?
 # Logs why not.
 fits() {
   [ "$VOLUME_BYTES" -gt 0 ] || return 0
-  # Files rounded up to 4 KiB blocks, plus two blocks for the marker copy and the state file.
-  ft_need=$(awk '{ n += int(($1 + 4095) / 4096) * 4096 } END { printf "%.0f\n", n + 8192 }' \
-    "$SCRATCH.manifest")
-  ft_used=$(du -sk "$DEST" 2> /dev/null | awk 'NR == 1 { printf "%.0f\n", $1 * 1024 }')
-  is_number "$ft_used" || ft_used=0
+  ft_need=$(need_bytes)
+  ft_used=$(used_bytes "$DEST")
   [ $((ft_used + ft_need)) -gt "$VOLUME_BYTES" ] || return 0
   problem "not copying $1/$2: it needs $ft_need bytes and $DEST already uses $ft_used, more than" \
     "MODELS_VOLUME_BYTES=$VOLUME_BYTES (the pod would be evicted); raise the server's modelsVolumeSize" \
@@ -400,13 +491,267 @@ fits() {
   return 1
 }
 
-# Copies version $2 of model $1 (marker identity $3 in the listing), verifies it against the marker
-# copied with it and renames it into place, replacing a damaged copy. With MODELS_VOLUME_BYTES set the
-# marker is read first, to refuse a bad one and a version that does not fit before any download.
-# Logs each problem; fails leaving nothing behind.
+# --- the node cache (MODEL_CACHE_DIR; see "Node cache" in the header) ---
+
+# Sets CACHE_ON for this round: yes when the cache directory exists and takes a new directory. Logs one
+# line when it is set but not usable (the round then copies from the bucket directly).
+cache_ready() {
+  CACHE_ON=no
+  [ -n "$CACHE" ] || return 0
+  if [ ! -d "$CACHE" ]; then cr_why="no such directory"
+  elif ! { mkdir "$CACHE/.probe.$SELF" && rmdir "$CACHE/.probe.$SELF"; } 2> "$SCRATCH.err"; then
+    cr_why=$(first_line "$SCRATCH.err")
+  else
+    CACHE_ON=yes; return 0
+  fi
+  log "node cache $CACHE is not usable (${cr_why:-not writable}): copying from $SRC directly this round"
+}
+
+# Rewrites <lock>/beat every $BEAT seconds while the process $2 lives and lock $1 is still ours.
+heartbeat() {
+  while sleep "$BEAT"; do
+    kill -0 "$2" 2> /dev/null || exit 0
+    [ "$(cat "$1/owner" 2> /dev/null)" = "$SELF" ] || exit 0
+    { date +%s > "$1/beat.$SELF" && mv -f "$1/beat.$SELF" "$1/beat"; } 2> /dev/null || exit 0
+  done
+}
+
+# Takes the node-wide lock of version $2 of model $1 (mkdir is atomic) and starts its heartbeat. While
+# another pod holds it with a fresh beat: waits, or with $3 = try fails at once. A lock whose beat is
+# older than $LOCK_STALE seconds (its holder was killed) is renamed away and deleted. Fails when no
+# lock can be made (the cache is failing).
+cache_lock() {
+  ck_lock="$CACHE/$1/.lock-$2"; ck_start=$(date +%s); ck_said="$ck_start"; ck_failed=0
+  while ! mkdir "$ck_lock" 2> /dev/null; do
+    if [ ! -d "$ck_lock" ]; then  # not held (released meanwhile?): retry, but not forever
+      ck_failed=$((ck_failed + 1)); [ "$ck_failed" -lt 3 ] || return 1; continue
+    fi
+    ck_now=$(date +%s); ck_owner=$(cat "$ck_lock/owner" 2> /dev/null)
+    ck_beat=$(cat "$ck_lock/beat" 2> /dev/null)
+    is_number "$ck_beat" || ck_beat="$ck_start"  # being made right now, or its holder died making it
+    if [ $((ck_now - ck_beat)) -gt "$LOCK_STALE" ]; then
+      if mv "$ck_lock" "$CACHE/$1/.broken-$2.$SELF" 2> /dev/null; then
+        log "node cache: broke the lock of $1/$2 held by ${ck_owner:-a pod that never wrote its name}" \
+          "(no heartbeat for $((ck_now - ck_beat)) s)"
+        rm -rf "$CACHE/$1/.broken-$2.$SELF"
+      fi
+      continue
+    fi
+    [ "${3:-}" != try ] || return 1
+    if [ $((ck_now - ck_said)) -ge 30 ]; then
+      log "node cache: waiting for ${ck_owner:-another pod} to finish with $1/$2"; ck_said="$ck_now"
+    fi
+    sleep 1
+  done
+  LOCKED="$ck_lock"
+  { printf '%s\n' "$SELF" > "$ck_lock/owner" && date +%s > "$ck_lock/beat"; } 2> /dev/null
+  # stdio to /dev/null: the heartbeat's sleep must not hold the pipes of whoever runs this script.
+  heartbeat "$ck_lock" $$ < /dev/null > /dev/null 2>&1 &
+  BEAT_PID=$!
+}
+
+# Releases the lock this process holds (if it still is ours) and stops its heartbeat.
+cache_unlock() {
+  [ -n "$LOCKED" ] || return 0
+  if [ -n "$BEAT_PID" ]; then kill "$BEAT_PID" 2> /dev/null; wait "$BEAT_PID" 2> /dev/null; fi
+  if [ "$(cat "$LOCKED/owner" 2> /dev/null)" = "$SELF" ]; then rm -rf "$LOCKED"; fi
+  LOCKED=""; BEAT_PID=""
+}
+
+# Prints the cache entry of version $2 of model $1 made from the marker of listing identity $3.
+cache_entry() {
+  for ce_dir in "$CACHE/$1/$2"@*; do
+    if [ -d "$ce_dir" ] && [ "$(cat "$ce_dir/$STATE" 2> /dev/null)" = "$3" ]; then
+      printf '%s\n' "$ce_dir"; return 0
+    fi
+  done
+  return 1
+}
+
+# Deletes cache entry $1, which failed a check ($2 says how): renamed away first, so no pod finds half.
+drop_entry() {
+  log "node cache: $1 does not match its $MARKER marker ($2): deleted, downloading it again"
+  de_gone="${1%/*}/.pruning-${1##*/}.$SELF"
+  if mv "$1" "$de_gone" 2> /dev/null; then rm -rf "$de_gone"; else rm -rf "$1"; fi
+}
+
+# Would version $2 of model $1 (files in $SCRATCH.manifest) grow the cache above MODEL_CACHE_MAX_BYTES?
+cache_room() {
+  [ "$CACHE_MAX_BYTES" -gt 0 ] || return 0
+  cm_need=$(need_bytes)
+  cm_used=$(used_bytes "$CACHE")
+  [ $((cm_used + cm_need)) -gt "$CACHE_MAX_BYTES" ] || return 0
+  log "node cache: $1/$2 needs $cm_need bytes and $CACHE already uses $cm_used, more than" \
+    "MODEL_CACHE_MAX_BYTES=$CACHE_MAX_BYTES: copying it from $SRC directly, not through the cache"
+  return 1
+}
+
+# Writes the listing of model $1 just made ($SCRATCH.complete) into the cache, replaced by a rename.
+cache_save_listing() {
+  [ "$CACHE_ON" = yes ] || return 0
+  cs_file="$CACHE/$1/.listing"
+  if ! { mkdir -p "$CACHE/$1" && { echo "$(date +%s) $SRC"; cat "$SCRATCH.complete"; } > "$cs_file.$SELF" \
+         && mv -f "$cs_file.$SELF" "$cs_file"; } 2> "$SCRATCH.err"; then
+    rm -f "$cs_file.$SELF"; log "node cache: cannot write $cs_file: $(first_line "$SCRATCH.err")"
+  fi
+}
+
+# wait only: the cache's listing of model $1 into $SCRATCH.complete when it is of this $SRC and at most
+# $LISTING_MAX_AGE seconds old (its age in LISTING_AGE); fails otherwise.
+cache_listing() {
+  [ "$CACHE_ON" = yes ] && [ "$MODE" = wait ] && [ "$LISTING_MAX_AGE" -gt 0 ] || return 1
+  lg_head=$(sed -n 1p "$CACHE/$1/.listing" 2> /dev/null)
+  lg_when="${lg_head%% *}"
+  is_number "$lg_when" && [ "${lg_head#* }" = "$SRC" ] || return 1
+  LISTING_AGE=$(($(date +%s) - lg_when))
+  [ "$LISTING_AGE" -ge 0 ] && [ "$LISTING_AGE" -le "$LISTING_MAX_AGE" ] || return 1
+  sed 1d "$CACHE/$1/.listing" | awk 'NF == 2 && $1 ~ /^[0-9]+$/' | sort -n -u -k1,1 > "$SCRATCH.complete"
+}
+
+# Marks the cache entries of model $1 that the keep list ($2...) does not select, or that are no longer
+# the listed identity of their version ($SCRATCH.complete), and deletes those marked $PRUNE_AFTER
+# seconds ago whose lock is free; selected entries lose their mark. Also deletes what pods killed while
+# downloading or deleting left behind.
+prune_cache() {
+  pc_model="$1"; shift
+  pc_now=$(date +%s)
+  for pc_entry in "$CACHE/$pc_model"/*@*; do
+    [ -d "$pc_entry" ] || continue
+    pc_name="${pc_entry##*/}"; pc_version="${pc_name%%@*}"
+    is_number "$pc_version" || continue
+    pc_mark="$CACHE/$pc_model/.unselected-$pc_name"
+    pc_id=$(awk -v v="$pc_version" '$1 == v { print $2; exit }' "$SCRATCH.complete")
+    if in_list "$pc_version" "$@" && { [ -z "$pc_id" ] || [ "$(cat "$pc_entry/$STATE" 2> /dev/null)" = "$pc_id" ]; }
+    then
+      rm -f "$pc_mark"; continue
+    fi
+    pc_since=$(cat "$pc_mark" 2> /dev/null)
+    if ! is_number "$pc_since"; then
+      pc_since="$pc_now"
+      echo "$pc_now" 2> /dev/null > "$pc_mark" || { log "node cache: cannot write $pc_mark"; continue; }
+      log "node cache: $pc_model/$pc_name is no longer selected: deleting it after $PRUNE_AFTER s"
+    fi
+    [ $((pc_now - pc_since)) -ge "$PRUNE_AFTER" ] || continue
+    cache_lock "$pc_model" "$pc_version" try || continue  # a pod is copying it: next round
+    pc_gone="$CACHE/$pc_model/.pruning-$pc_name.$SELF"
+    if mv "$pc_entry" "$pc_gone" 2> /dev/null && rm -rf "$pc_gone"; then
+      rm -f "$pc_mark"; log "node cache: pruned $pc_model/$pc_name (unselected for $((pc_now - pc_since)) s)"
+    else
+      log "node cache: cannot delete $pc_entry"
+    fi
+    cache_unlock
+  done
+  for pc_mark in "$CACHE/$pc_model"/.unselected-*; do
+    [ -f "$pc_mark" ] && [ ! -d "$CACHE/$pc_model/${pc_mark##*/.unselected-}" ] && rm -f "$pc_mark"
+  done
+  for pc_left in "$CACHE/$pc_model"/.incoming-*; do  # .incoming-<v>.<self>: free only when v is
+    [ -d "$pc_left" ] || continue
+    pc_version="${pc_left##*/.incoming-}"; pc_version="${pc_version%%.*}"
+    { is_number "$pc_version" && cache_lock "$pc_model" "$pc_version" try; } || continue
+    rm -rf "$CACHE/$pc_model/.incoming-$pc_version".*
+    cache_unlock
+  done
+  rm -rf "$CACHE/$pc_model"/.pruning-* "$CACHE/$pc_model"/.broken-* 2> /dev/null
+  return 0
+}
+
+# --- copying a version ---
+
+# Downloads version $2 of model $1 into directory $3 (made afresh) and checks it against the marker
+# copied with it. Logs each problem; fails leaving nothing behind.
+download_verified() {
+  dv_src="$SRC/$1/$2/"
+  : > "$SCRATCH.err"
+  if ! { rm -rf "$3" && mkdir -p "$3"; } 2> "$SCRATCH.err"; then
+    problem "cannot create $3: $(first_line "$SCRATCH.err")"; return 1
+  fi
+  case "$SRC" in
+    s3://*) aws s3 cp --recursive --only-show-errors "$dv_src" "$3/" ;;
+    gs://*) gcloud storage cp --recursive --no-user-output-enabled "$dv_src*" "$3/" ;;
+  esac < /dev/null 2> "$SCRATCH.err" || {
+    rm -rf "$3"; problem "copy of $dv_src failed, retrying next round: $(first_line "$SCRATCH.err")"
+    return 1
+  }
+  # The copy must be exactly what the marker copied with it lists: files uploaded again during the
+  # copy (or a marker deleted meanwhile) show up as a difference.
+  if ! check_copy "$3" "$1" "$2" full; then
+    rm -rf "$3"
+    problem "copy of $dv_src does not match its $MARKER marker ($CHECK_WHY): discarded, retrying next round"
+    return 1
+  fi
+}
+
+# Checks copy $1 of version $3 of model $2 against the marker in it: sizes only ($4 = sizes) or also
+# sha256s and unlisted files ($4 = full). Fails with the reason in CHECK_WHY.
+check_copy() {
+  CHECK_WHY=""
+  if [ ! -f "$1/$MARKER" ]; then
+    CHECK_WHY="the copy has no $MARKER: it vanished during the copy (uploaded again?)"
+  elif ! read_marker "$1/$MARKER" "$2" "$3"; then
+    CHECK_WHY="the copied $MARKER is not a marker as model_tools publish writes it:"
+    CHECK_WHY="$CHECK_WHY $(first_line "$SCRATCH.manifest")"
+  elif ! verify "$1" "$4" > "$SCRATCH.verify"; then
+    CHECK_WHY=$(first_line "$SCRATCH.verify")
+  fi
+  [ -z "$CHECK_WHY" ]
+}
+
+# Copies cache entry $1 into a fresh pod directory $2; fails (nothing left) when cp does.
+copy_entry() {
+  { rm -rf "$2" && mkdir -p "$2" && cp -R "$1/." "$2/"; } 2> "$SCRATCH.err" && return 0
+  CHECK_WHY="cannot copy it: $(first_line "$SCRATCH.err")"; rm -rf "$2"; return 1
+}
+
+# Puts checked copy $4 of version $2 of model $1 (marker identity $3) into place, replacing a damaged
+# copy. Logs each problem; fails leaving nothing behind.
+install_version() {
+  iv_dir="$DEST/$1/$2"; iv_old="$DEST/$1/.pruning-$2"
+  if ! printf '%s\n' "$3" 2> "$SCRATCH.err" > "$4/$STATE"; then
+    rm -rf "$4"; problem "cannot write $4/$STATE: $(first_line "$SCRATCH.err")"; return 1
+  fi
+  # Same filesystem: the rename is atomic, TF Serving sees all of the version or none of it. A damaged
+  # copy is renamed away first and deleted after.
+  if [ -d "$iv_dir" ] && ! { rm -rf "$iv_old" && mv "$iv_dir" "$iv_old"; } 2> "$SCRATCH.err"; then
+    rm -rf "$4"; problem "cannot move the damaged $iv_dir away: $(first_line "$SCRATCH.err")"; return 1
+  fi
+  if ! mv "$4" "$iv_dir" 2> "$SCRATCH.err"; then
+    problem "cannot rename $4 to $iv_dir: $(first_line "$SCRATCH.err")"
+    rm -rf "$4"; [ -d "$iv_old" ] && mv "$iv_old" "$iv_dir"
+    return 1
+  fi
+  rm -rf "$iv_old"
+}
+
+# Copies version $2 of model $1 (marker identity $3 in the listing) into place, checked against its
+# marker: from the node cache when it holds the version, else from the bucket (through the cache when
+# it is usable, so the next pod on the node finds it). Sets COPIED_FROM for the log line. Logs each
+# problem; fails leaving nothing behind.
 copy_version() {
-  cv_dir="$DEST/$1/$2"; cv_tmp="$DEST/$1/.incoming-$2"; cv_old="$DEST/$1/.pruning-$2"; cv_src="$SRC/$1/$2/"
-  if [ "$VOLUME_BYTES" -gt 0 ]; then
+  COPIED_FROM=""; cv_entry=""
+  if [ "$CACHE_ON" = yes ]; then
+    if ! mkdir -p "$CACHE/$1" 2> "$SCRATCH.err"; then
+      log "node cache: cannot create $CACHE/$1 ($(first_line "$SCRATCH.err")): copying $1/$2 from $SRC directly"
+    elif ! cache_lock "$1" "$2"; then
+      log "node cache: cannot lock $1/$2 in $CACHE: copying it from $SRC directly"
+    else
+      cv_entry=$(cache_entry "$1" "$2" "$3")
+    fi
+  fi
+  copy_locked "$1" "$2" "$3" "$cv_entry"
+  cv_status=$?
+  cache_unlock
+  return $cv_status
+}
+
+copy_locked() { # copy_version with the cache lock held (or no cache): model version identity entry
+  cv_tmp="$DEST/$1/.incoming-$2"; cv_src="$SRC/$1/$2/"; cv_entry="$4"
+  # The marker is read before anything is copied, for the space checks: from the cache entry (no
+  # request), else downloaded when a space check needs it.
+  if [ -n "$cv_entry" ] && ! read_marker "$cv_entry/$MARKER" "$1" "$2"; then
+    drop_entry "$cv_entry" "its $MARKER is unreadable: $(first_line "$SCRATCH.manifest")"; cv_entry=""
+  fi
+  if [ -z "$cv_entry" ] && { [ "$VOLUME_BYTES" -gt 0 ] || { [ -n "$LOCKED" ] && [ "$CACHE_MAX_BYTES" -gt 0 ]; }; }
+  then
     if ! fetch_marker "$1" "$2" "$SCRATCH.marker"; then
       problem "cannot read $cv_src$MARKER, retrying next round: $(first_line "$SCRATCH.err")"; return 1
     fi
@@ -415,50 +760,42 @@ copy_version() {
         "($(first_line "$SCRATCH.manifest")); publish the model again as a new version"
       return 1
     fi
-    fits "$1" "$2" || return 1
   fi
-  : > "$SCRATCH.err"
-  if ! { rm -rf "$cv_tmp" && mkdir -p "$cv_tmp"; } 2> "$SCRATCH.err"; then
-    problem "cannot create $cv_tmp: $(first_line "$SCRATCH.err")"; return 1
+  fits "$1" "$2" || return 1
+  if [ -n "$cv_entry" ]; then
+    if copy_entry "$cv_entry" "$cv_tmp" && check_copy "$cv_tmp" "$1" "$2" full; then
+      COPIED_FROM=" from the node cache"
+      install_version "$1" "$2" "$3" "$cv_tmp"; return
+    fi
+    rm -rf "$cv_tmp"; drop_entry "$cv_entry" "$CHECK_WHY"
   fi
-  case "$SRC" in
-    s3://*) aws s3 cp --recursive --only-show-errors "$cv_src" "$cv_tmp/" ;;
-    gs://*) gcloud storage cp --recursive --no-user-output-enabled "$cv_src*" "$cv_tmp/" ;;
-  esac < /dev/null 2> "$SCRATCH.err" || {
-    rm -rf "$cv_tmp"; problem "copy of $cv_src failed, retrying next round: $(first_line "$SCRATCH.err")"
-    return 1
-  }
-  # The copy must be exactly what the marker copied with it lists: files uploaded again during the
-  # copy (or a marker deleted meanwhile) show up as a difference.
-  if [ ! -f "$cv_tmp/$MARKER" ]; then
-    cv_why="the copy has no $MARKER: it vanished during the copy (uploaded again?)"
-  elif ! read_marker "$cv_tmp/$MARKER" "$1" "$2"; then
-    cv_why="the copied $MARKER is not a marker as model_tools publish writes it:"
-    cv_why="$cv_why $(first_line "$SCRATCH.manifest")"
-  elif ! verify "$cv_tmp" full > "$SCRATCH.verify"; then
-    cv_why=$(first_line "$SCRATCH.verify")
-  else
-    cv_why=""
+  if [ -n "$LOCKED" ] && cache_room "$1" "$2"; then
+    cv_in="$CACHE/$1/.incoming-$2.$SELF"
+    rm -rf "$CACHE/$1/.incoming-$2".*  # left by a pod killed while it held this lock
+    download_verified "$1" "$2" "$cv_in" || return 1
+    cv_sha=$(sha256sum < "$cv_in/$MARKER" | sed 's/ .*//')
+    cv_entry="$CACHE/$1/$2@$cv_sha"
+    # An entry of the same marker under another listing identity (a re-upload of the same bytes) goes.
+    if { printf '%s\n' "$3" > "$cv_in/$STATE" \
+         && { [ ! -d "$cv_entry" ] || { mv "$cv_entry" "$cv_in.old" && rm -rf "$cv_in.old"; }; } \
+         && mv "$cv_in" "$cv_entry"; } 2> "$SCRATCH.err"; then
+      COPIED_FROM=" (downloaded into the node cache)"
+      if copy_entry "$cv_entry" "$cv_tmp" && check_copy "$cv_tmp" "$1" "$2" sizes; then
+        install_version "$1" "$2" "$3" "$cv_tmp"; return
+      fi
+      rm -rf "$cv_tmp"; problem "cannot copy $cv_entry into $cv_tmp ($CHECK_WHY), retrying next round"
+      return 1
+    fi
+    # Downloaded and checked, but the cache refused the entry: the pod takes the download itself.
+    log "node cache: cannot keep $1/$2 in $CACHE ($(first_line "$SCRATCH.err")): the pod keeps its download"
+    if ! { rm -rf "$cv_tmp" && mv "$cv_in" "$cv_tmp"; } 2> "$SCRATCH.err"; then
+      rm -rf "$cv_in" "$cv_tmp"
+      problem "cannot move $cv_in to $cv_tmp, retrying next round: $(first_line "$SCRATCH.err")"; return 1
+    fi
+    install_version "$1" "$2" "$3" "$cv_tmp"; return
   fi
-  if [ -n "$cv_why" ]; then
-    rm -rf "$cv_tmp"
-    problem "copy of $cv_src does not match its $MARKER marker ($cv_why): discarded, retrying next round"
-    return 1
-  fi
-  if ! printf '%s\n' "$3" 2> "$SCRATCH.err" > "$cv_tmp/$STATE"; then
-    rm -rf "$cv_tmp"; problem "cannot write $cv_tmp/$STATE: $(first_line "$SCRATCH.err")"; return 1
-  fi
-  # Same filesystem: the rename is atomic, TF Serving sees all of the version or none of it. A damaged
-  # copy is renamed away first and deleted after.
-  if [ -d "$cv_dir" ] && ! { rm -rf "$cv_old" && mv "$cv_dir" "$cv_old"; } 2> "$SCRATCH.err"; then
-    rm -rf "$cv_tmp"; problem "cannot move the damaged $cv_dir away: $(first_line "$SCRATCH.err")"; return 1
-  fi
-  if ! mv "$cv_tmp" "$cv_dir" 2> "$SCRATCH.err"; then
-    problem "cannot rename $cv_tmp to $cv_dir: $(first_line "$SCRATCH.err")"
-    rm -rf "$cv_tmp"; [ -d "$cv_old" ] && mv "$cv_old" "$cv_dir"
-    return 1
-  fi
-  rm -rf "$cv_old"
+  download_verified "$1" "$2" "$cv_tmp" || return 1
+  install_version "$1" "$2" "$3" "$cv_tmp"
 }
 
 # Re-checks local version $2 of model $1 (marker identity $3 in the listing): copies it again when
@@ -491,7 +828,7 @@ check_local() {
   fi
   problem "the local copy $cl_dir is damaged ($cl_why): copying it again"
   copy_version "$1" "$2" "$3" || return 1
-  log "copied $1/$2 again, replacing the damaged copy"
+  log "copied $1/$2 again$COPIED_FROM, replacing the damaged copy"
 }
 
 local_versions() { # model: the numeric version directories present locally, ascending
@@ -542,10 +879,15 @@ sync_model() {
   rm -rf "$DEST/$sm_model"/.incoming-* "$DEST/$sm_model"/.pruning-*  # left by an interrupted round
   sm_listing=ok
   : > "$SCRATCH.complete"
-  if ! sm_complete=$(list_complete "$sm_model"); then
+  if cache_listing "$sm_model"; then
+    sm_complete=$(sed 's/ .*//' "$SCRATCH.complete")
+    log "$sm_model: using the node cache's listing from $LISTING_AGE s ago instead of listing $SRC/$sm_model/"
+  elif ! sm_complete=$(list_complete "$sm_model"); then
     problem "cannot list $SRC/$sm_model/ (check the bucket name and the pod's identity):" \
       "$(first_line "$SCRATCH.err")"
     RD_STATUS=1; sm_listing=failed; sm_complete=""
+  else
+    cache_save_listing "$sm_model"
   fi
   case "$sm_policy" in
     latest) sm_selected=$(printf '%s\n' $sm_complete | tail -n "$sm_arg"); sm_keep="$sm_selected" ;;
@@ -569,7 +911,7 @@ sync_model() {
     if [ -d "$DEST/$sm_model/$sm_version" ]; then
       check_local "$sm_model" "$sm_version" "$sm_id" || RD_STATUS=1
     elif copy_version "$sm_model" "$sm_version" "$sm_id"; then
-      log "copied $sm_model/$sm_version"
+      log "copied $sm_model/$sm_version$COPIED_FROM"
     else
       RD_STATUS=1
     fi
@@ -586,6 +928,7 @@ sync_model() {
     || return 0
   for sm_version in $sm_selected; do [ -d "$DEST/$sm_model/$sm_version" ] || return 0; done
   prune "$sm_model" $sm_keep
+  if [ "$CACHE_ON" = yes ]; then prune_cache "$sm_model" $sm_keep; fi
 }
 
 # One round over the spec file: prune(yes|no). Sets READY=yes when every model is ready locally;
@@ -596,6 +939,7 @@ round() {
     problem "cannot read the spec file $SPEC (ConfigMap key __SPEC_KEY__): $(first_line "$SCRATCH.err")"
     rm -f "$SCRATCH".*; READY=no; return 1
   fi
+  cache_ready
   while IFS= read -r rd_line <&3 || [ -n "$rd_line" ]; do
     rd_number=$((rd_number + 1))
     set -f; set -- $rd_line; set +f  # split on blanks, no globbing
@@ -629,7 +973,7 @@ round() {
 }
 
 pause() { sleep "$INTERVAL" & wait $!; }  # in the background: SIGTERM is handled at once
-stop_on() { trap 'log "stopping"; rm -f "$SCRATCH".*; exit '"$1" TERM INT; }
+stop_on() { trap 'cache_unlock; log "stopping"; rm -f "$SCRATCH".*; exit '"$1" TERM INT; }
 
 case "$MODE" in
   wait)
@@ -650,11 +994,12 @@ case "$MODE" in
     done ;;
   once)
     check_config
+    stop_on 143
     round yes
     exit $? ;;
   *)
     echo "usage: sync.sh wait|loop|once (MODEL_SOURCE_URI, MODEL_DIR, MODEL_SPEC_FILE," \
-      "SYNC_INTERVAL_SECONDS, PRUNE_AFTER_SECONDS, MODELS_VOLUME_BYTES)" >&2
+      "SYNC_INTERVAL_SECONDS, PRUNE_AFTER_SECONDS, MODELS_VOLUME_BYTES, MODEL_CACHE_*)" >&2
     exit 2 ;;
 esac
 """
@@ -662,4 +1007,5 @@ assert "'" not in MANIFEST_AWK + VERIFY_AWK, "the awk programs are single-quoted
 SYNC_SCRIPT = SYNC_SCRIPT.replace("__MANIFEST_AWK__", MANIFEST_AWK.strip("\n")) \
     .replace("__VERIFY_AWK__", VERIFY_AWK.strip("\n")).replace("__MARKER__", COMPLETION_MARKER) \
     .replace("__STATE__", SYNC_STATE_FILE).replace("__SPEC_PATH__", SYNC_SPEC_PATH) \
-    .replace("__SPEC_KEY__", SYNC_SPEC_FILE).replace("__PRUNE__", str(PRUNE_AFTER_SECONDS))
+    .replace("__SPEC_KEY__", SYNC_SPEC_FILE).replace("__PRUNE__", str(PRUNE_AFTER_SECONDS)) \
+    .replace("__INTERVAL__", str(DEFAULT_SYNC_INTERVAL_SECONDS))

@@ -40,6 +40,21 @@ class ServingNetworkPolicyArgs:
     gke_metadata_server: bool = False
     """GKE Workload Identity: credentials come from the GKE metadata server at 169.254.169.254:80
     (with Dataplane V2 also 169.254.169.252:988), so that address is allowed instead of blocked."""
+    interceptor: InterceptorPeer | None = None
+    """KEDA's HTTP add-on interceptor, for a server that holds requests while it scales from zero: it may
+    call the model pods (gRPC and REST), and the router may call it."""
+
+
+@dataclass(frozen=True)
+class InterceptorPeer:
+    """Where KEDA's interceptor pods run, and the port its proxy listens on."""
+
+    namespace: str
+    """KEDA's namespace."""
+    pods: dict[str, str]
+    """Labels of the interceptor pods."""
+    port: int = 8080
+    """The interceptor's proxy port (the router's upstream)."""
 
 
 def namespaces_peer(names: list[str], pod_labels: dict[str, str] | None = None) -> dict:
@@ -52,8 +67,10 @@ def namespaces_peer(names: list[str], pod_labels: dict[str, str] | None = None) 
 
 class ServingNetworkPolicy(pulumi.ComponentResource):
     """Creates: a ``NetworkPolicy`` allowing model calls from the allowed namespaces (and pod labels),
-    the gateway proxies and monitoring, and egress only to cluster DNS and HTTPS (the bucket, STS),
-    never the instance metadata endpoint. The namespace's default deny covers everything else.
+    the gateway proxies and monitoring (and KEDA's interceptor for a server that holds requests), and
+    egress only to cluster DNS and HTTPS (the bucket, STS), never the instance metadata endpoint; with a
+    router, one letting the router in like the callers and out to the model pods (and the interceptor).
+    The namespace's default deny covers everything else.
     """
 
     def __init__(self, name: str, args: ServingNetworkPolicyArgs, opts: pulumi.ResourceOptions | None = None):
@@ -75,6 +92,9 @@ class ServingNetworkPolicy(pulumi.ComponentResource):
             ingress.append({"from": [namespaces_peer([args.monitoring_namespace])], "ports": rest_port})
         if args.router_selector:
             ingress.append({"from": [{"podSelector": {"matchLabels": dict(args.router_selector)}}],
+                            "ports": both_ports})
+        if args.interceptor is not None:
+            ingress.append({"from": [namespaces_peer([args.interceptor.namespace], args.interceptor.pods)],
                             "ports": both_ports})
         dns = {"to": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
                        "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}}}],
@@ -109,6 +129,9 @@ class ServingNetworkPolicy(pulumi.ComponentResource):
                 spec={"podSelector": {"matchLabels": dict(args.router_selector)},
                       "policyTypes": ["Ingress", "Egress"], "ingress": callers,
                       "egress": [dns, {"to": [{"podSelector": {"matchLabels": dict(args.selector)}}],
-                                       "ports": both_ports}]},
+                                       "ports": both_ports},
+                                 *([{"to": [namespaces_peer([args.interceptor.namespace], args.interceptor.pods)],
+                                     "ports": [{"protocol": "TCP", "port": args.interceptor.port}]}]
+                                   if args.interceptor is not None else [])]},
                 opts=pulumi.ResourceOptions(parent=self))
         self.register_outputs({})

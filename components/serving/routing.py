@@ -10,6 +10,12 @@ Gateway API for Services, and north-south through an exposure ``Gateway``), or a
 ``VirtualService`` when the stack runs Istio. REST paths are routed by model; gRPC carries the model
 name in the request body, so only the weighted split applies to it (Istio), and gRPC clients that
 pick the ``canary`` label call the canary Service directly.
+
+A server that scales to zero and holds requests (:mod:`components.serving.scale_to_zero`) runs the
+platform's own router (``proxy``), which sends every request through KEDA's interceptor; its external
+route therefore targets the client Service (the router), like any proxy-routed server. The mesh
+routers here would send traffic straight to the track Services, past the interceptor: the settings
+refuse them for such a server.
 """
 
 from __future__ import annotations

@@ -6,6 +6,7 @@ import { HTTPRoute } from "@kubernetes-models/gateway-api/gateway.networking.k8s
 import { VirtualService } from "@kubernetes-models/istio/networking.istio.io/v1/VirtualService";
 import { AuthorizationPolicy } from "@kubernetes-models/istio/security.istio.io/v1/AuthorizationPolicy";
 import { RequestAuthentication } from "@kubernetes-models/istio/security.istio.io/v1/RequestAuthentication";
+import { ScaledObject } from "@kubernetes-models/keda/keda.sh/v1alpha1/ScaledObject";
 
 const MODELS = {
   "gateway.networking.k8s.io/v1 Gateway": Gateway,
@@ -13,6 +14,7 @@ const MODELS = {
   "networking.istio.io/v1 VirtualService": VirtualService,
   "security.istio.io/v1 RequestAuthentication": RequestAuthentication,
   "security.istio.io/v1 AuthorizationPolicy": AuthorizationPolicy,
+  "keda.sh/v1alpha1 ScaledObject": ScaledObject,
 };
 
 const docs = JSON.parse(fs.readFileSync(0, "utf8"));
