@@ -61,9 +61,10 @@ REPLACE_ON_CHANGE: dict[str, tuple[str, ...]] = {
 ROLLS_NODES: dict[str, tuple[str, ...]] = {
     "gcp:container/nodePool:NodePool": ("nodeConfig.machineType", "nodeConfig.diskType", "nodeConfig.diskSizeGb",
                                         "nodeConfig.imageType", "version",
-                                        # an UpdateNodePoolRequest{GcfsConfig} (node_config.go); GKE lists
-                                        # image streaming among the changes that recreate nodes ("Manual
-                                        # changes that recreate the nodes", node pool upgrade strategies)
+                                        # an UpdateNodePoolRequest{GcfsConfig} (node_config.go). Whether GKE
+                                        # recreates the nodes for it ("Manual changes that recreate the nodes")
+                                        # could not be read offline here: marked as a rollout, the cautious
+                                        # reading for a review
                                         "nodeConfig.gcfsConfig"),
     "aws:eks/nodeGroup:NodeGroup": ("version", "releaseVersion", "launchTemplate"),
 }
