@@ -701,7 +701,9 @@ def test_the_servicer_passes_the_real_plans_and_catches_a_latest_tag(recording, 
     for resource in recording.resources:
         assert not mandatory(servicer.Analyze(analyze_request(resource), None).diagnostics), resource.urn
     assert not servicer.AnalyzeStack(stack_request(recording.resources), None).diagnostics
-    deployment = next(r for r in copied(recording) if r.type == DEPLOYMENT)
+    # A TF Serving Deployment (the router's has no tfserving container; registration order is not fixed).
+    deployment = next(r for r in copied(recording) if r.type == DEPLOYMENT
+                      and any(c["name"] == "tfserving" for c in pod_spec(r)["containers"]))
     server = container(deployment, "tfserving")
     server["image"] = "tensorflow/serving:latest" + ("-gpu" if server["image"].endswith("-gpu") else "")
     diagnostics = mandatory(servicer.Analyze(analyze_request(deployment), None).diagnostics)
