@@ -305,3 +305,48 @@ def test_the_readme_quotes_dev_idle_cost(dev):
     readme = (Path(__file__).parent.parent / "README.md").read_text()
     (idle,) = re.findall(r"idle, dev costs \*\*\$([0-9,]+)/month\*\*", readme)
     assert f"{cost(to_json(dev)).monthly[0]:,.0f}" == idle
+
+
+def test_each_step_is_its_documented_formula(dev):
+    """The dev CPU server on the system pool (m6i.large, gp3 at 125 MiB/s, 500m sync CPU), step by step."""
+    f = scale_up.f
+    plan = to_json(dev)
+    gib = 2 ** 30
+    cpu = {e.server: e for e in scale_up.estimate(plan, {"cpu": 2 * gib})}["cpu"]
+    bucket = 2 * f("sync_cpu_s_per_gib") / 0.5
+    verify = 2 * gib / (f("sha256_bytes_per_core_s") * 0.5)
+    local = 2 * gib / (125 * 2 ** 20 / 2)
+    load = f("load_fixed_cpu_s") + 2 * gib / f("load_bytes_per_s")
+    assert steps(cpu.cold_node) == pytest.approx({
+        "node": f("autoscaler_scan_s") + f("eks_node_s"),  # a CPU pool: no GPU to wait for
+        "sync image": scale_up.IMAGE_BYTES["aws-cli"].value / f("pull_bytes_per_s"),
+        "models": bucket + verify + local,
+        "serving image": scale_up.IMAGE_BYTES["tensorflow/serving:"].value / f("pull_bytes_per_s"),
+        "load": load, "ready": 20})
+    assert steps(cpu.warm_node) == pytest.approx({"models": local + verify, "load": load, "ready": 20})
+    assert cpu.notes == ()
+    # Without the cache every start copies from the bucket, and the plan says so.
+    for r in plan["resources"]:
+        for c in ((r.get("inputs") or {}).get("spec") or {}).get("template", {}).get("spec", {}).get("initContainers") or []:
+            c["env"] = [e for e in c.get("env") or [] if e["name"] != "MODEL_CACHE_DIR"]
+    uncached = {e.server: e for e in scale_up.estimate(plan, {"cpu": 2 * gib})}["cpu"]
+    assert steps(uncached.cold_node)["models"] == steps(uncached.warm_node)["models"] == pytest.approx(bucket + verify)
+    assert uncached.notes == ("no node-local model cache: a pod on a warm node copies every version from the bucket "
+                              "again",)
+    assert uncached.pool.name == "system" and not uncached.pool.gpu
+
+
+def test_quantities_and_rendering():
+    assert scale_up._cpu_cores("500m") == 0.5 and scale_up._cpu_cores("2") == 2.0 and scale_up._cpu_cores(None) == 1.0
+    assert scale_up._minutes(89) == "89 s" and scale_up._minutes(90) == "1.5 min"
+    s = scale_up.Steps()
+    s.add("node", 90.4)
+    s.add("nothing", 0.2)
+    s.add("load", 12)
+    assert s.total == pytest.approx(102.6) and s.render() == "node 90s + load 12s"
+    estimate = scale_up.ServerEstimate("default", scale_up.Pool("aws", "gpu", "g5.xlarge", True), s, s, ("a note",))
+    assert scale_up.render([estimate]).splitlines()[1:] == [
+        "  default on pool gpu (g5.xlarge, AWS):",
+        "    no free node:      1.7 min = node 90s + load 12s",
+        "    warm node (free):  1.7 min = node 90s + load 12s",
+        "    note: a note"]
