@@ -71,9 +71,8 @@ ship-offline: $(VENV)/.ship
 	@echo "shipped offline: export, inspect, publish (v1, v2), list, promote stable -> 2, sync with the AWS CLI,"
 	@echo "TF Serving's startup on the synced files, smoke (5 REST predicts): all passed"
 
-# Up to 4 worker processes (pytest-xdist): each plans the stacks it needs once, as the serial run does.
 test: $(VENV)/.test $(TOOLS)
-	$(PY) -m pytest --numprocesses=auto --maxprocesses=4
+	$(PY) -m pytest
 
 # Mutation testing (scripts/mutate.py, docs/testing.md): not part of `make test`. MODULE is one or more
 # module paths or package folders; the default is the whole of components/ and stacks/ (hours: CI runs it

@@ -261,7 +261,7 @@ def test_model_size_scales_the_model_steps(dev):
 
 
 def test_a_scaled_to_zero_server_waits_for_the_keda_poll(dev):
-    plan = to_json(dev)
+    plan = copy.deepcopy(to_json(dev))
     name = next(r["inputs"]["metadata"]["name"] for r in plan["resources"]
                 if r["type"] == "kubernetes:apps/v1:Deployment" and r["name"] == "tfserving-default-deployment")
     plan["resources"] = [r for r in plan["resources"] if not r["type"].endswith(":ScaledObject")] + [{
@@ -310,7 +310,7 @@ def test_the_readme_quotes_dev_idle_cost(dev):
 def test_each_step_is_its_documented_formula(dev):
     """The dev CPU server on the system pool (m6i.large, gp3 at 125 MiB/s, 500m sync CPU), step by step."""
     f = scale_up.f
-    plan = to_json(dev)
+    plan = copy.deepcopy(to_json(dev))  # edited below: never the session's recording
     gib = 2 ** 30
     cpu = {e.server: e for e in scale_up.estimate(plan, {"cpu": 2 * gib})}["cpu"]
     bucket = 2 * f("sync_cpu_s_per_gib") / 0.5
