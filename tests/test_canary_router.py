@@ -87,6 +87,18 @@ def within_four_sigma(hits: int, n: int, percent: int) -> bool:
 # Stand-in backends --------------------------------------------------------------------------
 
 
+class StandInServer(ThreadingHTTPServer):
+    """A threading HTTP server with a listen backlog like a real server's.
+
+    socketserver's default backlog is 5: a burst of new upstream connections from nginx overflowed it,
+    the kernel dropped the handshakes, and nginx answered 502 (seen in CI). Go servers such as KEDA's
+    interceptor listen with the kernel's somaxconn (4096 on current kernels).
+    """
+
+    request_queue_size = 128
+    daemon_threads = True
+
+
 class Backend:
     """REST and gRPC stand-ins of one track, recording what reached them."""
 
@@ -119,8 +131,7 @@ class Backend:
             def log_message(self, *args) -> None:
                 pass
 
-        self.http = ThreadingHTTPServer((address, rest_port), Handler)
-        self.http.daemon_threads = True
+        self.http = StandInServer((address, rest_port), Handler)
         threading.Thread(target=self.http.serve_forever, daemon=True).start()
 
         answer = model_spec_message(2, track)  # a PredictResponse naming the track

@@ -21,7 +21,7 @@ import time
 from collections import Counter
 from concurrent import futures
 from datetime import date, datetime, timedelta, timezone
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -51,7 +51,7 @@ from stacks.deploy_rules import check
 from stacks.plan import ROOT, plan_stack, to_json
 from tests.conftest import k8s_object, k8s_objects, run_promtool, stack_file_with
 from tests.crd_validation import validate_custom_resources
-from tests.test_canary_router import nginx  # noqa: F401 (the fixture: Debian's nginx)
+from tests.test_canary_router import StandInServer, nginx  # noqa: F401 (nginx: the fixture, Debian's nginx)
 from tests.test_settings import NS, assert_config_error, raw, stack_raw
 
 STABLE, CANARY = "tfserving-default", "tfserving-default-canary"
@@ -441,8 +441,7 @@ class Interceptor:
             def log_message(self, *args) -> None:
                 pass
 
-        self.http = ThreadingHTTPServer((address, rest_port), Handler)
-        self.http.daemon_threads = True
+        self.http = StandInServer((address, rest_port), Handler)
         threading.Thread(target=self.http.serve_forever, daemon=True).start()
 
         def predict(request: bytes, context: grpc.ServicerContext) -> bytes:
@@ -502,7 +501,9 @@ def test_held_requests_reach_the_interceptor_with_their_tracks_host(nginx):
                     conn = http.client.HTTPConnection(router_address, router_rest, timeout=30)
                     conn.request("POST", path, body=b'{"instances": [[0.0]]}')
                     response = conn.getresponse()
-                    return response.status, json.loads(response.read())["host"], time.monotonic() - started
+                    body = response.read()
+                    assert response.status == 200, (response.status, body[:200], log.read_text())
+                    return response.status, json.loads(body)["host"], time.monotonic() - started
 
                 with futures.ThreadPoolExecutor(max_workers=24) as pool:
                     pinned = list(pool.map(call_rest, ["/v1/models/digits/labels/canary:predict"] * 8))
