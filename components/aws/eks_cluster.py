@@ -99,6 +99,8 @@ class EksCluster(pulumi.ComponentResource):
 
     cluster_name: pulumi.Output[str]
     endpoint: pulumi.Output[str]
+    cluster_security_group_id: pulumi.Output[str]
+    """The security group EKS creates for the control plane and managed nodes (Karpenter's nodes join it)."""
     oidc_provider_arn: pulumi.Output[str]
     cni_role_arn: pulumi.Output[str]
     """The IRSA role of the vpc-cni add-on (aws-node)."""
@@ -166,6 +168,7 @@ class EksCluster(pulumi.ComponentResource):
 
         self.cluster_name = cluster.name
         self.endpoint = cluster.endpoint
+        self.cluster_security_group_id = cluster.vpc_config.cluster_security_group_id
         api_rules = [aws.vpc.SecurityGroupIngressRule(
             f"{name}-api-{name_slug(cidr)}", security_group_id=cluster.vpc_config.cluster_security_group_id,
             cidr_ipv4=cidr, from_port=443, to_port=443, ip_protocol="tcp",

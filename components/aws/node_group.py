@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 import pulumi
 import pulumi_aws as aws
 
+from components.capacity import CAPACITY_OF_CONFIG, CapacityOption
 from components.node_labels import GPU_NODE_LABEL, GPU_RESOURCE, GPU_TAINT_KEY, POOL_LABEL, name_slug, unique_slugs
 
 __all__ = ["POOL_LABEL", "ManagedNodeGroup", "NodeGroupArgs", "NodePoolSpec", "name_slug"]
@@ -28,7 +29,7 @@ class NodePoolSpec:
     ami_type: str
     """``AL2023_x86_64_NVIDIA`` for GPU pools (driver and toolkit included), else ``AL2023_x86_64_STANDARD``."""
     capacity_type: str = "ON_DEMAND"
-    """``ON_DEMAND`` or ``SPOT``."""
+    """``ON_DEMAND``, ``SPOT``, ``RESERVED`` (on-demand in ``reservation``) or ``CAPACITY_BLOCK``."""
     min_size: int = 1
     desired_size: int = 1
     max_size: int = 3
@@ -48,6 +49,21 @@ class NodePoolSpec:
     """Extra node labels (the pool label is always added)."""
     taints: list[dict[str, str]] = field(default_factory=list)
     """Extra taints as ``{key, value, effect}`` with EKS effects (``NO_SCHEDULE``, ...)."""
+    reservation: str | None = None
+    """``RESERVED``: a capacity reservation id ``cr-...`` or a resource group ARN of reservations;
+    ``CAPACITY_BLOCK``: the capacity block's reservation id."""
+    hourly_price: float | None = None
+    """USD per node-hour where no list price applies (a capacity block's, set when it is bought)."""
+    fallback: tuple[CapacityOption, ...] = ()
+    """More capacity options after the pool's own, in priority order (Karpenter only)."""
+    mig_profile: str | None = None
+    """MIG profile every GPU of the pool is split into (``1g.10gb``, ...): :mod:`components.gpu.mig`."""
+
+    def options(self) -> tuple[CapacityOption, ...]:
+        """The pool's own capacity option (named ``primary``), then its fallbacks."""
+        primary = CapacityOption("primary", tuple(self.instance_types), CAPACITY_OF_CONFIG[self.capacity_type],
+                                 self.reservation, self.hourly_price)
+        return (primary, *self.fallback)
 
 
 @dataclass(frozen=True)
@@ -63,17 +79,18 @@ class NodeGroupArgs:
     tags: dict[str, str] = field(default_factory=dict)
 
 
-def node_user_data(spec: NodePoolSpec) -> str | None:
-    """Base64 launch-template user data: a MIME part with a nodeadm ``NodeConfig`` turning on the
-    ``FastImagePull`` feature gate, or None.
+def user_data_document(spec: NodePoolSpec) -> str | None:
+    """The nodes' MIME multi-part user data: a nodeadm ``NodeConfig`` part turning on the ``FastImagePull``
+    feature gate, or None.
 
     EKS merges its own bootstrap NodeConfig with the user data of a managed node group's launch template
     when the group names no custom AMI, provided it is MIME multi-part (EKS user guide, "Customize managed
     nodes with launch templates", user data); nodeadm merges the NodeConfig documents
-    (awslabs/amazon-eks-ami nodeadm/doc/examples.md, "Enabling fast image pull")."""
+    (awslabs/amazon-eks-ami nodeadm/doc/examples.md, "Enabling fast image pull"). Karpenter's EC2NodeClass
+    takes the same document in ``userData`` (plain text) and merges it with its own NodeConfig."""
     if not spec.fast_image_pull:
         return None
-    document = "\n".join([
+    return "\n".join([
         'MIME-Version: 1.0',
         'Content-Type: multipart/mixed; boundary="tfplatform"',
         '',
@@ -89,7 +106,12 @@ def node_user_data(spec: NodePoolSpec) -> str | None:
         '',
         '--tfplatform--',
         ''])
-    return base64.b64encode(document.encode()).decode()
+
+
+def node_user_data(spec: NodePoolSpec) -> str | None:
+    """:func:`user_data_document`, base64-encoded for a launch template."""
+    document = user_data_document(spec)
+    return None if document is None else base64.b64encode(document.encode()).decode()
 
 
 def node_labels(pool: str, spec: NodePoolSpec) -> dict[str, str]:

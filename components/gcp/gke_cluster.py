@@ -11,6 +11,7 @@ import pulumi_gcp as gcp
 import pulumi_kubernetes as k8s
 import pulumi_random as random
 
+from components.capacity import CapacityOption
 from components.gcp.network import PODS_RANGE, SERVICES_RANGE
 from components.helm_charts import KUBE_PROMETHEUS_STACK, PROMETHEUS_ADAPTER
 from components.node_labels import POOL_LABEL
@@ -83,6 +84,28 @@ class GkeNodePoolSpec:
     taints: list[dict[str, str]] = field(default_factory=list)
     """``{key, value, effect}`` with GKE effects (``NO_SCHEDULE``, ...). GKE adds
     ``nvidia.com/gpu=present:NoSchedule`` to GPU nodes itself."""
+    flex_start: bool = False
+    """Flex-start VMs (``node_config.flex_start``): nodes come when capacity frees up, run at most 7 days."""
+    reservation: str | None = None
+    """Consume a Compute Engine reservation: its name (``<name>`` or ``projects/<p>/reservations/<name>``),
+    or ``any`` for any matching reservation."""
+    hourly_price: float | None = None
+    """USD per node-hour where no list price applies."""
+    fallback: tuple[CapacityOption, ...] = ()
+    """More capacity options after the pool's own, in priority order (compute-class provisioner only)."""
+    compute_class: bool = False
+    """Provision this pool through a custom ComputeClass (its options in order), not as one fixed pool."""
+    mig_profile: str | None = None
+    """GKE ``gpu_partition_size`` (MIG) of every GPU in the pool: :mod:`components.gpu.mig`."""
+    gpu_sharing_strategy: str = "TIME_SHARING"
+    """With ``gpu_time_slicing`` > 1: ``TIME_SHARING`` or ``MPS`` (NVIDIA Multi-Process Service)."""
+
+    def options(self) -> tuple[CapacityOption, ...]:
+        """The pool's own capacity option (named ``primary``), then its fallbacks."""
+        capacity = "flex-start" if self.flex_start else "spot" if self.spot else (
+            "reserved" if self.reservation else "on-demand")
+        primary = CapacityOption("primary", (self.machine_type,), capacity, self.reservation, self.hourly_price)
+        return (primary, *self.fallback)
 
 
 @dataclass(frozen=True)
