@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from components.serving.batching import cpu_cores
+
 from components.node_labels import POOL_LABEL
 from components.serving.model_server import SERVER_LABEL, TRACK_LABEL, quantity_bytes
 from stacks.config import parse_settings
@@ -172,10 +174,8 @@ def render(estimates: list[ServerEstimate]) -> str:
 
 
 def _cpu_cores(quantity: str | None) -> float:
-    if not quantity:
-        return 1.0
-    text = str(quantity)
-    return float(text[:-1]) / 1000 if text.endswith("m") else float(text)
+    """Cores of a container's CPU limit (one core when it has none)."""
+    return cpu_cores(quantity) if quantity else 1.0
 
 
 def _pools(resources: list[dict[str, Any]]) -> dict[str, Pool]:
