@@ -26,9 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from components.serving.batching import cpu_cores
-
 from components.node_labels import POOL_LABEL
+from components.serving.batching import cpu_cores
 from components.serving.model_server import SERVER_LABEL, TRACK_LABEL, quantity_bytes
 from stacks.config import parse_settings
 from stacks.plan import ROOT
