@@ -31,6 +31,11 @@ class HelmChart:
     app_version: str | None = None
     """The chart's ``appVersion`` (where the platform relies on it: the autoscaler's Kubernetes minor)."""
 
+    @property
+    def oci_ref(self) -> str:
+        """``oci://<registry>/<path>/<chart>``: how an OCI chart is named (``helm install <ref> --version``)."""
+        return f"{self.repo}/{self.chart}"
+
     def base_values(self) -> dict[str, Any]:
         return yaml.safe_load((VALUES_DIR / self.values).read_text()) or {}
 
@@ -52,8 +57,11 @@ CLUSTER_AUTOSCALER = HelmChart("cluster-autoscaler", "9.51.0", "https://kubernet
 KEDA = HelmChart("keda", "2.20.2", "https://kedacore.github.io/charts", "keda.yaml", app_version="2.20.2")
 KEDA_HTTP_ADD_ON = HelmChart("keda-add-ons-http", "0.15.0", "https://kedacore.github.io/charts",
                              "keda-add-ons-http.yaml", app_version="0.15.0")
+# Karpenter is published as an OCI chart only (aws/karpenter-provider-aws charts/karpenter/Chart.yaml 1.14.1;
+# its crds/ holds the NodePool, NodeClaim, EC2NodeClass, NodeOverlay and CapacityBuffer CRDs).
+KARPENTER = HelmChart("karpenter", "1.14.1", "oci://public.ecr.aws/karpenter", "karpenter.yaml", app_version="1.14.1")
 CHARTS = (KUBE_PROMETHEUS_STACK, PROMETHEUS_ADAPTER, NVIDIA_DEVICE_PLUGIN, DCGM_EXPORTER, CLUSTER_AUTOSCALER, KEDA,
-          KEDA_HTTP_ADD_ON)
+          KEDA_HTTP_ADD_ON, KARPENTER)
 
 
 def merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
@@ -69,8 +77,10 @@ def merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
 
 def chart(name: str, spec: HelmChart, namespace: pulumi.Input[str], values: dict[str, Any] | None = None,
           opts: pulumi.ResourceOptions | None = None) -> k8s.helm.v4.Chart:
-    """Register ``spec`` as a v4 Chart (release name = chart name) with its base values merged with ``values``."""
+    """Register ``spec`` as a v4 Chart (release name = chart name) with its base values merged with ``values``.
+    An ``oci://`` repository is not a Helm repository (no index.yaml): the chart is its full reference."""
+    oci = spec.repo.startswith("oci://")
     return k8s.helm.v4.Chart(
-        name, name=spec.chart, chart=spec.chart, version=spec.version, namespace=namespace,
-        repository_opts=k8s.helm.v4.RepositoryOptsArgs(repo=spec.repo),
+        name, name=spec.chart, chart=spec.oci_ref if oci else spec.chart, version=spec.version, namespace=namespace,
+        repository_opts=None if oci else k8s.helm.v4.RepositoryOptsArgs(repo=spec.repo),
         values=merge(spec.base_values(), values or {}), opts=opts)

@@ -10,6 +10,9 @@ GPU_RESOURCE = "nvidia.com/gpu"
 """The extended resource NVIDIA's device plugin advertises (GKE's and the EKS add-on's alike)."""
 GPU_TAINT_KEY = "nvidia.com/gpu"
 """Taint key of GPU nodes (EKS pools here: ``=true``; GKE itself: ``=present``); GPU pods tolerate it."""
+MIG_PROFILE_LABEL = "tfplatform.io/mig-profile"
+"""On EKS nodes whose GPUs are split into MIG partitions: the profile (``1g.5gb``). Pods need not select it
+(they request ``nvidia.com/mig-<profile>``); the cost estimate reads it, and so can people."""
 GPU_NODE_LABEL = "nvidia.com/gpu.present"
 """``true`` on GPU nodes; the device plugin and DCGM exporter select it (components/helm_values)."""
 

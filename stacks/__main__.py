@@ -216,6 +216,9 @@ def _plan(args: argparse.Namespace) -> int:
         print(f"\nEstimated compute cost: {cost.summary()}")
         for note in cost.floor_notes():
             print(f"  floor {note}")
+        from stacks.fallback import render as render_capacity
+
+        print("\n" + render_capacity(plan_json))
     if args.json:
         try:
             plan.write_json(plan_json, args.json)

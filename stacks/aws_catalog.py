@@ -7,8 +7,8 @@ Kept dependency-free: botocore is a test dependency, not a runtime one.
 
 from typing import Literal
 
-# botocore eks model, shape ``CapacityTypes`` (CAPACITY_BLOCK left out: it needs a reservation).
-CapacityType = Literal["ON_DEMAND", "SPOT"]
+# botocore eks model, shape ``CapacityTypes`` (CAPACITY_BLOCK with a reservation: stacks/capacity_settings.py).
+CapacityType = Literal["ON_DEMAND", "SPOT", "CAPACITY_BLOCK"]
 # botocore eks model, shape ``TaintEffect``.
 TaintEffect = Literal["NO_SCHEDULE", "NO_EXECUTE", "PREFER_NO_SCHEDULE"]
 # botocore eks model, shape ``LogType``.

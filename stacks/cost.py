@@ -22,10 +22,14 @@ from components.serving.scale_to_zero import window_share
 
 POOL_LABEL = "tfplatform.io/node-pool"
 GPU_RESOURCE = "nvidia.com/gpu"
+MIG_PREFIX = "nvidia.com/mig-"
+COMPUTE_CLASS_LABEL = "cloud.google.com/compute-class"
+MIG_PROFILE_LABEL = "tfplatform.io/mig-profile"
 SERVER_LABEL = "tfplatform.io/server"
 TRACK_LABEL = "tfplatform.io/track"
 SCALED_OBJECT = "kubernetes:keda.sh/v1alpha1:ScaledObject"
 _GPU_TEMPLATE_TAG = f"k8s.io/cluster-autoscaler/node-template/resources/{GPU_RESOURCE}"
+_MIG_TEMPLATE_TAG = f"k8s.io/cluster-autoscaler/node-template/resources/{MIG_PREFIX}"
 _POOL_TEMPLATE_TAG = f"k8s.io/cluster-autoscaler/node-template/label/{POOL_LABEL}"
 
 HOURS_PER_MONTH = 730
@@ -39,6 +43,8 @@ AWS_PRICES: dict[str, dict[str, float]] = {
         "g4dn.xlarge": 0.526, "g4dn.2xlarge": 0.752,
         "g5.xlarge": 1.006, "g5.2xlarge": 1.212, "g5.4xlarge": 1.624, "g5.12xlarge": 5.672,
         "g6.xlarge": 0.8048, "g6.2xlarge": 0.9776,
+        # Before AWS's June 2025 cut of P4/P5 on-demand prices (announced as up to 45 %): an upper bound.
+        "p4d.24xlarge": 32.7726,
     },
 }
 AWS_EKS_CLUSTER_HOUR = 0.10
@@ -49,6 +55,7 @@ GCP_PRICES: dict[str, dict[str, float]] = {
     "us-central1": {
         "e2-standard-2": 0.067006, "e2-standard-4": 0.134012, "n2-standard-4": 0.194236,
         "n2-standard-8": 0.388472, "g2-standard-4": 0.706832, "g2-standard-8": 0.853624,
+        "g2-standard-12": 1.000416, "a2-highgpu-1g": 3.673385,
     },
 }
 GKE_CLUSTER_HOUR = 0.10
@@ -130,14 +137,24 @@ def estimate(plan: dict[str, Any]) -> CostEstimate:
     day, whatever minSize says. A Deployment KEDA scales counts at its ScaledObject's minReplicaCount (0
     when it scales to zero). Its ceiling is maxSize.
     """
+    from stacks.fallback import pools
+
     resources = plan["resources"]
     aws_region = _region(resources, "pulumi:providers:aws")
     gcp_region = _region(resources, "pulumi:providers:gcp")
     held, windows = _gpu_demand(resources)
     aws_gpus_per_node = _aws_schedulable_gpus(resources)
     cost = CostEstimate()
+    # A pool with capacity options (Karpenter, a ComputeClass) is priced once, over all its options:
+    # the floor at the first choice's price, the ceiling at the most expensive option's at the pool's size.
+    elastic = {name: entry for name, entry in pools(plan).items() if entry.provisioner != "node-group"}
+    priced_elsewhere = {resource for entry in elastic.values() for resource in entry.resources}
+    for name, entry in elastic.items():
+        cost.lines.append(_options_line(entry, held.get(name, []), windows.get(name, []), resources))
     for r in resources:
         inputs, kind = r["inputs"], r["type"]
+        if r["name"] in priced_elsewhere:
+            continue
         if kind == "aws:eks/nodeGroup:NodeGroup":
             types = inputs.get("instanceTypes") or []
             scaling = inputs.get("scalingConfig") or {}
@@ -211,7 +228,8 @@ def _gpu_demand(resources: list[dict[str, Any]]) -> tuple[dict[str, list[tuple[s
         inputs = r["inputs"]
         spec = inputs.get("spec") or {}
         pod = (spec.get("template") or {}).get("spec") or {}
-        pool = (pod.get("nodeSelector") or {}).get(POOL_LABEL)
+        selector = pod.get("nodeSelector") or {}
+        pool = selector.get(POOL_LABEL) or selector.get(COMPUTE_CLASS_LABEL)
         per_pod = sum(_gpus(c) for c in pod.get("containers") or [])
         if not pool or not per_pod:
             continue
@@ -238,16 +256,69 @@ def _gpu_demand(resources: list[dict[str, Any]]) -> tuple[dict[str, list[tuple[s
 
 
 def _gpus(container: dict[str, Any]) -> int:
-    resources = container.get("resources") or {}
-    value = (resources.get("limits") or {}).get(GPU_RESOURCE) or (resources.get("requests") or {}).get(GPU_RESOURCE)
+    """GPUs, or MIG partitions, a container asks for (the units its pool's nodes advertise)."""
+    limits = (container.get("resources") or {}).get("limits") or {}
+    value = next((v for key, v in limits.items() if key == GPU_RESOURCE or key.startswith(MIG_PREFIX)), 0)
     try:
         return int(value or 0)
     except ValueError:
         return 0
 
 
+def _options_line(entry, held: list[tuple[str, int]], windows: list[Window],
+                  resources: list[dict[str, Any]]) -> CostLine:
+    """One line for a pool with capacity options: its floor priced at the first choice, its ceiling at the
+    most expensive option for the pool's most nodes."""
+    first = [landing for landing in entry.landings if landing.rank == 1]
+    ranks = max((landing.rank for landing in entry.landings), default=0)
+    detail = (f"{'/'.join(sorted({l.instance_type for l in first}))} {first[0].capacity if first else '?'}"
+              f" first of {ranks} option(s) ({entry.provisioner}) x 0-{entry.max_nodes}")
+    units = _units_per_node(entry, resources)
+    low = _floor_nodes(entry, resources)
+    line = _pool(f"{entry.provisioner} {entry.pool}", detail, entry.first_price, low, entry.max_nodes, held, units,
+                 windows, high_price=entry.highest_price)
+    return line
+
+
+def _floor_nodes(entry, resources: list[dict[str, Any]]) -> int:
+    """Nodes the pool keeps whatever the load: the minSize of the node pool a ComputeClass names first
+    (Karpenter has no minimum)."""
+    for r in resources:
+        if r["name"] in entry.resources and r["type"] == "gcp:container/nodePool:NodePool":
+            first = [l for l in entry.landings if l.rank == 1]
+            if first and first[0].option == f"node pool {r['inputs'].get('name') or r['name']}":
+                return (r["inputs"].get("autoscaling") or {}).get("totalMinNodeCount", 0)
+    return 0
+
+
+def _units_per_node(entry, resources: list[dict[str, Any]]) -> int:
+    """Schedulable GPUs (time slices, MIG partitions) per node of a pool's first choice."""
+    from components.gpu.mig import EC2_GPU_MODEL, MIG_PROFILES
+    from stacks.aws_catalog import GPU_COUNT
+
+    for r in resources:
+        if r["name"] not in entry.resources:
+            continue
+        if r["type"] == "gcp:container/nodePool:NodePool":
+            return _gcp_schedulable_gpus(r["inputs"].get("nodeConfig") or {})
+        if r["type"] == "kubernetes:karpenter.sh/v1:NodePool":
+            template = (r["inputs"].get("spec") or {}).get("template") or {}
+            labels = (template.get("metadata") or {}).get("labels") or {}
+            first = entry.landings[0].instance_type if entry.landings else ""
+            gpus = GPU_COUNT.get(first, 0)
+            config = labels.get("nvidia.com/device-plugin.config", "")
+            if config.startswith("time-slicing-"):
+                return gpus * int(config.removeprefix("time-slicing-"))
+            profile = labels.get(MIG_PROFILE_LABEL)
+            if profile and EC2_GPU_MODEL.get(first):
+                return gpus * MIG_PROFILES[EC2_GPU_MODEL[first]][profile].per_gpu
+            return gpus
+    return 0
+
+
 def _aws_schedulable_gpus(resources: list[dict[str, Any]]) -> dict[str, int]:
-    """``pool -> nvidia.com/gpu per node`` from the cluster-autoscaler node-template tags of each group."""
+    """``pool -> nvidia.com/gpu (or MIG partitions) per node`` from the cluster-autoscaler node-template tags
+    of each group."""
     pools: dict[str, str] = {}
     gpus: dict[str, int] = {}
     for r in resources:
@@ -256,22 +327,32 @@ def _aws_schedulable_gpus(resources: list[dict[str, Any]]) -> dict[str, int]:
         group, tag = r["inputs"].get("autoscalingGroupName"), r["inputs"].get("tag") or {}
         if tag.get("key") == _POOL_TEMPLATE_TAG:
             pools[group] = tag.get("value")
-        elif tag.get("key") == _GPU_TEMPLATE_TAG:
+        elif tag.get("key") == _GPU_TEMPLATE_TAG or (tag.get("key") or "").startswith(_MIG_TEMPLATE_TAG):
             gpus[group] = int(tag.get("value") or 0)
     return {pool: gpus[group] for group, pool in pools.items() if group in gpus}
 
 
 def _gcp_schedulable_gpus(node: dict[str, Any]) -> int:
+    """nvidia.com/gpu a GKE node advertises: GPUs x clients per GPU (sharing) or x MIG partitions."""
+    from components.gpu.mig import GKE_GPU_MODEL, MIG_PROFILES
+
     total = 0
     for accelerator in node.get("guestAccelerators") or []:
         sharing = accelerator.get("gpuSharingConfig") or {}
-        total += accelerator.get("count", 0) * (sharing.get("maxSharedClientsPerGpu") or 1)
+        per_gpu = sharing.get("maxSharedClientsPerGpu") or 1
+        partition = accelerator.get("gpuPartitionSize")
+        model = GKE_GPU_MODEL.get(accelerator.get("type", ""))
+        if partition and model and partition in MIG_PROFILES[model]:
+            per_gpu = MIG_PROFILES[model][partition].per_gpu
+        total += accelerator.get("count", 0) * per_gpu
     return total
 
 
 def _pool(name: str, detail: str, price: float | None, low: int, high: int,
           held: list[tuple[str, int]] | None = None, gpus_per_node: int = 0,
-          windows: list[Window] | None = None) -> CostLine:
+          windows: list[Window] | None = None, high_price: float | None = None) -> CostLine:
+    """A pool's line: ``low`` nodes (raised to what the serving floor holds) at ``price``, ``high`` nodes at
+    ``high_price`` (default ``price``)."""
     held_by = ""
     gpus = sum(n for _, n in held or [])
     if held and gpus_per_node:
@@ -282,9 +363,10 @@ def _pool(name: str, detail: str, price: float | None, low: int, high: int,
                        f"({gpus} GPUs / {gpus_per_node} per node)")
             detail += f", floor {nodes} held by the serving replicas"
     typical, asleep = _office_hours(low, high, gpus, gpus_per_node, windows or [], price)
-    if price is None:
+    top = price if high_price is None else high_price
+    if price is None or top is None:
         return CostLine(name, detail + ": price unknown", None, None, held_by, None, asleep)
-    return CostLine(name, detail, round(price * low, 4), round(price * high, 4), held_by, typical, asleep)
+    return CostLine(name, detail, round(price * low, 4), round(top * high, 4), held_by, typical, asleep)
 
 
 def _office_hours(floor: int, high: int, floor_gpus: int, gpus_per_node: int, windows: list[Window],

@@ -30,11 +30,24 @@ BUILTIN_GROUPS = {"", "apps", "batch", "policy", "autoscaling", "networking.k8s.
 CHART_CRDS = {"kube-prometheus-stack": {"monitoring.coreos.com"},
               # kedacore/charts keda 2.20.2 templates/crds (crds.install true), keda-add-ons-http 0.15.0 the same.
               "keda": {"keda.sh", "eventing.keda.sh"},
-              "keda-add-ons-http": {"http.keda.sh"}}
+              "keda-add-ons-http": {"http.keda.sh"},
+              # aws/karpenter-provider-aws charts/karpenter 1.14.1 crds/ (helm v4 renders crds/ unless skipCrds);
+              # an OCI chart is recorded by its full reference (components/helm_charts.py chart()).
+              "oci://public.ecr.aws/karpenter/karpenter": {"karpenter.sh", "karpenter.k8s.aws",
+                                                           "autoscaling.x-k8s.io"}}
 # Services a chart renders, by chart name (kedacore/charts keda-add-ons-http 0.15.0 templates/interceptor
 # service-proxy.yaml and templates/scaler/service.yaml, with the chart's default service names).
 CHART_SERVICES = {"keda-add-ons-http": {"keda-add-ons-http-interceptor-proxy", "keda-add-ons-http-external-scaler"}}
 CPU_MEMORY = ("cpu", "memory")
+COMPUTE_CLASS_SINCE = (1, 30, 3)
+"""GKE installs the ComputeClass CRD (cloud.google.com/v1) from 1.30.3-gke.1451000 (GKE docs, "About
+custom compute classes", requirements); a cluster whose minimum version is older may not have it."""
+
+
+def _version(text: object) -> tuple[int, ...]:
+    """``1.33`` / ``1.30.3-gke.1451000`` -> (1, 33) / (1, 30, 3); () when absent or unreadable."""
+    match = re.match(r"^(\d+)\.(\d+)(?:\.(\d+))?", str(text or ""))
+    return tuple(int(g) for g in match.groups() if g is not None) if match else ()
 
 
 @dataclass(frozen=True)
@@ -138,6 +151,10 @@ def crd_installed_first(plan: Plan, ctx: Context) -> list[Violation]:
                 installers.append(dep)
             elif (dep.type == "gcp:container/cluster:Cluster" and group == "gateway.networking.k8s.io"
                   and (dep.inputs.get("gatewayApiConfig") or {}).get("channel") not in (None, "CHANNEL_DISABLED")):
+                installers.append(dep)
+            elif (dep.type == "gcp:container/cluster:Cluster" and group == "cloud.google.com"
+                  and r.inputs.get("kind") == "ComputeClass"
+                  and _version(dep.inputs.get("minMasterVersion")) >= COMPUTE_CLASS_SINCE):
                 installers.append(dep)
         declared = {"gateway.networking.k8s.io": "gateway-api-crds", "networking.istio.io": "istio",
                     "security.istio.io": "istio", "gateway.envoyproxy.io": "envoy-gateway",
@@ -395,6 +412,34 @@ def private_api_reachable(plan: Plan, ctx: Context) -> list[Violation]:
     return out
 
 
+def pod_identity_before_pods(plan: Plan, ctx: Context) -> list[Violation]:
+    """A workload whose service account gets AWS credentials from an EKS Pod Identity association must be
+    created after the association: EKS's pod identity webhook adds the credentials to a pod when the pod is
+    admitted, so pods started before the association exists run without them (until restarted) and a
+    controller such as Karpenter crash-loops on its first AWS call."""
+    associations = {(r.inputs.get("namespace"), r.inputs.get("serviceAccount")): r
+                    for r in plan.recording.resources if r.type == "aws:eks/podIdentityAssociation:PodIdentityAssociation"}
+    out = []
+    for r in plan.recording.resources:
+        if r.type == "kubernetes:helm.sh/v4:Chart":
+            account = (((r.inputs.get("values") or {}).get("serviceAccount") or {}).get("name"))
+            namespace = r.inputs.get("namespace")
+        elif r.type.startswith("kubernetes:apps/v1:") and r.inputs.get("kind") in ("Deployment", "DaemonSet",
+                                                                                   "StatefulSet"):
+            account = ((((r.inputs.get("spec") or {}).get("template") or {}).get("spec") or {})
+                       .get("serviceAccountName"))
+            namespace = (r.inputs.get("metadata") or {}).get("namespace")
+        else:
+            continue
+        association = associations.get((namespace, account))
+        if association is not None and association.urn not in plan.closure(r):
+            out.append(Violation("pod-identity-before-pods", r.urn,
+                                 f"runs as {namespace}/{account}, whose Pod Identity association "
+                                 f"{association.name} it does not depend on: its first pods would start "
+                                 "without AWS credentials"))
+    return out
+
+
 @dataclass(frozen=True)
 class Rule:
     id: str
@@ -422,6 +467,9 @@ RULES = (
          "keda.sh/http-add-on/0.15 user-guide/autoscale-an-app (ScaledObject after the InterceptorRoute)"),
     Rule("one-autoscaler-per-workload", one_autoscaler_per_workload,
          "kedacore/keda apis/keda/v1alpha1/scaledobject_webhook.go verifyHpas, verifyScaledObjects"),
+    Rule("pod-identity-before-pods", pod_identity_before_pods,
+         "EKS user guide, pod-id-how-it-works (the EKS Pod Identity webhook mutates pods at admission); "
+         "aws/amazon-eks-pod-identity-webhook README"),
     Rule("no-await-while-asleep", no_await_while_asleep,
          "pulumi-kubernetes provider/pkg/await/service.go (checkAndLogStatus waits for ready endpoints)"),
 )

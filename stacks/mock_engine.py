@@ -157,6 +157,9 @@ class PlanMocks(mocks.Mocks):
             state.update(hex=digits, dec=str(int(digits, 16)), b64Std="", b64Url="")
         if token.startswith("gcp:"):
             state.setdefault("selfLink", f"https://www.googleapis.com/{token.split(':')[1]}/{physical}")
+        if token == "aws:ec2/subnet:Subnet":
+            # EC2's own shape (subnet- and 17 hex digits): Karpenter's EC2NodeClass schema refuses anything else.
+            return f"subnet-{hashlib.sha256((token + name).encode()).hexdigest()[:17]}", state
         return f"{physical}-id", state
 
     def call(self, args: mocks.MockCallArgs) -> tuple[dict, list]:

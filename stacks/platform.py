@@ -14,11 +14,14 @@ from components.aws.node_group import NodePoolSpec
 from components.node_labels import POOL_LABEL
 from components.aws.model_bucket import ModelBucket, ModelBucketArgs, ModelReaderRole, ModelReaderRoleArgs
 from components.aws.network import Vpc, VpcArgs
+from components.gcp.compute_class import (GpuComputeClass, GpuComputeClassArgs, class_node_selector, class_toleration,
+                                          compute_class_name)
 from components.gcp.gke_cluster import GkeCluster, GkeClusterArgs, GkeNodePoolSpec
 from components.gcp.image_mirror import DockerHubMirror, DockerHubMirrorArgs, repository_id
 from components.gcp.model_bucket import (GcsModelBucket, GcsModelBucketArgs, GcsModelPublisher,
                                         GcsModelPublisherArgs, GcsModelReader, GcsModelReaderArgs)
 from components.aws.cluster_autoscaler import ClusterAutoscaler, ClusterAutoscalerArgs
+from components.aws.karpenter import Karpenter, KarpenterArgs, KarpenterNodePools, KarpenterNodePoolsArgs
 from components.gcp.network import GkeNetwork, GkeNetworkArgs
 from components.gpu.addons import GpuAddons, GpuAddonsArgs
 from components.monitoring.alerts import AlertThresholds
@@ -34,7 +37,10 @@ from components.serving.namespace import ServingNamespace, ServingNamespaceArgs
 from components.serving.scale_to_zero import Keda, KedaArgs, OfficeHours, ServerScaleToZero
 from components.serving.tfserving import TfServing, TfServingArgs
 from components.serving.tfserving_config import ServedModel
-from stacks.gcp_catalog import accelerator_of
+from components.gpu.mig import GKE_PARTITION_LABEL, mig_resource
+from components.node_labels import GPU_RESOURCE
+from stacks.capacity_settings import options_of
+from stacks.gcp_catalog import BUILT_IN_GPUS, accelerator_of
 from stacks.images import ImageLockError, PinnedImages, pinned_images, read_lock
 from stacks.settings import PROJECT, Server, StackSettings
 
@@ -104,7 +110,53 @@ def node_pool_specs(settings: StackSettings) -> dict[str, NodePoolSpec]:
         gpus_per_node=p.gpus_per_node, gpu_time_slicing=p.gpu_time_slicing,
         disk_size_gb=p.disk_size_gb, fast_image_pull=p.resolved_fast_image_pull,
         root_volume_throughput=p.resolved_root_volume_throughput, labels=dict(p.labels),
-        taints=[t.model_dump() for t in p.taints]) for name, p in settings.node_pools.items()}
+        taints=[t.model_dump() for t in p.taints], reservation=p.reservation, hourly_price=p.hourly_price,
+        fallback=tuple(options_of(p)[1:]), mig_profile=p.mig_profile, zones=tuple(p.zones or ()))
+        for name, p in settings.node_pools.items()}
+
+
+def karpenter_pools(settings: StackSettings) -> set[str]:
+    """The pools Karpenter provisions: every GPU pool with ``gpuProvisioner: karpenter``."""
+    if settings.gpu_provisioner != "karpenter":
+        return set()
+    return {name for name, p in settings.node_pools.items() if p.is_gpu}
+
+
+def compute_class_pools(settings: StackSettings) -> set[str]:
+    """The pools provisioned through a custom ComputeClass: every GPU pool with ``gpuProvisioner: compute-class``."""
+    if settings.gpu_provisioner != "compute-class":
+        return set()
+    return {name for name, p in settings.node_pools.items() if p.is_gpu}
+
+
+def placement(settings: StackSettings, server: Server) -> tuple[dict[str, str], tuple[dict[str, str], ...]]:
+    """A server's node selector and extra tolerations: its pool's label, or on a ComputeClass pool the
+    class (nodes GKE auto-provisions carry none of our labels, but the class label and taint), plus the
+    partition size of a GKE MIG pool (GKE labels MIG nodes with it; pods request nvidia.com/gpu)."""
+    pool = server.node_pool
+    if pool in compute_class_pools(settings):
+        name = compute_class_name(pool)
+        selector, tolerations = class_node_selector(name), (class_toleration(name),)
+    else:
+        selector, tolerations = {POOL_LABEL: pool}, ()
+    if server.gpu_partition and settings.cloud == "gcp":
+        selector = {**selector, GKE_PARTITION_LABEL: server.gpu_partition}
+    return selector, tolerations
+
+
+def consolidation_windows(settings: StackSettings, pools: set[str]) -> dict[str, int]:
+    """Per pool, Karpenter's ``consolidateAfter``: the longest startup timeout of the servers on it. A node
+    is consolidated only that long after a pod last started or left it, so never while a model loads."""
+    return {pool: max([s.startup_timeout_seconds for s in settings.servers.values() if s.node_pool == pool],
+                      default=600) for pool in pools}
+
+
+def gpu_resource(settings: StackSettings, server: Server) -> str:
+    """The resource a server's pods request: a MIG partition on EKS (device plugin mixed strategy), else
+    ``nvidia.com/gpu`` (GKE advertises its partitions as nvidia.com/gpu on nodes labelled with their size)."""
+    if server.gpu_partition and settings.cloud == "aws":
+        return mig_resource(server.gpu_partition)
+    return GPU_RESOURCE
 
 
 def build_platform(settings: StackSettings) -> dict[str, object]:
@@ -138,9 +190,12 @@ def build_aws_platform(settings: StackSettings, images: PinnedImages) -> dict[st
                                  flow_log_retention_days=settings.vpc_flow_log_retention_days,
                                  account_id=caller.account_id, sts_endpoint=settings.vpc_sts_endpoint),
               opts=aws_opts)
+    specs = node_pool_specs(settings)
+    by_karpenter = karpenter_pools(settings)
     cluster = EksCluster("eks", EksClusterArgs(
         cluster_name=settings.cluster_name, region=settings.region, vpc_id=vpc.vpc_id,
-        private_subnet_ids=vpc.private_subnet_ids, node_pools=node_pool_specs(settings),
+        private_subnet_ids=vpc.private_subnet_ids, private_subnet_ids_by_zone=vpc.private_subnet_ids_by_zone,
+        node_pools={name: spec for name, spec in specs.items() if name not in by_karpenter},
         kubernetes_version=settings.kubernetes_version,
         endpoint_public_access=settings.endpoint_public_access,
         public_access_cidrs=list(settings.public_access_cidrs), api_access_cidrs=list(settings.api_access_cidrs),
@@ -162,8 +217,25 @@ def build_aws_platform(settings: StackSettings, images: PinnedImages) -> dict[st
         vpc_endpoint_id=vpc.s3_endpoint_id), opts=aws_opts)
 
     serving_opts = pulumi.ResourceOptions(providers={"kubernetes": cluster.provider})
+    pool_dependencies = cluster.pool_dependencies
+    if by_karpenter:
+        karpenter = Karpenter("karpenter", KarpenterArgs(
+            cluster_name=cluster.cluster_name, region=settings.region, account_id=caller.account_id,
+            # The chart spreads its replicas one per node: at most the system pool's floor.
+            replicas=min(2, settings.node_pools["system"].min_size), tags=tags), aws_opts=aws_opts, opts=serving_opts)
+        nodes = KarpenterNodePools("karpenter-pools", KarpenterNodePoolsArgs(
+            pools={name: specs[name] for name in sorted(by_karpenter)},
+            instance_profile=karpenter.instance_profile_name, subnet_ids=vpc.private_subnet_ids,
+            security_group_ids=[cluster.cluster_security_group_id],
+            consolidate_after_seconds=consolidation_windows(settings, by_karpenter), tags=tags),
+            ready=karpenter.ready, opts=serving_opts)
+
+        # A server on a Karpenter pool waits for its NodePools (nothing else makes its nodes).
+        def pool_dependencies(pool: str) -> list[pulumi.Resource]:
+            return nodes.pool_resources[pool] if pool in by_karpenter else cluster.pool_dependencies(pool)
+
     serving = build_serving(settings, reader.service_account_annotations, bucket.models_uri, "s3",
-                            {"AWS_REGION": settings.region}, serving_opts, cluster.pool_dependencies, images)
+                            {"AWS_REGION": settings.region}, serving_opts, pool_dependencies, images)
     if settings.cluster_autoscaler:
         ClusterAutoscaler("cluster-autoscaler", ClusterAutoscalerArgs(
             cluster_name=cluster.cluster_name, region=settings.region,
@@ -228,6 +300,7 @@ def build_monitoring(settings: StackSettings, namespace: ServingNamespace, opts:
     if gpu_pools and (aws or exporter):
         GpuAddons("gpu", GpuAddonsArgs(
             device_plugin=aws, time_slicing=[p.gpu_time_slicing for p in gpu_pools], dcgm_exporter=exporter,
+            mig=aws and any(p.mig_profile for p in gpu_pools),
             monitoring_ready=ready, gke=not aws, gpu_nodes=gpu_nodes), opts=opts)
     return outputs
 
@@ -262,8 +335,10 @@ def build_servers(settings: StackSettings, namespace: ServingNamespace, models_u
                 image_version=settings.serving_image_version, image=images.servers[key],
                 sync_image=images.sync,
                 replicas=server.replicas, cpu=server.cpu, memory=server.memory, gpus=server.gpus,
+                gpu_resource=gpu_resource(settings, server),
                 gpu_memory_fraction=settings.gpu_memory_fraction(server), batching=batching_config(server),
-                node_selector={POOL_LABEL: server.node_pool}, sync_env=sync_env,
+                node_selector=placement(settings, server)[0], tolerations=placement(settings, server)[1],
+                sync_env=sync_env,
                 sync_interval_seconds=server.sync_interval_seconds,
                 startup_timeout_seconds=server.startup_timeout_seconds, await_rollout=await_rollout,
                 models_volume_size=server.models_volume_size, sync_cpu=server.sync_cpu,
@@ -332,9 +407,12 @@ def build_model_cache(settings: StackSettings, namespace: ServingNamespace, imag
     cached = {key: s for key, s in settings.servers.items() if s.model_cache}
     if not cached:
         return None
+    classes = compute_class_pools(settings)
     return ModelCache("model-cache", ModelCacheArgs(
         namespace=namespace.namespace, servers=sorted(cached),
-        node_pools=sorted({s.node_pool for s in cached.values()}), image=image), opts=opts).claim_name
+        node_pools=sorted({s.node_pool for s in cached.values()}), image=image,
+        compute_classes=sorted({compute_class_name(s.node_pool) for s in cached.values() if s.node_pool in classes})),
+        opts=opts).claim_name
 
 
 def scale_to_zero_note(server: Server) -> str:
@@ -368,7 +446,13 @@ def gke_node_pool_specs(settings: StackSettings) -> dict[str, GkeNodePoolSpec]:
         accelerator_type=accelerator_of(p), gpu_driver_version=p.gpu_driver_version or "LATEST",
         gpu_time_slicing=p.gpu_time_slicing, disk_size_gb=p.disk_size_gb,
         image_streaming=p.resolved_image_streaming, secondary_boot_disk_image=p.secondary_boot_disk_image,
-        labels=dict(p.labels), taints=[t.model_dump() for t in p.taints]) for name, p in settings.node_pools.items()}
+        labels=dict(p.labels), taints=[t.model_dump() for t in p.taints],
+        flex_start=p.capacity_type == "FLEX_START", reservation=p.reservation, hourly_price=p.hourly_price,
+        fallback=tuple(options_of(p)[1:]), compute_class=name in compute_class_pools(settings),
+        mig_profile=p.mig_profile, gpu_sharing_strategy=p.gpu_sharing_strategy,
+        fallback_accelerators={o.name: BUILT_IN_GPUS[o.instance_types[0]] for o in options_of(p)[1:]
+                               if o.instance_types[0] in BUILT_IN_GPUS})
+        for name, p in settings.node_pools.items()}
 
 
 def build_gcp_platform(settings: StackSettings, images: PinnedImages) -> dict[str, object]:
@@ -381,14 +465,17 @@ def build_gcp_platform(settings: StackSettings, images: PinnedImages) -> dict[st
     network = GkeNetwork("network", GkeNetworkArgs(
         project=settings.gcp_project, region=settings.region, cidr=settings.vpc_cidr,
         pod_cidr=settings.pod_cidr, service_cidr=settings.service_cidr), opts=gcp_opts)
+    specs = gke_node_pool_specs(settings)
     cluster = GkeCluster("gke", GkeClusterArgs(
         cluster_name=settings.cluster_name, project=settings.gcp_project, region=settings.region,
         zones=list(settings.zones), network_id=network.network_id, subnetwork_id=network.subnetwork_id,
-        node_pools=gke_node_pool_specs(settings), regional=settings.regional_cluster,
+        node_pools=specs, regional=settings.regional_cluster,
         kubernetes_version=settings.kubernetes_version, release_channel=settings.release_channel,
         endpoint_public_access=settings.endpoint_public_access,
         authorized_cidrs=[*(settings.public_access_cidrs if settings.endpoint_public_access else []),
                           *settings.api_access_cidrs], master_cidr=settings.master_cidr,
+        auto_provisioning_cpu=settings.auto_provisioning_limits.cpu,
+        auto_provisioning_memory_gb=settings.auto_provisioning_limits.memory_gb,
         protect=settings.protect), opts=gcp_opts)
     bucket = GcsModelBucket("models", GcsModelBucketArgs(
         project=settings.gcp_project, location=settings.region,
@@ -403,7 +490,14 @@ def build_gcp_platform(settings: StackSettings, images: PinnedImages) -> dict[st
         project=settings.gcp_project, bucket_name=bucket.bucket_name, prefix=settings.model_bucket_prefix,
         members=tuple(settings.model_publisher_members), cluster_name=settings.cluster_name), opts=gcp_opts)
 
-    pool_dependencies = cluster.pool_dependencies
+    classes = {pool: GpuComputeClass(f"compute-class-{pool}", GpuComputeClassArgs(
+        pool=pool, spec=specs[pool], node_pools=tuple(cluster.pool_dependencies(pool))),
+        opts=pulumi.ResourceOptions(provider=cluster.provider)) for pool in sorted(compute_class_pools(settings))}
+
+    def pools_and_classes(pool: str) -> list[pulumi.Resource]:
+        return classes[pool].dependencies if pool in classes else cluster.pool_dependencies(pool)
+
+    pool_dependencies = pools_and_classes
     if settings.docker_hub_mirror:
         # The server images already name it (stacks/images.py as_pulled).
         mirror = DockerHubMirror("docker-hub", DockerHubMirrorArgs(
@@ -412,7 +506,7 @@ def build_gcp_platform(settings: StackSettings, images: PinnedImages) -> dict[st
 
         # The first pull through the repository needs it to exist: the serving pods wait for it too.
         def pool_dependencies(pool: str) -> list[pulumi.Resource]:
-            return [*cluster.pool_dependencies(pool), mirror.repository]
+            return [*pools_and_classes(pool), mirror.repository]
 
     # gcloud finds credentials through the GKE metadata server (Workload Identity); nothing to pass.
     serving = build_serving(settings, reader.service_account_annotations, bucket.models_uri, "gs", {},

@@ -208,6 +208,11 @@ class Server(Strict):
     models: dict[str, Model] = Field(description="Models to serve, keyed by model name.")
     node_pool: str = Field("gpu", description="Node pool (key of nodePools) the pods run on.")
     gpus: int = Field(1, ge=0, le=16, description="GPUs per pod; > 0 runs the `-gpu` image, 0 the CPU image.")
+    gpu_partition: str | None = Field(
+        None, pattern=r"^[1-7]g\.[0-9]+gb$",
+        description="The MIG partition each pod asks for (e.g. `1g.10gb`): must be its pool's `migProfile`, "
+                    "with `gpus: 1`. EKS pods request `nvidia.com/mig-<partition>`, GKE pods `nvidia.com/gpu` "
+                    "on nodes of that partition size.")
     gpu_memory_fraction: float | None = Field(
         None, gt=0, le=1, description="`--per_process_gpu_memory_fraction`; default 0.9 / pods per GPU "
                                       "on a time-sliced pool, unset otherwise (TF takes all GPU memory).")

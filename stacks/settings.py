@@ -23,11 +23,20 @@ from stacks.aws_catalog import (
     GPU_AMI_TYPE,
     LOG_RETENTION_DAYS,
     AmiType,
-    CapacityType,
     ClusterLogType,
     PoolProblem,
     TaintEffect,
     check_aws_pool,
+)
+from stacks.capacity_settings import (
+    AutoProvisioningLimits,
+    CapacityFallback,
+    GpuProvisioner,
+    GpuSharingStrategy,
+    PoolCapacityType,
+    check_capacity,
+    check_server_partition,
+    partitions_per_gpu,
 )
 from stacks.gcp_catalog import check_gcp_pool
 
@@ -55,7 +64,7 @@ Prerequisite = Literal["istio", "gamma-mesh", "gateway-api-crds", "envoy-gateway
 """Things installed on the cluster outside this stack that some settings need (the plan checks that every
 object of a custom kind has its CRD installed by the stack or declared here)."""
 GCP_ONLY_KEYS = ("gcp_project", "regional_cluster", "release_channel", "pod_cidr", "service_cidr", "master_cidr",
-                 "model_bucket_kms_key", "model_publisher_members", "docker_hub_mirror")
+                 "model_bucket_kms_key", "model_publisher_members", "docker_hub_mirror", "auto_provisioning_limits")
 AWS_ONLY_KEYS = ("cluster_admin_arns", "cluster_log_types", "cluster_log_retention_days", "single_nat_gateway",
                  "cluster_autoscaler", "vpc_flow_logs", "vpc_flow_log_retention_days", "model_publisher_principals",
                  "model_publisher_github_subjects", "model_bucket_object_lock", "vpc_sts_endpoint")
@@ -108,7 +117,10 @@ class NodePool(Strict):
     instance_types: list[Annotated[str, Field(pattern=r"^[a-z][a-z0-9.-]*$")]] = Field(
         min_length=1, description="EC2 instance types (several widen spot capacity), or on GKE exactly one "
                                   "machine type.")
-    capacity_type: CapacityType = Field("ON_DEMAND", description="ON_DEMAND or SPOT.")
+    capacity_type: PoolCapacityType = Field(
+        "ON_DEMAND", description="ON_DEMAND, SPOT, RESERVED (a capacity reservation, `reservation`), "
+                                 "CAPACITY_BLOCK (EKS: EC2 Capacity Blocks for ML) or FLEX_START (GKE: wait for "
+                                 "capacity, nodes live at most 7 days).")
     min_size: int = Field(1, ge=0, le=1000, description="Minimum nodes (0 lets a GPU pool scale to zero).")
     desired_size: int = Field(1, ge=0, le=1000, description="Nodes at creation (then owned by the autoscaler).")
     max_size: int = Field(3, ge=1, le=1000, description="Maximum nodes.")
@@ -140,6 +152,25 @@ class NodePool(Strict):
         description="GKE: disk image with the serving images preloaded (built by gke-disk-image-builder, "
                     "docs/cold-start.md), attached as a CONTAINER_IMAGE_CACHE secondary boot disk: new nodes "
                     "find the images on disk. Needs imageStreaming; changing it replaces the pool.")
+
+    reservation: str | None = Field(
+        None, description="RESERVED / CAPACITY_BLOCK: EKS a capacity reservation id `cr-...` (or, RESERVED "
+                          "only, a resource group ARN of reservations); GKE a reservation name, "
+                          "`projects/<p>/reservations/<name>`, or `any`.")
+    hourly_price: float | None = Field(None, ge=0, description="USD per node-hour where no list price applies "
+                                                                "(a capacity block's purchase price).")
+    fallback: list[CapacityFallback] = Field(
+        default_factory=list, description="More capacity options after the pool's own, tried in order "
+                                          "(gpuProvisioner karpenter or compute-class; docs/capacity.md).")
+    mig_profile: str | None = Field(
+        None, pattern=r"^[1-7]g\.[0-9]+gb$", description="Split every GPU into MIG partitions of this "
+                                                          "profile (A100/H100 pools; docs/mig.md).")
+    zones: list[str] | None = Field(
+        None, min_length=1, description="EKS: zones (of the stack's `zones`) the pool's nodes are placed in; "
+                                        "default all. A CAPACITY_BLOCK or RESERVED-by-id node group names its "
+                                        "reservation's zone (EC2 launches reserved capacity only there).")
+    gpu_sharing_strategy: GpuSharingStrategy = Field(
+        "TIME_SHARING", description="GKE: how gpuTimeSlicing pods share a GPU: TIME_SHARING or MPS.")
 
     @field_validator("labels")
     @classmethod
@@ -325,6 +356,14 @@ class StackSettings(Strict):
                                                                            "dashboards, GPU metrics.")
     cluster_autoscaler: bool = Field(True, description="AWS: install cluster-autoscaler (its own IRSA role) so "
                                                        "node groups, GPU ones from zero, follow pending pods.")
+    gpu_provisioner: GpuProvisioner = Field(
+        "node-groups", description="What makes GPU nodes: `node-groups` (fixed node groups / pools scaled by the "
+                                   "cluster autoscaler), `karpenter` (EKS) or `compute-class` (GKE custom "
+                                   "ComputeClasses). docs/capacity.md says which to choose.")
+    auto_provisioning_limits: AutoProvisioningLimits = Field(
+        default_factory=AutoProvisioningLimits,
+        description="GCP: node auto-provisioning limits (gpuProvisioner compute-class; GPU limits come from the "
+                    "pools' maxSize).")
 
     @field_validator("public_access_cidrs", "api_access_cidrs")
     @classmethod
@@ -488,6 +527,7 @@ class StackSettings(Strict):
                 check_pool(pool)
             except PoolProblem as problem:
                 raise FieldProblem(f"nodePools.{name}.{problem.field}", problem.value, problem.allowed) from None
+        check_capacity(self)
         self._check_names(aws)
 
     def _check_names(self, aws: bool) -> None:
@@ -552,6 +592,8 @@ class StackSettings(Strict):
         for name in other:
             value, default = getattr(self, name), type(self).model_fields[name].get_default(call_default_factory=True)
             if value != default:
+                if isinstance(value, Strict):
+                    value = value.model_dump(by_alias=True)
                 field = type(self).model_fields[name].alias
                 raise FieldProblem(field, value, f"unset on {'AWS' if aws else 'GCP'} ({'GCP' if aws else 'AWS'} only)")
 
@@ -590,6 +632,7 @@ class StackSettings(Strict):
             if pool.is_gpu and not server.gpus:
                 raise FieldProblem(f"{key}.gpus", 0, f"at least 1 on GPU pool {server.node_pool!r} (its nodes "
                                                      "are tainted for GPU pods; use a CPU pool for CPU serving)")
+            check_server_partition(key, server, server.node_pool, pool)
             if pool.gpu_time_slicing > 1 and server.gpus > 1:
                 raise FieldProblem(f"{key}.gpus", server.gpus,
                                    f"1 on pool {server.node_pool!r}, whose GPUs are time-sliced")
@@ -614,7 +657,7 @@ class StackSettings(Strict):
         for pool_name, servers in demand.items():
             pool = self.node_pools[pool_name]
             gpus = sum(pods * per_pod for pods, per_pod in servers.values())
-            per_node = pool.gpus_per_node * pool.gpu_time_slicing
+            per_node = pool.gpus_per_node * partitions_per_gpu(pool, self.cloud == "aws")
             capacity = pool.max_size * per_node
             if pool.is_gpu and gpus > capacity:
                 needs = "; ".join(
@@ -624,7 +667,9 @@ class StackSettings(Strict):
                                    f"at least {-(-gpus // per_node)}: enough for the {gpus} GPUs the servers "
                                    f"request at peak, maxReplicas (and canaries) with one surge pod per "
                                    f"Deployment included: {needs}; {capacity} at maxSize "
-                                   f"({pool.gpus_per_node} GPUs per node x {pool.gpu_time_slicing} time slices)")
+                                   f"({pool.gpus_per_node} GPUs per node x "
+                                   + (f"{per_node // pool.gpus_per_node} {pool.mig_profile} partitions)"
+                                      if pool.mig_profile else f"{pool.gpu_time_slicing} time slices)"))
         if self.exposure.enabled:
             self._check_exposure()
         if self.allowed_pod_labels and not self.allowed_namespaces:

@@ -130,7 +130,14 @@ TERRAFORM_TYPES: dict[str, str] = {
     "aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule": "aws_vpc_security_group_ingress_rule",
     "aws:autoscaling/tag:Tag": "aws_autoscaling_group_tag",
     "aws:cloudwatch/logGroup:LogGroup": "aws_cloudwatch_log_group",
+    "aws:eks/podIdentityAssociation:PodIdentityAssociation": "aws_eks_pod_identity_association",
+    # AWS: Karpenter's interruption queue and the EventBridge rules feeding it
+    "aws:sqs/queue:Queue": "aws_sqs_queue",
+    "aws:sqs/queuePolicy:QueuePolicy": "aws_sqs_queue_policy",
+    "aws:cloudwatch/eventRule:EventRule": "aws_cloudwatch_event_rule",
+    "aws:cloudwatch/eventTarget:EventTarget": "aws_cloudwatch_event_target",
     # AWS: IAM and KMS
+    "aws:iam/instanceProfile:InstanceProfile": "aws_iam_instance_profile",
     "aws:iam/role:Role": "aws_iam_role",
     "aws:iam/rolePolicy:RolePolicy": "aws_iam_role_policy",
     "aws:iam/rolePolicyAttachment:RolePolicyAttachment": "aws_iam_role_policy_attachment",
@@ -200,7 +207,10 @@ ATTRIBUTE_RENAMES: dict[str, dict[str, str]] = {
 # Plural lists of blocks whose Terraform name is plural as well (reviewed: no rename).
 PLURAL_NAMES_KEPT: dict[str, frozenset[str]] = {
     "aws_launch_template": frozenset({"blockDeviceMappings", "tagSpecifications"}),
-    "google_container_cluster": frozenset({"masterAuthorizedNetworksConfig.cidrBlocks"}),
+    "google_container_cluster": frozenset({"masterAuthorizedNetworksConfig.cidrBlocks",
+                                           # cluster_autoscaling.resource_limits: a repeated block, plural in
+                                           # terraform-provider-google resource_container_cluster.go too.
+                                           "clusterAutoscaling.resourceLimits"}),
     "google_container_node_pool": frozenset({"nodeConfig.secondaryBootDisks"}),
 }
 

@@ -26,14 +26,21 @@ from pathlib import Path
 
 VALIDATOR = Path(__file__).parent / "crd_validator"
 CRD_KINDS = frozenset({"Gateway", "HTTPRoute", "VirtualService", "ServiceMonitor", "PrometheusRule", "ScaledObject",
-                       "InterceptorRoute"})
+                       "InterceptorRoute", "NodePool", "EC2NodeClass", "ComputeClass"})
 PROMETHEUS_OPERATOR_KINDS = frozenset({"ServiceMonitor", "PrometheusRule"})
 CHART_CRD_SCHEMAS = {
     ("keda.sh/v1alpha1", "ScaledObject"): VALIDATOR / "schemas" / "keda-2.20.2-scaledobject.json",
     ("http.keda.sh/v1beta1", "InterceptorRoute"): VALIDATOR / "schemas" / "keda-add-ons-http-0.15.0-interceptorroute.json",
+    # aws/karpenter-provider-aws charts/karpenter-crd/templates at 1.14.1 (the karpenter chart's crds/ alike).
+    ("karpenter.sh/v1", "NodePool"): VALIDATOR / "schemas" / "karpenter-1.14.1-nodepool.json",
+    ("karpenter.k8s.aws/v1", "EC2NodeClass"): VALIDATOR / "schemas" / "karpenter-1.14.1-ec2nodeclass.json",
 }
 """Kinds also (or only) checked against the CRD a pinned chart installs (components/helm_charts.py)."""
 NODE_KINDS_WITHOUT_MODEL = frozenset({("http.keda.sh/v1beta1", "InterceptorRoute")})
+CEL_IN_NODE = frozenset({VALIDATOR / "schemas" / "karpenter-1.14.1-nodepool.json",
+                         VALIDATOR / "schemas" / "karpenter-1.14.1-ec2nodeclass.json"})
+"""Schemas whose CEL rules use more than :func:`cel_to_python` reads (macros, regexes, string functions):
+evaluated by a real CEL implementation (``crd_validator/cel.mjs``), on strings and lists too."""
 
 
 def validate_custom_resources(objects: list[dict]) -> list[str | None]:
@@ -197,8 +204,39 @@ def validate_against_crd(obj: dict) -> str | None:
     errors = [f"/{'/'.join(str(p) for p in e.absolute_path)}: {e.message}"
               for e in sorted(Draft202012Validator(schema).iter_errors(obj), key=lambda e: list(e.absolute_path))]
     if not errors:
-        errors = _cel_errors(schema, obj, "")
+        errors = _cel_errors_in_node(schema, obj) if path in CEL_IN_NODE else _cel_errors(schema, obj, "")
     return "; ".join(errors) or None
+
+
+def _cel_errors_in_node(schema: dict, obj: dict) -> list[str]:
+    """Every ``x-kubernetes-validations`` rule that applies to a value of ``obj`` (objects, lists, strings,
+    numbers), evaluated by ``crd_validator/cel.mjs``. Transition rules (``oldSelf``) run only on updates
+    (Kubernetes "CRD validation rules": transition rules), so a create skips them."""
+    checks: list[tuple[str, str, object]] = []
+
+    def walk(node: dict, value: object, path: str) -> None:
+        for rule in node.get("x-kubernetes-validations") or []:
+            if "oldSelf" not in rule["rule"]:
+                checks.append((f"{path or '/'}: {rule.get('message') or rule['rule']}", rule["rule"], value))
+        if isinstance(value, dict):
+            extra = node.get("additionalProperties")
+            for key, child in value.items():
+                sub = (node.get("properties") or {}).get(key, extra if isinstance(extra, dict) else None)
+                if sub is not None:
+                    walk(sub, child, f"{path}/{key}")
+        elif isinstance(value, list) and isinstance(node.get("items"), dict):
+            for index, item in enumerate(value):
+                walk(node["items"], item, f"{path}/{index}")
+
+    walk(schema, obj, "")
+    if not checks:
+        return []
+    done = subprocess.run([shutil.which("node") or "node", str(VALIDATOR / "cel.mjs")], capture_output=True,
+                          input=json.dumps([{"rule": rule, "self": value} for _, rule, value in checks]),
+                          text=True, cwd=VALIDATOR, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    return [message if result is False else f"{message} ({result})"
+            for (message, _, _), result in zip(checks, json.loads(done.stdout)) if result is not True]
 
 
 def _validate_prometheus_operator(obj: dict) -> str | None:

@@ -55,3 +55,31 @@ def test_rendered_taint_effects_are_botocore_values(dev, eks_model):
     for group in dev.of_type("aws:eks/nodeGroup:NodeGroup"):
         for taint in group.inputs["taints"]:
             assert taint["effect"] in effects
+
+
+def test_capacity_catalogs_name_real_instance_types(ec2_instance_types):
+    from components.aws.capacity_blocks import CAPACITY_BLOCK_INSTANCE_TYPES
+    from components.gpu.mig import EC2_GPU_MODEL
+    from stacks.cost import AWS_PRICES
+
+    for table in (CAPACITY_BLOCK_INSTANCE_TYPES, EC2_GPU_MODEL, *AWS_PRICES.values()):
+        unknown = sorted(set(table) - ec2_instance_types)
+        assert not unknown, unknown
+
+
+def test_the_karpenter_stack_names_real_instance_types(ec2_instance_types):
+    # Every option, fallbacks included, and every type the rendered NodePools require.
+    from stacks.capacity_settings import options_of
+    from stacks.plan import plan_stack
+
+    path = ROOT / "tests" / "stacks" / "Pulumi.capacity-eks.yaml"
+    settings = parse_settings(load_stack_config(ROOT / "Pulumi.yaml", path, "capacity-eks").config)
+    types = {t for pool in settings.node_pools.values() for option in options_of(pool) for t in option.instance_types}
+    assert {"g5.xlarge", "g6.xlarge", "p4d.24xlarge", "m6i.large"} <= types
+    assert types <= ec2_instance_types, sorted(types - ec2_instance_types)
+    rendered = set()
+    for node_pool in plan_stack("capacity-eks", path).of_type("kubernetes:karpenter.sh/v1:NodePool"):
+        for requirement in node_pool.inputs["spec"]["template"]["spec"]["requirements"]:
+            if requirement["key"] == "node.kubernetes.io/instance-type":
+                rendered |= set(requirement["values"])
+    assert rendered and rendered <= ec2_instance_types, sorted(rendered - ec2_instance_types)

@@ -309,3 +309,20 @@ def test_plan_cli_reports_the_rules_it_ran():
                          cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr
     assert f"deploy rules: {len(deploy_rules.RULES)} checked on a later up, no violation" in run.stdout
+
+
+# --- pod-identity-before-pods -----------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def capacity_eks() -> Recording:
+    return plan_stack("capacity-eks", ROOT / "tests" / "stacks" / "Pulumi.capacity-eks.yaml")
+
+
+def test_the_karpenter_chart_waits_for_its_pod_identity(capacity_eks):
+    assert not {v for v in check(capacity_eks) if v.rule == "pod-identity-before-pods"}
+    rec = mutated(capacity_eks)
+    chart = resource(rec, "kubernetes:helm.sh/v4:Chart", "karpenter-chart")
+    association = resource(rec, "aws:eks/podIdentityAssociation:PodIdentityAssociation", "karpenter-controller")
+    chart.dependencies = [d for d in chart.dependencies if d != association.urn]
+    found = rules_of(check(rec))
+    assert ("pod-identity-before-pods", "karpenter-chart") in found, sorted(found)

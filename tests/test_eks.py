@@ -172,3 +172,13 @@ def test_time_sliced_gpu_pool_advertises_slices_to_the_autoscaler(plan_with):
     labels = rec.one(NODE_GROUP, "eks-gpu").inputs["labels"]
     assert labels["nvidia.com/device-plugin.config"] == "time-slicing-4"
     assert "nvidia.com/device-plugin.config" not in rec.one(NODE_GROUP, "eks-system").inputs["labels"]
+
+
+def test_stack_pools_without_reservations_keep_plain_launch_templates(dev: Recording):
+    # RESERVED / CAPACITY_BLOCK add a reservation target and a market type
+    # (tests/test_node_group_capacity.py); the dev stack's on-demand and spot pools must not get either,
+    # nor a type pinned on the template.
+    reserved_only = {"capacityReservationSpecification", "instanceMarketOptions", "instanceType"}
+    for lt in dev.of_type("aws:ec2/launchTemplate:LaunchTemplate"):
+        assert not reserved_only & set(lt.inputs)
+    assert {g.inputs["capacityType"] for g in dev.of_type(NODE_GROUP)} <= {"ON_DEMAND", "SPOT"}

@@ -36,7 +36,7 @@ def all_modules(*packages: str) -> set[str]:
 
 
 def test_modules_expand_folders_and_refuse_what_cannot_mutate():
-    assert mutate.module_paths(["components/gpu"]) == ["components/gpu/addons.py"]
+    assert mutate.module_paths(["components/gpu"]) == ["components/gpu/addons.py", "components/gpu/mig.py"]
     assert mutate.module_paths(["stacks/diff.py,stacks/cost.py", "stacks/diff.py"]) == \
         ["stacks/diff.py", "stacks/cost.py"]
     with pytest.raises(mutate.UsageError, match=r"MODULE 'stacks/nope.py': no such \.py file"):

@@ -26,6 +26,8 @@ class EksClusterArgs:
     """Subnets for the control-plane ENIs and all nodes."""
     node_pools: dict[str, NodePoolSpec]
     """Managed node groups keyed by stable pool name; ``system`` hosts add-ons."""
+    private_subnet_ids_by_zone: dict[str, pulumi.Input[str]] = field(default_factory=dict)
+    """The same subnets by zone, for node pools confined to some zones (``NodePoolSpec.zones``)."""
     kubernetes_version: str = "1.33"
     endpoint_public_access: bool = True
     """The private endpoint is always on; prod turns the public one off."""
@@ -83,6 +85,17 @@ def render_kubeconfig(cluster_name: str, region: str, endpoint: str, ca_data: st
             "args": ["eks", "get-token", "--cluster-name", cluster_name, "--region", region, "--output", "json"],
         }}}],
     })
+
+
+def pool_subnets(pool: str, spec: NodePoolSpec, args: EksClusterArgs) -> pulumi.Input[list[str]]:
+    """A node group's subnets: every private subnet, or those of the pool's ``zones``."""
+    if not spec.zones:
+        return args.private_subnet_ids
+    missing = [zone for zone in spec.zones if zone not in args.private_subnet_ids_by_zone]
+    if missing:
+        raise ValueError(f"node pool {pool!r}: no private subnet in zone(s) {missing} "
+                         f"(the cluster's: {sorted(args.private_subnet_ids_by_zone)})")
+    return [args.private_subnet_ids_by_zone[zone] for zone in spec.zones]
 
 
 class EksCluster(pulumi.ComponentResource):
@@ -229,7 +242,7 @@ class EksCluster(pulumi.ComponentResource):
             self.node_groups[pool] = ManagedNodeGroup(
                 f"{name}-{pool}", pool,
                 NodeGroupArgs(cluster_name=cluster.name, node_role_arn=node_role.arn,
-                              subnet_ids=args.private_subnet_ids, spec=spec, tags=tags),
+                              subnet_ids=pool_subnets(pool, spec, args), spec=spec, tags=tags),
                 # Nodes need the CNI to become Ready and the role's policies to join.
                 opts=pulumi.ResourceOptions(parent=self, depends_on=[*pre_node, *attachments]))
 

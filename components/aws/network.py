@@ -118,6 +118,8 @@ class Vpc(pulumi.ComponentResource):
 
     vpc_id: pulumi.Output[str]
     private_subnet_ids: pulumi.Output[list[str]]
+    private_subnet_ids_by_zone: dict[str, pulumi.Output[str]]
+    """The private subnet of each zone (node groups confined to some zones use these)."""
     public_subnet_ids: pulumi.Output[list[str]]
     s3_endpoint_id: pulumi.Output[str]
     """The S3 gateway endpoint (``vpce-...``): policies bind in-VPC readers to it with ``aws:SourceVpce``."""
@@ -205,6 +207,7 @@ class Vpc(pulumi.ComponentResource):
 
         self.vpc_id = vpc.id
         self.private_subnet_ids = pulumi.Output.all(*[s.id for s in private_subnets.values()])
+        self.private_subnet_ids_by_zone = {zone: subnet.id for zone, subnet in private_subnets.items()}
         self.public_subnet_ids = pulumi.Output.all(*[s.id for s in public_subnets.values()])
         self.register_outputs({"vpc_id": self.vpc_id, "private_subnet_ids": self.private_subnet_ids,
                                "public_subnet_ids": self.public_subnet_ids, "s3_endpoint_id": self.s3_endpoint_id})

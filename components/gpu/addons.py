@@ -49,6 +49,32 @@ def time_slicing_config(slices: list[int]) -> dict:
     return {"map": configs, "default": "default"}
 
 
+MIG_MIXED_CONFIG = "mig-mixed"
+"""Device-plugin config of MIG nodes (node label ``nvidia.com/device-plugin.config=mig-mixed``)."""
+
+
+def device_plugin_config(slices: list[int], mig: bool = False) -> dict:
+    """The chart's ``config`` value: :func:`time_slicing_config`, plus the ``mig-mixed`` config when a pool
+    uses MIG.
+
+    ``mig-mixed`` sets ``flags.migStrategy: mixed`` (NVIDIA/k8s-device-plugin v0.17.1 api/config/v1/flags.go
+    ``CommandLineFlags.MigStrategy``, values in consts.go: none, single, mixed; README "Multiple Config File
+    Example"). With it each MIG profile is its own resource ``nvidia.com/mig-<profile>`` (internal/rm/rm.go
+    ``AddDefaultResourcesToConfig``: ``"mig-" + profile``, for profiles whose compute instance spans the GPU
+    instance) and a MIG-enabled GPU is no longer offered as ``nvidia.com/gpu`` (internal/rm/device_map.go).
+    It needs only NVML, which the plugin has on these nodes: GPU feature discovery is not involved (its
+    ``nvidia.com/mig.strategy`` and ``nvidia.com/mig-<profile>.*`` labels, internal/lm/mig-strategy.go,
+    only describe nodes; the chart's ``gfd.enabled`` stays false). A config map in the chart already makes
+    the chart add ``SYS_ADMIN`` and ``NVIDIA_MIG_MONITOR_DEVICES=all`` to the plugin (templates/_helpers.tpl
+    ``allPossibleMigStrategiesAreNone`` is false with a config map), so nothing else changes. MPS sharing
+    is refused with ``mixed`` (cmd/nvidia-device-plugin/main.go) and the time-slicing configs replicate
+    ``nvidia.com/gpu`` only, so the MIG config shares nothing."""
+    config = time_slicing_config(slices)
+    if mig:
+        config["map"][MIG_MIXED_CONFIG] = "version: v1\nflags:\n  migStrategy: mixed\n"
+    return config
+
+
 @dataclass(frozen=True)
 class GpuAddonsArgs:
     """Inputs of :class:`GpuAddons`."""
@@ -65,6 +91,9 @@ class GpuAddonsArgs:
     """GKE nodes: select them by ``cloud.google.com/gke-accelerator`` and mount GKE's driver directory."""
     gpu_nodes: list[pulumi.Resource] = field(default_factory=list)
     """The GPU node groups / pools: the charts (DaemonSets on those nodes) wait for them."""
+    mig: bool = False
+    """True when any EKS pool splits its GPUs with MIG (``migProfile``): adds the device plugin's
+    ``mig-mixed`` config, which those nodes select by label. GKE partitions GPUs itself (ignored there)."""
 
 
 class GpuAddons(pulumi.ComponentResource):
@@ -84,7 +113,7 @@ class GpuAddons(pulumi.ComponentResource):
         after_ns = pulumi.ResourceOptions(parent=self, depends_on=[ns, *args.gpu_nodes])
         if args.device_plugin:
             chart(f"{name}-device-plugin", NVIDIA_DEVICE_PLUGIN, ns.metadata.name,
-                  {"config": time_slicing_config(args.time_slicing)}, opts=after_ns)
+                  {"config": device_plugin_config(args.time_slicing, args.mig)}, opts=after_ns)
         if args.dcgm_exporter:
             exporter = chart(f"{name}-dcgm-exporter", DCGM_EXPORTER, ns.metadata.name,
                              dcgm_exporter_values(args.gke), opts=after_ns)

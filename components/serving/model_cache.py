@@ -49,6 +49,9 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from components.node_labels import GPU_TAINT_KEY, POOL_LABEL
+
+COMPUTE_CLASS_LABEL = "cloud.google.com/compute-class"
+"""GKE's label (and taint key) of nodes serving a ComputeClass."""
 from components.pod_security import pod_security_labels
 from components.serving.model_server import MODEL_CACHE_MOUNT, RUN_AS, pull_policy
 
@@ -95,6 +98,9 @@ class ModelCacheArgs:
     image: str
     """Image of the prep container: a shell with coreutils (``stat``, ``chown``). The composition passes
     the sync image, already pulled on every serving node."""
+    compute_classes: list[str] = field(default_factory=list)
+    """GKE ComputeClasses the cached servers run on: nodes GKE auto-provisions for a class carry its
+    ``cloud.google.com/compute-class`` label and taint, not the pool label; the prep runs there too."""
     owner_uid: int = RUN_AS
     """UID (and GID) of the sync containers, which must write the directories."""
     prep_namespace: str = "model-cache"
@@ -233,6 +239,8 @@ class ModelCache(pulumi.ComponentResource):
                                 "allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
                                 "capabilities": {"drop": ["ALL"], "add": ["CHOWN"]}},
         }
+        class_tolerations = [{"key": COMPUTE_CLASS_LABEL, "operator": "Exists", "effect": "NoSchedule"}] \
+            if args.compute_classes else []
         k8s.apps.v1.DaemonSet(
             f"{name}-prep",
             metadata=k8s.meta.v1.ObjectMetaArgs(name=PREP_NAME, namespace=prep_ns.metadata.name, labels=labels,
@@ -243,10 +251,14 @@ class ModelCache(pulumi.ComponentResource):
                       "automountServiceAccountToken": False,
                       "terminationGracePeriodSeconds": 10,
                       "securityContext": {"seccompProfile": {"type": "RuntimeDefault"}},
+                      # Terms are ORed: the pools' nodes, and the nodes of their ComputeClasses.
                       "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
                           "nodeSelectorTerms": [{"matchExpressions": [
-                              {"key": POOL_LABEL, "operator": "In", "values": sorted(set(args.node_pools))}]}]}}},
-                      "tolerations": list(args.tolerations) or None,
+                              {"key": POOL_LABEL, "operator": "In", "values": sorted(set(args.node_pools))}]},
+                              *([{"matchExpressions": [{"key": COMPUTE_CLASS_LABEL, "operator": "In",
+                                                        "values": sorted(set(args.compute_classes))}]}]
+                                if args.compute_classes else [])]}}},
+                      "tolerations": [*args.tolerations, *class_tolerations] or None,
                       "containers": [container],
                       "volumes": [{"name": "cache", "persistentVolumeClaim": {"claimName": prep_claim.metadata.name}}],
                   }}},

@@ -93,13 +93,18 @@ class ModelServerArgs:
     """CPU request and limit (equal: Guaranteed QoS keeps latency steady)."""
     memory: str = "4Gi"
     gpus: int = 0
-    """``nvidia.com/gpu`` request = limit per pod; > 0 adds the GPU image and toleration."""
+    """``gpu_resource`` request = limit per pod; > 0 adds the GPU image and toleration."""
+    gpu_resource: str = GPU_RESOURCE
+    """The extended resource ``gpus`` counts: ``nvidia.com/gpu``, or a MIG partition
+    ``nvidia.com/mig-<profile>`` on EKS nodes whose device plugin runs the mixed strategy."""
     gpu_memory_fraction: float | None = None
     """``--per_process_gpu_memory_fraction`` when pods share a GPU (TF Serving takes all of it otherwise)."""
     batching: BatchingConfig | None = None
     """Server-side batching; None leaves ``--enable_batching`` off."""
     node_selector: dict[str, str] = field(default_factory=dict)
-    """Pins the pods to a node pool."""
+    """Pins the pods to a node pool (or a GKE ComputeClass)."""
+    tolerations: tuple[dict[str, str], ...] = ()
+    """More taints the pods tolerate (a ComputeClass's ``cloud.google.com/compute-class`` taint)."""
     sync_env: dict[str, str] = field(default_factory=dict)
     """Extra environment of the sync containers (e.g. ``AWS_REGION``)."""
     sync_interval_seconds: int = DEFAULT_SYNC_INTERVAL_SECONDS
@@ -354,8 +359,8 @@ class ModelServer(pulumi.ComponentResource):
                             "limits": {"cpu": args.cpu, "memory": args.memory}}
         if args.gpus:
             # Extended resources: request must equal limit.
-            server_resources["requests"][GPU_RESOURCE] = str(args.gpus)
-            server_resources["limits"][GPU_RESOURCE] = str(args.gpus)
+            server_resources["requests"][args.gpu_resource] = str(args.gpus)
+            server_resources["limits"][args.gpu_resource] = str(args.gpus)
         server_image = args.image or serving_image(args.image_version, args.gpus)
         server = {
             "name": SERVER_CONTAINER,
@@ -403,8 +408,8 @@ class ModelServer(pulumi.ComponentResource):
                         {"name": "config", "configMap": {"name": config.metadata.name}},
                         {"name": "tmp", "emptyDir": {"sizeLimit": "1Gi"}}, *cache_volumes],
             "nodeSelector": args.node_selector or None,
-            "tolerations": [{"key": GPU_TAINT_KEY, "operator": "Exists", "effect": "NoSchedule"}]
-            if args.gpus else None,
+            "tolerations": [{"key": GPU_TAINT_KEY, "operator": "Exists", "effect": "NoSchedule"},
+                            *args.tolerations] if args.gpus else (list(args.tolerations) or None),
             # Zones first (a zone outage), then nodes (a node drain); ScheduleAnyway so a scale-up
             # is never blocked when a zone has no GPU capacity.
             "topologySpreadConstraints": [{**spread, "topologyKey": "topology.kubernetes.io/zone"},

@@ -7,6 +7,9 @@ import { VirtualService } from "@kubernetes-models/istio/networking.istio.io/v1/
 import { AuthorizationPolicy } from "@kubernetes-models/istio/security.istio.io/v1/AuthorizationPolicy";
 import { RequestAuthentication } from "@kubernetes-models/istio/security.istio.io/v1/RequestAuthentication";
 import { ScaledObject } from "@kubernetes-models/keda/keda.sh/v1alpha1/ScaledObject";
+import { NodePool } from "@kubernetes-models/karpenter/karpenter.sh/v1/NodePool";
+import { EC2NodeClass } from "@kubernetes-models/karpenter/karpenter.k8s.aws/v1/EC2NodeClass";
+import { ComputeClass } from "@kubernetes-models/gke/cloud.google.com/v1/ComputeClass";
 
 const MODELS = {
   "gateway.networking.k8s.io/v1 Gateway": Gateway,
@@ -15,6 +18,9 @@ const MODELS = {
   "security.istio.io/v1 RequestAuthentication": RequestAuthentication,
   "security.istio.io/v1 AuthorizationPolicy": AuthorizationPolicy,
   "keda.sh/v1alpha1 ScaledObject": ScaledObject,
+  "karpenter.sh/v1 NodePool": NodePool,
+  "karpenter.k8s.aws/v1 EC2NodeClass": EC2NodeClass,
+  "cloud.google.com/v1 ComputeClass": ComputeClass,
 };
 
 const docs = JSON.parse(fs.readFileSync(0, "utf8"));
