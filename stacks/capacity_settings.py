@@ -93,6 +93,12 @@ def check_capacity(settings) -> None:
     if provisioner in PROVISIONER_CLOUD and PROVISIONER_CLOUD[provisioner] != settings.cloud:
         allowed = "node-groups or karpenter on aws" if aws else "node-groups or compute-class on gcp"
         raise FieldProblem("gpuProvisioner", provisioner, allowed)
+    if provisioner == "karpenter" and len(settings.cluster_name) > 70:
+        # components/aws/karpenter.py names the interruption queue Karpenter-<cluster> (as terraform-aws-eks
+        # modules/karpenter does); SQS queue names are 1-80 characters (CreateQueue QueueName).
+        raise FieldProblem("clusterName", settings.cluster_name,
+                           "at most 70 characters with gpuProvisioner karpenter (its interruption queue is "
+                           "Karpenter-<clusterName>, and SQS queue names are at most 80)")
     for name, pool in settings.node_pools.items():
         _check_pool(f"nodePools.{name}", name, pool, aws, provisioner, settings.region)
         _check_zones(f"nodePools.{name}", name, pool, settings)
@@ -123,6 +129,15 @@ def _check_pool(key: str, name: str, pool, aws: bool, provisioner: str, region: 
                                                      "NodePool weights run 100 down to 10; a ComputeClass the same)")
     for index, entry in enumerate(pool.fallback):
         entry_key = f"{key}.fallback.{index}"
+        # Names made from it: Karpenter's NodePool <pool>-<name> is also the value of the nodes' label
+        # karpenter.sh/nodepool (a label value is at most 63 characters); GKE's node pool <pool>-<name> is at
+        # most 40 (projects.locations.clusters.nodePools create).
+        longest = 63 if provisioner == "karpenter" else 40
+        if len(f"{name}-{entry.name}") > longest:
+            raise FieldProblem(f"{entry_key}.name", entry.name,
+                               f"a name of at most {longest - len(name) - 1} characters: {name}-{entry.name} names "
+                               + ("a Karpenter NodePool and a label value (at most 63)" if provisioner == "karpenter"
+                                  else "a GKE node pool (at most 40)"))
         if entry.name == "primary" or entry.name in names[:index]:
             raise FieldProblem(f"{entry_key}.name", entry.name,
                                "a name not used by another entry and not 'primary' (the pool's own option)")

@@ -167,3 +167,19 @@ def test_a_reserved_node_group_names_its_reservations_zone():
     parse_settings(eks({**odcr, "reservation": "arn:aws:resource-groups:us-east-1:123456789012:group/g"},
                        provisioner="node-groups"))
     assert_config_error(gke({"zones": ["us-central1-a"]}), "nodePools.gpu.zones", '["us-central1-a"]', "unset on GKE")
+
+
+def test_names_made_from_pool_and_fallback_keys_fit_their_apis():
+    long_pool = "g" * 45
+    pools = {"system": SYSTEM, long_pool: {**G5, "fallback": [{"name": "on-demand-fallback", "capacityType": "ON_DEMAND"}]}}
+    servers = {"default": {"nodePool": long_pool, "gpus": 1, "models": {"m": {"versionPolicy": "latest"}}}}
+    assert_config_error(raw(gpuProvisioner="karpenter", nodePools=pools, servers=servers),
+                        f"nodePools.{long_pool}.fallback.0.name", "'on-demand-fallback'",
+                        "at most 17 characters")
+    l4 = {"instanceTypes": ["g2-standard-8"], "gpusPerNode": 1, "minSize": 0, "desiredSize": 0, "maxSize": 4,
+          "fallback": [{"name": "on-demand-fallback", "capacityType": "ON_DEMAND"}]}
+    pool = "tenant-a-l4-serving-pool1"
+    assert_config_error(raw(**{**GKE, "gpuProvisioner": "compute-class", "nodePools": {"system": GKE_SYSTEM, pool: l4},
+                               "servers": {"default": {**servers["default"], "nodePool": pool}}}),
+                        f"nodePools.{pool}.fallback.0.name", "'on-demand-fallback'", "a GKE node pool (at most 40)")
+    assert_config_error(eks(clusterName="c" * 71), "clusterName", "'" + "c" * 71 + "'", "SQS queue names are at most 80")
