@@ -9,8 +9,10 @@ allow the account root and the identity policy allow as well
 (https://docs.aws.amazon.com/kms/latest/developerguide/key-policy-default.html#key-policy-default-allow-root-enable-iam).
 Supported: Effect, Principal/NotPrincipal, Action/NotAction and Resource/NotResource with ``*``/``?``
 wildcards (actions case-insensitive), and the condition operators String(Not)Equals, String(Not)Like,
-Arn(Not)Equals, Arn(Not)Like and Bool; a key absent from the request makes a positive operator false and
-a negated one true (https://docs.aws.amazon.com/IAM/latest/UserGuide/reference_policies_elements_condition_operators.html).
+Arn(Not)Equals, Arn(Not)Like and Bool, each also as ``...IfExists`` and with the ``ForAllValues:`` /
+``ForAnyValue:`` set qualifiers (a context value may then be a list, e.g. ``aws:TagKeys``); a key absent
+from the request makes a positive operator false and a negated one true
+(https://docs.aws.amazon.com/IAM/latest/UserGuide/reference_policies_elements_condition_operators.html).
 Anything else raises, so a policy using an operator this evaluator does not know fails the tests.
 
 GCP: bindings of (role, member, CEL condition); the condition subset the program writes (``==``,
@@ -31,7 +33,7 @@ class Request:
     """``aws:PrincipalArn``: a role's ARN for its sessions."""
     action: str
     resource: str
-    context: dict[str, str] = field(default_factory=dict)
+    context: dict[str, str | list[str]] = field(default_factory=dict)
     """Condition keys of the request (``aws:SourceVpce``, ``kms:ViaService``, ``s3:prefix``...)."""
 
     @property
@@ -74,18 +76,30 @@ _OPERATORS = {
 }
 
 
-def _conditions_hold(conditions: dict, context: dict[str, str]) -> bool:
+def _conditions_hold(conditions: dict, context: dict[str, str | list[str]]) -> bool:
     for operator, keys in conditions.items():
-        if operator not in _OPERATORS:
+        qualifier, _, base = operator.rpartition(":")
+        if_exists = base.endswith("IfExists")
+        base = base.removesuffix("IfExists")
+        if base not in _OPERATORS or qualifier not in ("", "ForAllValues", "ForAnyValue"):
             raise NotImplementedError(f"condition operator {operator} is not evaluated here")
-        test, negated = _OPERATORS[operator]
+        test, negated = _OPERATORS[base]
         for key, patterns in keys.items():
             if key not in context:
-                if not negated:
-                    return False
-                continue
-            hit = any(test(p, context[key]) for p in _as_list(patterns))
-            if hit == negated:
+                # ...IfExists: true when the key is absent; ForAllValues: true for an absent (empty) set;
+                # ForAnyValue: false (reference_policies_condition-single-vs-multi-valued-context-keys.html).
+                if if_exists or qualifier == "ForAllValues" or (negated and qualifier != "ForAnyValue"):
+                    continue
+                return False
+            values = _as_list(context[key])
+            matches = [any(test(p, v) for p in _as_list(patterns)) != negated for v in values]
+            if qualifier == "ForAllValues":
+                held = all(matches)
+            elif qualifier == "ForAnyValue":
+                held = any(matches)
+            else:
+                held = matches[0] if len(values) == 1 else all(matches)
+            if not held:
                 return False
     return True
 

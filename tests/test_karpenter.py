@@ -298,7 +298,7 @@ def _controller(rec: Recording) -> tuple[str, list[dict], str, str]:
     return role, [policy], node_role, queue
 
 
-def _allowed(principal: str, identity: list[dict], action: str, resource: str, **context: str) -> bool:
+def _allowed(principal: str, identity: list[dict], action: str, resource: str, **context: str | list[str]) -> bool:
     return s3_allows(Request(principal, action, resource, context), identity, None)
 
 
@@ -455,3 +455,20 @@ def test_nodepools_come_after_the_chart_that_installs_their_crds(rec):
     violations = crd_installed_first(Plan(broken), Context())
     assert {v.urn for v in violations} == {r.urn for r in karpenter}
     assert all("karpenter." in v.message for v in violations)
+
+
+def test_later_tagging_is_limited_to_its_own_instances_and_three_keys(rec):
+    # AllowScopedResourceTagging: StringEqualsIfExists and ForAllValues:StringEquals (aws:TagKeys, a set).
+    role, identity, _, _ = _controller(rec)
+    instance = f"{EC2}:instance/i-0abc"
+    assert _allowed(role, identity, "ec2:CreateTags", instance, **OWN,
+                    **{"aws:TagKeys": ["Name", "karpenter.sh/nodeclaim"]})
+    assert _allowed(role, identity, "ec2:CreateTags", instance, **OWN,
+                    **{"aws:TagKeys": ["eks:eks-cluster-name"], "aws:RequestTag/eks:eks-cluster-name": CLUSTER})
+    # Any other key in the set, another cluster's name, or someone else's instance: no.
+    assert not _allowed(role, identity, "ec2:CreateTags", instance, **OWN,
+                        **{"aws:TagKeys": ["Name", f"kubernetes.io/cluster/{CLUSTER}"]})
+    assert not _allowed(role, identity, "ec2:CreateTags", instance, **OWN,
+                        **{"aws:TagKeys": ["eks:eks-cluster-name"], "aws:RequestTag/eks:eks-cluster-name": "other"})
+    assert not _allowed(role, identity, "ec2:CreateTags", f"{EC2}:instance/i-mng",
+                        **{f"aws:ResourceTag/kubernetes.io/cluster/{CLUSTER}": "owned", "aws:TagKeys": ["Name"]})
