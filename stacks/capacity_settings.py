@@ -155,6 +155,15 @@ def _check_pool(key: str, name: str, pool, aws: bool, provisioner: str, region: 
                                problem.allowed + f" (fallback entries keep the pool's gpusPerNode "
                                                  f"{pool.gpus_per_node})") from None
     seen: dict[tuple, str] = {}
+    if provisioner == "karpenter" and elastic:
+        for option, option_key in zip(options_of(pool), [key, *(f"{key}.fallback.{i}" for i in range(len(pool.fallback)))]):
+            if option.reservation and re.fullmatch(AWS_RESERVATION_GROUP, option.reservation):
+                # Karpenter 1.14 selects reservations by id, tags or owner (EC2NodeClass
+                # capacityReservationSelectorTerms), not by resource group.
+                raise FieldProblem(f"{option_key}.reservation", option.reservation,
+                                   "a capacity reservation id cr-... with gpuProvisioner karpenter (it selects "
+                                   "reservations by id, not resource group: list the group's reservations as "
+                                   "separate fallback entries)")
     for option in options_of(pool):
         signature = (option.instance_types, option.capacity, option.reservation)
         if signature in seen:
@@ -237,6 +246,12 @@ def _check_partitioning(key: str, pool, aws: bool) -> None:
         raise FieldProblem(f"{key}.gpuTimeSlicing", pool.gpu_time_slicing,
                            f"1 with migProfile {pool.mig_profile} (each partition is a whole schedulable unit)")
     options = options_of(pool)
+    models = {gpu_model(pool, t, aws) for option in options for t in option.instance_types}
+    if len(models) > 1 and None not in models:
+        # One boot script and one device-plugin config per pool: the partitions must be the same GPU's.
+        raise FieldProblem(f"{key}.instanceTypes", pool.instance_types,
+                           f"types of one GPU model with migProfile (the pool and its fallbacks mix "
+                           f"{', '.join(sorted(models))})")
     for option in options:
         for instance_type in option.instance_types:
             model = gpu_model(pool, instance_type, aws)

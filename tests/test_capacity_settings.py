@@ -183,3 +183,17 @@ def test_names_made_from_pool_and_fallback_keys_fit_their_apis():
                                "servers": {"default": {**servers["default"], "nodePool": pool}}}),
                         f"nodePools.{pool}.fallback.0.name", "'on-demand-fallback'", "a GKE node pool (at most 40)")
     assert_config_error(eks(clusterName="c" * 71), "clusterName", "'" + "c" * 71 + "'", "SQS queue names are at most 80")
+
+
+def test_karpenter_cannot_select_a_reservation_by_resource_group():
+    group = "arn:aws:resource-groups:us-east-1:123456789012:group/gpus"
+    assert_config_error(eks({"fallback": [{"name": "odcr", "capacityType": "RESERVED", "reservation": group}]}),
+                        "nodePools.gpu.fallback.0.reservation", repr(group), "selects reservations by id")
+
+
+def test_a_mig_pool_keeps_one_gpu_model():
+    mixed = {**P4D, "instanceTypes": ["p4de.24xlarge"], "migProfile": "1g.10gb",
+             "fallback": [{"name": "h100", "instanceTypes": ["p5.48xlarge"], "capacityType": "ON_DEMAND"}]}
+    pools = {"system": SYSTEM, "gpu": G5, "mig": mixed}
+    assert_config_error(raw(gpuProvisioner="karpenter", nodePools=pools), "nodePools.mig.instanceTypes",
+                        '["p4de.24xlarge"]', "mix A100-80GB, H100-80GB")
