@@ -7,9 +7,10 @@ that stack's deploy identity (and its preview identity, if the stack has one, an
 named for a non-prod stack, who run it from a workstation). Its outputs are the
 values to paste: secrets-provider URLs, `pulumi stack init` commands, GitHub variables.
 
-Room for issue 17: the shared state bucket belongs here too (a third section next to `aws_identities`
-and `gcp_identities`, whose name the preview roles' lock-file statement already takes as
-`aws.stateBucket`).
+The third section, `state backends` (issue 17), makes the team's state buckets (bootstrap/state_backend.py):
+the S3 one is created inside `aws_identities` (its key policy names the roles, and the roles' policies
+name the bucket and its key), the GCS one inside `gcp_identities`; the outputs carry the exact
+`pulumi login` commands.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ import pulumi
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bootstrap import policies  # noqa: E402
+from bootstrap.state_backend import (  # noqa: E402
+    AwsStateBackend, AwsStateBackendArgs, GcpStateBackend, GcpStateBackendArgs, gcs_backend_url, s3_backend_url)
 from bootstrap.settings import (  # noqa: E402
     DEFAULT_KEYS, PROJECT, BootstrapConfigError, BootstrapSettings, parse, preview_slug)
 
@@ -71,13 +74,17 @@ def aws_identities(s: BootstrapSettings) -> dict[str, object]:
         roles.append((name, r, statements))
         return r
 
+    state_bucket = s.aws.state_bucket_name(s.name_prefix)
+    deploy_roles, preview_roles = {}, {}
     for env, arn in deploy_arns.items():
-        role(s.role_name("deploy", env), s.subject(env), list(s.aws.deploy_policy_arns),
-             [policies.deny_ci_identities(account, s.name_prefix)])
+        deploy_roles[env] = role(s.role_name("deploy", env), s.subject(env), list(s.aws.deploy_policy_arns),
+                                 [*policies.deploy_state_allow(state_bucket),
+                                  policies.deny_ci_identities(account, s.name_prefix)])
     for who, arn in preview_arns.items():
-        role(s.role_name("preview", who), s.subject(who), [READ_ONLY],
-             [*policies.preview_allow(s.aws.state_bucket), policies.deny_ci_identities(account, s.name_prefix),
-              policies.deny_preview_writes()])
+        preview_roles[who] = role(s.role_name("preview", who), s.subject(who), [READ_ONLY],
+                                  [*policies.preview_allow(state_bucket),
+                                   policies.deny_ci_identities(account, s.name_prefix),
+                                   policies.deny_preview_writes()])
 
     for stack, spec in stacks.items():
         previewers = [preview_arns[spec.preview]] if spec.preview else []
@@ -91,16 +98,36 @@ def aws_identities(s: BootstrapSettings) -> dict[str, object]:
         aws.kms.Alias(f"{stack}-secrets", name=s.key_alias(stack), target_key_id=key.key_id, opts=opts)
         keys[stack] = key
 
-    # Each role's inline policy: its statements, and a deny on every key it has no business with (by key
+    # --- state backend (issue 17): the key policy names the roles (by their outputs, so they exist
+    # first) and every role's inline policy below names the bucket and its key.
+    operators = sorted({arn for stack in stacks for arn in s.operators_of(stack)})
+    backend = None
+    if s.aws.creates_state_bucket:
+        backend = AwsStateBackend("pulumi-state", AwsStateBackendArgs(
+            bucket_name=state_bucket, account_id=account, region=region,
+            key_alias=f"alias/{s.name_prefix}-pulumi-state",
+            writers=(*(r.arn for _, r in sorted(deploy_roles.items())), *operators),
+            readers=tuple(r.arn for _, r in sorted(preview_roles.items())),
+            stack_writers={stack: [deploy_arns[spec.environment], *s.operators_of(stack)]
+                           for stack, spec in stacks.items()},
+            noncurrent_version_days=s.aws.state_noncurrent_version_days,
+            log_retention_days=s.aws.state_log_retention_days),
+            opts=pulumi.ResourceOptions(provider=provider))
+    state_key = backend.key_arn if backend else None
+
+    # Each role's inline policy: its statements, a deny on every key it has no business with (by key
     # ARN: an alias ARN in an IAM policy's Resource does not match operations on the key,
-    # https://docs.aws.amazon.com/kms/latest/developerguide/cmks-in-iam-policies.html).
+    # https://docs.aws.amazon.com/kms/latest/developerguide/cmks-in-iam-policies.html), and a deny on
+    # changing the state bucket or its key.
     for name, r, statements in roles:
         usable = {stack for stack, spec in stacks.items()
                   if name == s.role_name("deploy", spec.environment)
                   or (spec.preview and name == s.role_name("preview", spec.preview))}
         others = [keys[stack].arn for stack in sorted(set(stacks) - usable)]
-        document = pulumi.Output.all(*others).apply(
-            lambda arns, st=statements: json.dumps(policies.role_policy([*st, *policies.deny_other_keys(list(arns))])))
+        document = pulumi.Output.all(state_key, *others).apply(
+            lambda arns, st=statements: json.dumps(policies.role_policy(
+                [*st, *policies.deny_other_keys(list(arns[1:])),
+                 *policies.deny_state_backend_changes(state_bucket, arns[0])])))
         aws.iam.RolePolicy(f"{name}-boundaries", role=r.name, policy=document, opts=opts)
 
     return {
@@ -108,6 +135,10 @@ def aws_identities(s: BootstrapSettings) -> dict[str, object]:
         "deployRoleArns": deploy_arns,
         "previewRoleArns": preview_arns,
         "secretsProviders": {stack: f"awskms://{s.key_alias(stack)}?region={region}" for stack in stacks},
+        "stateBackend": {"bucket": state_bucket, "created": backend is not None,
+                         "url": s3_backend_url(state_bucket, region),
+                         **({"keyArn": backend.key_arn, "accessLogBucket": backend.log_bucket_name}
+                            if backend else {})},
     }
 
 
@@ -172,10 +203,26 @@ def gcp_identities(s: BootstrapSettings) -> dict[str, object]:
                                         members=[accounts[preview_slug(spec.preview)].member], opts=opts)
         urls[stack] = (f"gcpkms://projects/{g.project}/locations/{g.kms_location}/keyRings/"
                        f"{s.name_prefix}-pulumi/cryptoKeys/{stack}")
+
+    # --- state backend (issue 17)
+    state_bucket = g.state_bucket_name()
+    backend = None
+    if g.creates_state_bucket:
+        operators = sorted({m for stack in stacks for m in s.operators_of(stack)})
+        backend = GcpStateBackend("pulumi-state", GcpStateBackendArgs(
+            project=g.project, bucket_name=state_bucket, location=g.state_bucket_location,
+            key_ring_name=f"{s.name_prefix}-state",
+            writers=(*(accounts[f"deploy-{e}"].member for e in s.deploy_environments("gcp")), *operators),
+            readers=tuple(accounts[preview_slug(p)].member for p in s.preview_principals("gcp")),
+            noncurrent_version_days=g.state_noncurrent_version_days, soft_delete_days=g.state_soft_delete_days,
+            data_access_logs=g.state_data_access_logs),
+            opts=pulumi.ResourceOptions(provider=provider))
     return {
         "workloadIdentityProvider": f"{pool_path}/providers/github",
         "serviceAccounts": {slug: sa.email for slug, sa in accounts.items()},
         "secretsProviders": urls,
+        "stateBackend": {"bucket": state_bucket, "created": backend is not None, "url": gcs_backend_url(state_bucket),
+                         **({"keyId": backend.key_id} if backend else {})},
     }
 
 
@@ -203,7 +250,20 @@ def main() -> None:
             env_vars.setdefault(slug.removeprefix("deploy-").removeprefix("preview-"), {})["GCP_SERVICE_ACCOUNT"] = email
     if gcp_out:
         env_vars.setdefault("(repository)", {})["GCP_WORKLOAD_IDENTITY_PROVIDER"] = gcp_out["workloadIdentityProvider"]
+    # The backends the workflows log in to (.github/workflows: PULUMI_BACKEND_URL for the AWS stacks,
+    # PULUMI_GCP_BACKEND_URL for gke-dev).
+    if aws_out:
+        env_vars.setdefault("(repository)", {})["PULUMI_BACKEND_URL"] = aws_out["stateBackend"]["url"]
+    if gcp_out:
+        env_vars.setdefault("(repository)", {})["PULUMI_GCP_BACKEND_URL"] = gcp_out["stateBackend"]["url"]
 
+    # Which backend each main stack lives in: the bucket of its cloud.
+    backends = {cloud: out["stateBackend"]["url"] for cloud, out in (("aws", aws_out), ("gcp", gcp_out)) if out}
+    pulumi.export("stateBackends", {cloud: out["stateBackend"] for cloud, out in (("aws", aws_out), ("gcp", gcp_out))
+                                    if out})
+    pulumi.export("loginCommands", {cloud: f"pulumi login '{url}'" for cloud, url in backends.items()})
+    pulumi.export("stackLoginCommands", {stack: f"pulumi login '{backends[spec.cloud]}'"
+                                         for stack, spec in s.stacks.items()})
     pulumi.export("secretsProviders", providers)
     pulumi.export("stackInitCommands", {
         stack: f"pulumi stack init {stack} --secrets-provider '{url}'" for stack, url in providers.items()})
@@ -211,14 +271,14 @@ def main() -> None:
         stack: f"pulumi stack change-secrets-provider --stack {stack} '{url}'" for stack, url in providers.items()})
     pulumi.export("githubVariables", env_vars)
     if aws_out:
-        pulumi.export("aws", {k: v for k, v in aws_out.items() if k != "secretsProviders"})
+        pulumi.export("aws", {k: v for k, v in aws_out.items() if k not in ("secretsProviders", "stateBackend")})
         # Prod's cluster admins are declared, not "whoever ran the last up": the deploy role of each stack.
         pulumi.export("clusterAdminCommands", {
             stack: f"pulumi config set --stack {stack} --path 'clusterAdminArns[0]' "
                    f"{aws_out['deployRoleArns'][spec.environment]}"
             for stack, spec in s.stacks_on("aws").items()})
     if gcp_out:
-        pulumi.export("gcp", {k: v for k, v in gcp_out.items() if k != "secretsProviders"})
+        pulumi.export("gcp", {k: v for k, v in gcp_out.items() if k not in ("secretsProviders", "stateBackend")})
 
 
 main()

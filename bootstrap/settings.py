@@ -52,7 +52,28 @@ class AwsSpec(Strict):
     region: str = Field(pattern=r"^[a-z]{2}(-[a-z]+)+-[0-9]$")
     deploy_policy_arns: list[str] = Field(
         default_factory=lambda: ["arn:aws:iam::aws:policy/AdministratorAccess"], min_length=1)
-    state_bucket: str | None = Field(default=None, pattern=r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+    state_bucket: str | None = Field(default=None, pattern=r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$", description=(
+        "The S3 bucket of Pulumi's DIY state backend: an existing bucket the roles are pointed at (as "
+        "before the bootstrap made one), or, with `createStateBucket: true`, the name of the bucket the "
+        "bootstrap creates. Absent: the bootstrap creates `<namePrefix>-pulumi-state-<accountId>` (S3 "
+        "names are global). The deploy roles read and write it, the preview roles only read it."))
+    create_state_bucket: bool | None = Field(default=None, description=(
+        "Create the state bucket here (versioned, SSE-KMS with its own key, TLS only, access-logged). "
+        "Default: create it unless `stateBucket` names an existing one; false without `stateBucket` is "
+        "refused (the roles would have no bucket)."))
+    state_noncurrent_version_days: int = Field(default=90, ge=1, le=3650, description=(
+        "Days an overwritten or deleted state object version (every `pulumi up` overwrites the stack's "
+        "checkpoint) is kept before S3 expires it: how far back a checkpoint can be restored."))
+    state_log_retention_days: int = Field(default=365, ge=1, le=3650, description=(
+        "Days the state bucket's server access logs are kept in their log bucket."))
+
+    @property
+    def creates_state_bucket(self) -> bool:
+        return self.create_state_bucket if self.create_state_bucket is not None else not self.state_bucket
+
+    def state_bucket_name(self, name_prefix: str) -> str:
+        """The state bucket: the configured name, or the default one the bootstrap creates."""
+        return self.state_bucket or f"{name_prefix}-pulumi-state-{self.account_id}"
 
 
 class GcpSpec(Strict):
@@ -60,6 +81,34 @@ class GcpSpec(Strict):
     project_number: str = Field(pattern=r"^[0-9]{6,20}$")
     kms_location: str = Field(default="global", pattern=r"^[a-z0-9-]+$")
     deploy_roles: list[str] = Field(default_factory=lambda: ["roles/editor"], min_length=1)
+    state_bucket: str | None = Field(default=None, pattern=r"^[a-z0-9][a-z0-9_-]{1,61}[a-z0-9]$", description=(
+        "The GCS bucket of Pulumi's DIY state backend (`gs://<bucket>`): an existing bucket, or with "
+        "`createStateBucket: true` the name of the one the bootstrap creates. Absent: the bootstrap creates "
+        "`<project>-pulumi-state`. The deploy accounts get roles/storage.objectUser on it, the preview "
+        "accounts roles/storage.objectViewer."))
+    create_state_bucket: bool | None = Field(default=None, description=(
+        "Create the state bucket here (versioned, CMEK, uniform access, public access prevented, Data "
+        "Access audit logs). Default: create it unless `stateBucket` names an existing one."))
+    state_bucket_location: str = Field(default="us-central1", pattern=r"^[a-z]+(-[a-z]+[0-9])?$", description=(
+        "Location of the state bucket and of its CMEK key ring (a Cloud Storage CMEK key must be in the "
+        "bucket's location; a `global` key cannot encrypt a bucket). A region (`us-central1`) or a "
+        "multi-region (`us`, `eu`)."))
+    state_noncurrent_version_days: int = Field(default=90, ge=1, le=3650, description=(
+        "Days an overwritten or deleted state object version is kept before the lifecycle deletes it."))
+    state_soft_delete_days: int = Field(default=7, ge=0, le=90, description=(
+        "Cloud Storage soft delete: days a deleted object (a lifecycle-deleted old version included) stays "
+        "restorable: 0 (off) or 7-90; 7 is Cloud Storage's default."))
+    state_data_access_logs: bool = Field(default=True, description=(
+        "Turn on Data Access audit logs (DATA_READ, DATA_WRITE) for storage.googleapis.com in the project, "
+        "so every read and write of a state object is logged with its caller. The setting is "
+        "authoritative for that service in the project (google_project_iam_audit_config)."))
+
+    @property
+    def creates_state_bucket(self) -> bool:
+        return self.create_state_bucket if self.create_state_bucket is not None else not self.state_bucket
+
+    def state_bucket_name(self) -> str:
+        return self.state_bucket or f"{self.project}-pulumi-state"
 
 
 class BootstrapSettings(Strict):
@@ -100,6 +149,28 @@ class BootstrapSettings(Strict):
                 raise FieldProblem(spec.cloud, None, f"settings for {spec.cloud} (stack {stack} deploys there)")
         for stack, members in self.operators.items():
             self._check_operators(stack, members)
+        for cloud, spec in (("aws", self.aws), ("gcp", self.gcp)):
+            if spec is not None and spec.create_state_bucket is False and not spec.state_bucket:
+                raise FieldProblem(f"{cloud}.stateBucket", None, (
+                    f"the name of an existing bucket when {cloud}.createStateBucket is false "
+                    "(or leave createStateBucket on and the bootstrap creates one)"))
+        if self.gcp is not None and 0 < self.gcp.state_soft_delete_days < 7:
+            # "The retention duration must be 0 (off) or between 7 and 90 days"
+            # (https://cloud.google.com/storage/docs/soft-delete#retention-duration).
+            raise FieldProblem("gcp.stateSoftDeleteDays", self.gcp.state_soft_delete_days,
+                               "0 (soft delete off) or 7-90 days")
+        if self.gcp is not None and self.gcp.state_bucket_location == "global":
+            # Cloud Storage has no `global` location, and a bucket's CMEK key must be in the bucket's own
+            # location (https://cloud.google.com/storage/docs/encryption/customer-managed-keys#restrictions).
+            raise FieldProblem("gcp.stateBucketLocation", "global",
+                               "a region (us-central1) or multi-region (us, eu) of Cloud Storage")
+        if self.aws is not None and self.aws.creates_state_bucket:
+            name = self.aws.state_bucket_name(self.name_prefix)
+            if len(name) > 63 - len("-access-logs"):
+                raise FieldProblem("aws.stateBucket" if self.aws.state_bucket else "namePrefix",
+                                   self.aws.state_bucket or self.name_prefix,
+                                   f"a state bucket name of at most {63 - len('-access-logs')} characters "
+                                   f"({name!r} is {len(name)}): its log bucket adds '-access-logs'")
         if self.gcp is not None:
             for who in sorted(self.gcp_principals()):
                 account = self.service_account_id(who)

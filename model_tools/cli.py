@@ -61,20 +61,47 @@ def _storage(a):
     )[0]
 
 
+def _publish_storages(a) -> list:
+    """One storage (or None: the usual credentials) per ``--bucket-uri``: ``--role-arn`` /
+    ``--impersonate-service-account`` given once per bucket, in the same order, or not at all."""
+    from model_tools.storage import open_storage
+
+    uris = a.bucket_uri
+    storages = []
+    for flag, given in (("--role-arn", a.role_arn), ("--impersonate-service-account", a.impersonate_service_account)):
+        if given and len(given) != len(uris):
+            raise ToolError(f"{flag} is given {len(given)} time(s) for {len(uris)} --bucket-uri: give it once per "
+                            "--bucket-uri, in the same order (each region's bucket has its own publisher identity)")
+    for index, uri in enumerate(uris):
+        role = a.role_arn[index] if a.role_arn else None
+        account = a.impersonate_service_account[index] if a.impersonate_service_account else None
+        storages.append(open_storage(uri, role_arn=role, impersonate_service_account=account,
+                                     command=a.command)[0] if (role or account) else None)
+    return storages
+
+
 def _cmd_publish(a) -> int:
-    from model_tools.publish import publish
+    from model_tools.publish import publish, publish_to_all
 
     progress = True if a.progress else (False if a.no_progress else None)
-    result = publish(
-        a.saved_model, a.bucket_uri, a.model, version=a.version, force=a.force, progress=progress,
-        storage=_storage(a),
-    )
+    storages = _publish_storages(a)
+    if len(a.bucket_uri) == 1:
+        result = publish(
+            a.saved_model, a.bucket_uri[0], a.model, version=a.version, force=a.force, progress=progress,
+            storage=storages[0],
+        )
+    else:
+        # One version number in every region's bucket, each bucket's marker written last in it.
+        result = publish_to_all(
+            a.saved_model, a.bucket_uri, a.model, version=a.version, force=a.force, progress=progress,
+            storages=storages,
+        )[0]
     print(
         f"version {result.version} published; canary it (share of traffic: the server's canaryWeight) with:\n"
         f"  pulumi config set --path 'servers.<server>.models.{result.model}.canaryVersion' {result.version}\n"
         f"or make it stable at once with:\n"
         f"  python -m model_tools promote --stack-file Pulumi.<stack>.yaml --model {result.model} "
-        f"--version {result.version} --label stable --bucket-uri {a.bucket_uri}"
+        f"--version {result.version} --label stable --bucket-uri {a.bucket_uri[0]}"
     )
     return 0
 
@@ -196,18 +223,23 @@ def _add_pin(s: argparse.ArgumentParser) -> None:
     )
 
 
-def _add_identity(s: argparse.ArgumentParser) -> None:
+def _add_identity(s: argparse.ArgumentParser, per_bucket: bool = False) -> None:
+    """``per_bucket``: the flags repeat, once per ``--bucket-uri`` (publish to several regions)."""
+    repeat = {"action": "append"} if per_bucket else {}
+    each = " (once per --bucket-uri, same order)" if per_bucket else ""
     s.add_argument(
         "--role-arn",
         metavar="ARN",
         help="s3:// only: use credentials from sts:AssumeRole on this IAM role (publish needs the "
-        "stack's publisher role: pulumi stack output modelPublisherRoleArn)",
+        "stack's publisher role: pulumi stack output modelPublisherRoleArn)" + each,
+        **repeat,
     )
     s.add_argument(
         "--impersonate-service-account",
         metavar="EMAIL",
         help="gs:// only: impersonate this service account from Application Default Credentials "
-        "(publish needs pulumi stack output modelPublisherServiceAccount)",
+        "(publish needs pulumi stack output modelPublisherServiceAccount)" + each,
+        **repeat,
     )
 
 
@@ -273,9 +305,11 @@ def build_parser() -> argparse.ArgumentParser:
         "is immutable: publish a changed model as a new version.",
     )
     s.add_argument("saved_model", help="SavedModel directory")
-    s.add_argument("--bucket-uri", required=True, help=bucket_help)
+    s.add_argument("--bucket-uri", required=True, action="append",
+                   help=bucket_help + "; repeat it for each region's bucket: one version number in all of "
+                   "them, each bucket's marker written last in it (docs/multi-region.md)")
     s.add_argument("--model", required=True, help="model name (e.g. digits)")
-    s.add_argument("--version", type=int, help="version number (default: next free)")
+    s.add_argument("--version", type=int, help="version number (default: next free, in all buckets)")
     s.add_argument(
         "--force",
         action="store_true",
@@ -287,7 +321,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument(
         "--no-progress", action="store_true", help="never show the progress bar (default: on a terminal)"
     )
-    _add_identity(s)
+    _add_identity(s, per_bucket=True)
     s.set_defaults(func=_cmd_publish)
 
     s = sub.add_parser(

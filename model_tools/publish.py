@@ -329,3 +329,72 @@ def format_versions(model: str, versions: list[VersionInfo]) -> str:
         when = (v.marker or {}).get("published_at", "-") if v.complete else "- (no marker)"
         lines.append(f"  {v.version:>7}  {status:<10}  {v.files:>5}  {v.bytes:>10}  {when}")
     return "\n".join(lines)
+
+
+def publish_to_all(
+    saved_model_dir: str,
+    bucket_uris: list[str],
+    model: str,
+    version: int | None = None,
+    force: bool = False,
+    progress: bool | None = None,
+    storages: list[Storage | None] | None = None,
+    log=print,
+) -> list[PublishResult]:
+    """Publish one version to several buckets (one per region, docs/multi-region.md), each with its own
+    ``_COMPLETE`` written last in that bucket, under one version number in all of them.
+
+    Why not S3 replication: replication does not keep the order of writes, so a replica can hold the
+    marker before the files it lists; the serving sync does verify a copy against the marker before it
+    uses it (components/serving/model_sync.py, sync.sh ``download_verified`` -> ``check_copy ... full``:
+    a missing or different file discards the copy, "retrying next round"), so nothing incomplete is
+    served, but the listing calls the version complete early and every pod of that region downloads and
+    discards it each round until the files arrive. Writing each bucket
+    directly keeps the marker's meaning in every region: present means complete.
+
+    The number: ``version``, else the highest next free number over all buckets, so a stack file's
+    ``versions: [N]`` means the same model in every region. Every bucket is checked before anything is
+    uploaded (a version published in one of them is refused, as by :func:`publish`). Buckets are written
+    one after the other; when one fails, the error names the buckets already published and the command
+    that finishes the others with the same number.
+    """
+    if not bucket_uris:
+        raise ToolError("give at least one --bucket-uri")
+    bases = [parse_bucket_uri(uri) for uri in bucket_uris]
+    seen: set[str] = set()
+    for base in bases:
+        if str(base) in seen:
+            raise ToolError(f"--bucket-uri {base} is given twice: each bucket once")
+        seen.add(str(base))
+    storages = list(storages) if storages is not None else [None] * len(bases)
+    if len(storages) != len(bases):
+        raise ToolError(f"{len(storages)} storages for {len(bases)} bucket URIs")
+    opened = []
+    for base, storage in zip(bases, storages):
+        opened.append((storage, base) if storage is not None else open_storage(base))
+    check_model_name(model)
+    if version is not None:
+        version = check_version(version)
+    existing = [{v.version: v for v in scan_versions(s, b, model)} for s, b in opened]
+    if version is None:
+        version = max(next_version(list(e.values())) for e in existing)
+    for (storage, base), versions in zip(opened, existing):
+        if version in versions and versions[version].complete:
+            highest = max(next_version(list(e.values())) for e in existing)
+            raise _published_refusal(model, version, base.uri(model, version) + "/", max(highest, version + 1))
+    results: list[PublishResult] = []
+    for index, (storage, base) in enumerate(opened):
+        try:
+            results.append(publish(saved_model_dir, str(base), model, version=version, force=force,
+                                   progress=progress, storage=storage, log=log))
+        except ToolError as error:
+            done = ", ".join(r.uri for r in results) or "none"
+            rest = " ".join(f"--bucket-uri {b}" for _, b in opened[index:])
+            raise ToolError(
+                f"{error}\nBuckets published with version {version} before this one: {done}. Finish the "
+                f"others with the same number (a region must not serve another model under it):\n"
+                f"  python -m model_tools publish {saved_model_dir} {rest} --model {model} --version {version}\n"
+                "(with --force only where the error above asks for it: it cleans up an incomplete upload)",
+                exit_code=error.exit_code,
+            ) from None
+    return results

@@ -52,6 +52,9 @@ class Recording:
     previous_outputs: dict[str, Any] | None = None
     """The outputs of the stack's last update (read back through a StackReference); None: a fresh stack,
     so this plan is its first ``pulumi up``."""
+    stack_outputs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Outputs of other stacks by the name a StackReference gives (``org/project/stack``), e.g. the regional
+    stacks a global stack reads; a name not here is answered with ``previous_outputs``."""
 
     @property
     def first_up(self) -> bool:
@@ -103,8 +106,10 @@ def _short_hash(text: str) -> str:
 class PlanMocks(mocks.Mocks):
     """Answers like the providers would, with deterministic physical names and ARNs."""
 
-    def __init__(self, previous_outputs: dict[str, Any] | None = None):
+    def __init__(self, previous_outputs: dict[str, Any] | None = None,
+                 stack_outputs: dict[str, dict[str, Any]] | None = None):
         self.previous_outputs = previous_outputs
+        self.stack_outputs = stack_outputs or {}
 
     def new_resource(self, args: mocks.MockResourceArgs) -> tuple[str, dict]:
         state = dict(args.inputs)
@@ -112,7 +117,9 @@ class PlanMocks(mocks.Mocks):
         if token == "pulumi:pulumi:StackReference":
             # A stack that was never updated has no outputs (pkg/resource/deploy/builtins.go
             # readStackReference returns what the backend's last checkpoint holds).
-            return name, {"name": name, "outputs": dict(self.previous_outputs or {}), "secretOutputNames": []}
+            stack = str(state.get("name") or name)
+            outputs = self.stack_outputs[stack] if stack in self.stack_outputs else self.previous_outputs
+            return name, {"name": stack, "outputs": dict(outputs or {}), "secretOutputNames": []}
         physical = f"{name}-{_short_hash(token + name)}"
         if token.startswith("aws:"):
             service = token.split(":")[1].split("/")[0]
@@ -193,7 +200,7 @@ class RecordingMonitor(mocks.MockMonitor):
     duplicate URN as the engine does."""
 
     def __init__(self, recording: Recording):
-        super().__init__(PlanMocks(recording.previous_outputs))
+        super().__init__(PlanMocks(recording.previous_outputs, recording.stack_outputs))
         self.recording = recording
         self.urns: set[str] = set()
 
@@ -226,19 +233,22 @@ class RecordingMonitor(mocks.MockMonitor):
 
 def run_program(program: Path, stack: str, project: str, config: dict[str, str],
                 secret_keys: list[str], into: Recording | None = None,
-                previous_outputs: dict[str, Any] | None = None) -> Recording:
+                previous_outputs: dict[str, Any] | None = None,
+                stack_outputs: dict[str, dict[str, Any]] | None = None) -> Recording:
     """Execute ``program`` (a ``__main__.py``) on the mock engine with ``config``.
 
     ``previous_outputs`` None plans the stack's first ``pulumi up``; a dict plans a later one, the
-    stack's last outputs being these. Raises whatever the program raises (``pulumi.RunError`` for a
-    config error); pass ``into`` to inspect what was registered before the failure.
+    stack's last outputs being these. ``stack_outputs`` answers StackReferences to other stacks by name.
+    Raises whatever the program raises (``pulumi.RunError`` for a config error); pass ``into`` to inspect
+    what was registered before the failure.
     """
     recording = into if into is not None else Recording(stack=stack, project=project)
     recording.previous_outputs = previous_outputs
+    recording.stack_outputs = dict(stack_outputs or {})
     recording.config = dict(config)
     set_root_resource(None)
-    pulumi.runtime.set_mocks(PlanMocks(previous_outputs), project=project, stack=stack, preview=False,
-                             monitor=RecordingMonitor(recording))
+    pulumi.runtime.set_mocks(PlanMocks(previous_outputs, stack_outputs), project=project, stack=stack,
+                             preview=False, monitor=RecordingMonitor(recording))
     pulumi.runtime.set_all_config(config, secret_keys)
     # Outputs a previous run left pending (one that failed part-way, e.g. on a duplicate URN) would
     # otherwise be awaited by this run and fail it; MockSettings does not reset them.

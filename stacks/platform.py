@@ -10,6 +10,7 @@ import pulumi_aws as aws
 import pulumi_gcp as gcp
 
 from components.aws.eks_cluster import EksCluster, EksClusterArgs
+from components.aws.global_endpoint import regional_endpoint
 from components.aws.node_group import NodePoolSpec
 from components.node_labels import POOL_LABEL
 from components.aws.model_bucket import ModelBucket, ModelBucketArgs, ModelReaderRole, ModelReaderRoleArgs
@@ -364,7 +365,15 @@ def build_servers(settings: StackSettings, namespace: ServingNamespace, models_u
             endpoints[key] |= {"canaryGrpc": serving.canary_grpc_endpoint, "canaryRest": serving.canary_rest_endpoint}
     if gateway is None:
         return {"servingEndpoints": endpoints}
-    return {"servingEndpoints": endpoints, "externalUrl": gateway.url}
+    # What a global stack (global/, docs/multi-region.md) puts behind one name: this region's hostname
+    # under the listener and a status path proving a model serves (every server's models are routed), on
+    # a server that does not scale to zero when there is one (a sleeping server would fail the check).
+    servers = list(settings.servers.values())
+    awake = [s for s in servers if s.scale_to_zero is None] or servers
+    first_model = next(iter(awake[0].models))
+    return {"servingEndpoints": endpoints, "externalUrl": gateway.url,
+            "regionalEndpoint": regional_endpoint(settings.region, settings.exposure.hostname, first_model,
+                                                  settings.exposure.authentication)}
 
 
 def cold_starts(settings: StackSettings) -> tuple[tuple[str, int], ...]:

@@ -156,6 +156,9 @@ TERRAFORM_TYPES: dict[str, str] = {
         "aws_s3_bucket_lifecycle_configuration",
     "aws:s3/bucketObjectLockConfiguration:BucketObjectLockConfiguration":
         "aws_s3_bucket_object_lock_configuration",
+    # AWS: the global name of the multi-region stacks (global/)
+    "aws:route53/healthCheck:HealthCheck": "aws_route53_health_check",
+    "aws:route53/record:Record": "aws_route53_record",
     # GCP: network
     "gcp:compute/network:Network": "google_compute_network",
     "gcp:compute/subnetwork:Subnetwork": "google_compute_subnetwork",
@@ -178,6 +181,16 @@ TERRAFORM_TYPES: dict[str, str] = {
     "gcp:kms/keyRing:KeyRing": "google_kms_key_ring",
     "gcp:kms/cryptoKey:CryptoKey": "google_kms_crypto_key",
     "gcp:kms/cryptoKeyIAMMember:CryptoKeyIAMMember": "google_kms_crypto_key_iam_member",
+    # The CI bootstrap (bootstrap/, scanned by tests/test_state_backend.py): GitHub's workload identity
+    # federation, authoritative IAM bindings, the state buckets' access logging and Data Access logs.
+    "aws:s3/bucketLogging:BucketLogging": "aws_s3_bucket_logging",
+    "gcp:iam/workloadIdentityPool:WorkloadIdentityPool": "google_iam_workload_identity_pool",
+    "gcp:iam/workloadIdentityPoolProvider:WorkloadIdentityPoolProvider":
+        "google_iam_workload_identity_pool_provider",
+    "gcp:kms/cryptoKeyIAMBinding:CryptoKeyIAMBinding": "google_kms_crypto_key_iam_binding",
+    "gcp:projects/iAMAuditConfig:IAMAuditConfig": "google_project_iam_audit_config",
+    "gcp:serviceaccount/iAMBinding:IAMBinding": "google_service_account_iam_binding",
+    "gcp:storage/bucketIAMBinding:BucketIAMBinding": "google_storage_bucket_iam_binding",
     # random (the Grafana admin password, the GKE key ring's suffix; no cloud checks, mapped so nothing
     # is left out)
     "random:index/randomPassword:RandomPassword": "random_password",
@@ -186,19 +199,22 @@ TERRAFORM_TYPES: dict[str, str] = {
 
 # Pulumi objects that are Terraform maps (not nested blocks): kept as objects, keys untouched.
 MAP_ATTRIBUTES = frozenset({"tags", "tagsAll", "labels", "resourceLabels", "metadata", "userLabels",
-                            "effectiveLabels", "terraformLabels"})
+                            "effectiveLabels", "terraformLabels", "attributeMapping"})
 
 # Pulumi plural names of repeated blocks whose Terraform name is singular, per Terraform type.
 # Keys are the Pulumi key path as recorded (dots between levels, list items left out).
 ATTRIBUTE_RENAMES: dict[str, dict[str, str]] = {
     "aws_eks_node_group": {"taints": "taint"},
     "aws_route_table": {"routes": "route"},
+    "aws_route53_record": {"failoverRoutingPolicies": "failover_routing_policy",
+                           "latencyRoutingPolicies": "latency_routing_policy"},
     "aws_iam_openid_connect_provider": {"clientIdLists": "client_id_list"},
     "aws_s3_bucket_lifecycle_configuration": {"rules": "rule"},
     "aws_s3_bucket_server_side_encryption_configuration": {"rules": "rule"},
     "google_compute_subnetwork": {"secondaryIpRanges": "secondary_ip_range"},
     "google_compute_firewall": {"denies": "deny", "allows": "allow"},
     "google_storage_bucket": {"lifecycleRules": "lifecycle_rule"},
+    "google_project_iam_audit_config": {"auditLogConfigs": "audit_log_config"},
     "google_container_cluster": {"nodeConfig.guestAccelerators": "guest_accelerator",
                                  "nodeConfig.taints": "taint"},
     "google_container_node_pool": {"nodeConfig.guestAccelerators": "guest_accelerator",

@@ -147,6 +147,8 @@ def keys(rec: Recording) -> dict[str, tuple[dict, str]]:
     """stack -> (key policy, key ARN as the mock engine answers it: stacks/mock_engine.py PlanMocks)."""
     out = {}
     for key in rec.of_type("aws:kms/key:Key"):
+        if not key.name.endswith("-secrets"):
+            continue  # the state bucket's key: tests/test_state_backend.py
         stack = key.name.removesuffix("-secrets")
         physical = f"{key.name}-{_short_hash(key.type + key.name)}"
         out[stack] = (json.loads(key.inputs["policy"]), f"arn:aws:kms:us-east-1:{ACCOUNT}:{physical}")
@@ -301,7 +303,7 @@ def test_an_operator_uses_its_stacks_key_and_no_other(operated):
 
 def test_a_gcp_operator_joins_its_stacks_encrypter_binding_only(operated):
     members = {b.name: b.inputs["members"]
-               for b in operated.of_type("gcp:kms/cryptoKeyIAMBinding:CryptoKeyIAMBinding")}
+               for b in operated.of_type("gcp:kms/cryptoKeyIAMBinding:CryptoKeyIAMBinding") if "-secrets" in b.name}
     sa = "serviceAccount:tfplatform-ci-{}@example-project.iam.gserviceaccount.com"
     assert members == {"gke-dev-secrets-use": [sa.format("deploy-dev"), "user:me@example.com"],
                        "gke-dev-secrets-preview": [sa.format("preview")]}
@@ -325,7 +327,7 @@ def test_gcp_service_accounts_admit_exactly_their_subject(boot):
 
 def test_gcp_key_is_used_only_by_its_stacks_accounts(boot, tmp_path):
     members = {(b.name, b.inputs["role"]): b.inputs["members"]
-               for b in boot.of_type("gcp:kms/cryptoKeyIAMBinding:CryptoKeyIAMBinding")}
+               for b in boot.of_type("gcp:kms/cryptoKeyIAMBinding:CryptoKeyIAMBinding") if "-secrets" in b.name}
     sa = "serviceAccount:tfplatform-ci-{}@example-project.iam.gserviceaccount.com"
     assert members == {
         ("gke-dev-secrets-use", "roles/cloudkms.cryptoKeyEncrypterDecrypter"): [sa.format("deploy-dev")],
@@ -334,7 +336,8 @@ def test_gcp_key_is_used_only_by_its_stacks_accounts(boot, tmp_path):
     # A stack without a preview gets no decrypter binding at all.
     stacks = {"gke-dev": {"cloud": "gcp", "environment": "dev"}}
     quiet = plan(tmp_path, stacks=stacks)
-    assert [b.inputs["role"] for b in quiet.of_type("gcp:kms/cryptoKeyIAMBinding:CryptoKeyIAMBinding")] == \
+    assert [b.inputs["role"] for b in quiet.of_type("gcp:kms/cryptoKeyIAMBinding:CryptoKeyIAMBinding")
+            if "-secrets" in b.name] == \
         ["roles/cloudkms.cryptoKeyEncrypterDecrypter"]
     assert not quiet.of_type("aws:iam/role:Role")  # no AWS stack, no AWS identities
 
@@ -348,7 +351,7 @@ def test_outputs_are_the_secrets_providers_and_commands(boot):
         "prod": "awskms://alias/tfplatform-ci-prod?region=us-east-1",
         "gke-dev": "gcpkms://projects/example-project/locations/global/keyRings/tfplatform-ci-pulumi/cryptoKeys/gke-dev",
     }
-    aliases = {a.inputs["name"] for a in boot.of_type("aws:kms/alias:Alias")}
+    aliases = {a.inputs["name"] for a in boot.of_type("aws:kms/alias:Alias") if a.name.endswith("-secrets")}
     assert {u.split("//")[1].split("?")[0] for u in out["secretsProviders"].values() if u.startswith("awskms")} == aliases
     for stack, url in out["secretsProviders"].items():
         assert out["stackInitCommands"][stack] == f"pulumi stack init {stack} --secrets-provider '{url}'"

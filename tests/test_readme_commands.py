@@ -255,6 +255,12 @@ def check_pulumi(block: Block, number: int, argv: list[str]) -> list[str]:
         if argv[1:3] == ["stack", "select"]:
             name = [a for a in argv[3:] if not a.startswith("-")][0]
             return [] if (project / f"Pulumi.{name}.yaml").is_file() else [f"no {argv[2]}/Pulumi.{name}.yaml"]
+        if argv[1:3] == ["stack", "output"] and argv[2:3] and project.name == "bootstrap":
+            from tests.test_bootstrap import plan as plan_bootstrap
+
+            outputs = plan_bootstrap().outputs
+            return [f"the bootstrap exports no output {name!r} ({', '.join(sorted(outputs))})"
+                    for name in argv[3:] if not name.startswith("-") and name not in outputs]
         return [] if argv[1:] in (["up", "--yes"], ["up"]) else [f"pulumi -C: no rule for {argv[1:]}"]
     sub = tuple(argv[1:3]) if tuple(argv[1:3]) in PULUMI_FLAGS else tuple(argv[1:2])
     if sub not in PULUMI_FLAGS:
@@ -351,6 +357,12 @@ def check(block: Block, number: int, command: str) -> list[str]:
                                                                             f"or no stack {argv[2:]}"])
     if head == "export":
         return problems
+    if head == "unset":
+        # Only what the same block exported before (the bootstrap's backend and passphrase).
+        exported = {word.split("=", 1)[0] for line_number, line in block.commands if line_number < number
+                    and line.startswith("export ") for word in shlex.split(line, comments=True)[1:] if "=" in word}
+        return problems + [f"unset {name}: not exported earlier in this block" for name in argv[1:]
+                           if name not in exported]
     if head == "gcloud":
         known = {("auth", "application-default"), ("components", "install"), ("services", "enable")}
         return problems + ([] if tuple(argv[1:3]) in known else [f"gcloud {argv[1:3]} has no rule here"])
