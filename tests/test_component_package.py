@@ -624,3 +624,17 @@ def test_all_wrappers_in_one_program_follow_the_component_conventions(host):
         if parent is not None:
             assert r.name == parent.name or r.name.startswith(parent.name + "-"), (parent.name, r.name)
     assert len({r.urn for r in rec.resources}) == len(rec.resources)
+
+
+def test_the_readme_shows_the_example_programs_resources():
+    # The README's YAML program is the example file's (which the tests above check against the schema).
+    import re
+
+    import yaml
+
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("### From other languages", 1)[1]
+    shown = yaml.safe_load(re.search(r"```yaml\n(.*?)```", section, re.S).group(1))
+    example = yaml.safe_load(EXAMPLE.read_text())
+    assert shown["resources"] == example["resources"]
+    assert (shown["runtime"], shown["packages"]) == (example["runtime"], example["packages"])
