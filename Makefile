@@ -71,8 +71,10 @@ ship-offline: $(VENV)/.ship
 	@echo "shipped offline: export, inspect, publish (v1, v2), list, promote stable -> 2, sync with the AWS CLI,"
 	@echo "TF Serving's startup on the synced files, smoke (5 REST predicts): all passed"
 
+# Up to 4 worker processes (pytest-xdist): each plans the stacks it needs once, as the serial run does.
+# No gRPC fork handlers in the workers (tests/conftest.py says why; set here too, before any import).
 test: $(VENV)/.test $(TOOLS)
-	$(PY) -m pytest
+	GRPC_ENABLE_FORK_SUPPORT=false $(PY) -m pytest --numprocesses=auto --maxprocesses=4
 
 # Mutation testing (scripts/mutate.py, docs/testing.md): not part of `make test`. MODULE is one or more
 # module paths or package folders; the default is the whole of components/ and stacks/ (hours: CI runs it

@@ -3,9 +3,17 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 from pathlib import Path
+
+# Before anything imports grpc (Pulumi's mock engine runs on it): no gRPC fork handlers. Tests fork real
+# servers (nginx, the AWS CLI, sh) from a process whose gRPC threads may be busy; gRPC's atfork child handler
+# then skips or crashes ("fork_posix.cc: Other threads are currently calling into gRPC, skipping fork()
+# handlers"), and under pytest-xdist a forked nginx died with SIGSEGV. The children exec at once and never
+# use gRPC, so the handlers are not needed (grpc/grpc doc/fork_support.md: GRPC_ENABLE_FORK_SUPPORT).
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
 
 import pytest
 import yaml
