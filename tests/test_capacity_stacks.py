@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 
-import kubernetes_validate
 import pytest
 
 from stacks.cost import estimate
@@ -18,8 +17,8 @@ from stacks.mock_engine import Recording
 from stacks.plan import ROOT, kubernetes_objects, plan_stack, to_json
 from stacks.scan import scan_stack
 from tests.conftest import k8s_object, k8s_objects
-from tests.crd_validation import CRD_KINDS, validate_custom_resources
-from tests.test_manifests import K8S_VERSION
+from tests.crd_validation import CRD_KINDS
+from tests.test_manifests import validation_failures
 from tests.test_plan_cli import main_result
 
 STACKS = ROOT / "tests" / "stacks"
@@ -43,18 +42,9 @@ def test_the_stack_passes_every_deploy_rule(recordings, name):
 @pytest.mark.parametrize("name", NAMES)
 def test_every_object_validates(recordings, name):
     objects = [r.inputs for r in kubernetes_objects(recordings[name])]
-    custom = [o for o in objects if o["kind"] in CRD_KINDS]
-    kinds = {o["kind"] for o in custom}
+    kinds = {o["kind"] for o in objects if o["kind"] in CRD_KINDS}
     assert kinds >= ({"NodePool", "EC2NodeClass"} if name == "capacity-eks" else {"ComputeClass"}), kinds
-    failures = [f"{o['kind']}/{o['metadata']['name']}: {r}" for o, r in zip(custom, validate_custom_resources(custom))
-                if r]
-    for obj in objects:
-        if obj["kind"] in CRD_KINDS:
-            continue
-        try:
-            kubernetes_validate.validate(obj, K8S_VERSION, strict=True)
-        except kubernetes_validate.ValidationError as err:
-            failures.append(f"{obj['kind']}/{obj['metadata']['name']}: {err.message} at {list(err.path)}")
+    failures = validation_failures(objects)
     assert not failures, "\n".join(failures)
 
 

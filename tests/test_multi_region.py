@@ -21,7 +21,6 @@ import sys
 from dataclasses import dataclass
 
 import botocore.session
-import kubernetes_validate
 import pulumi
 import pytest
 import yaml
@@ -34,8 +33,7 @@ from stacks.plan import ROOT, kubernetes_objects, plan_stack
 from stacks.scan import scan_recording, scan_stack
 from stacks.stack_files import load_stack_config
 from tests.conftest import k8s_objects
-from tests.crd_validation import CRD_KINDS, validate_custom_resources
-from tests.test_manifests import K8S_VERSION
+from tests.test_manifests import validation_failures
 
 GLOBAL = ROOT / "global"
 sys.path.insert(0, str(GLOBAL))
@@ -99,16 +97,7 @@ def test_all_three_plans_pass_every_deploy_rule(regions, global_plan):
 @pytest.mark.parametrize("region", REGIONS)
 def test_regional_objects_validate(regions, region):
     objects = [r.inputs for r in kubernetes_objects(regions[region])]
-    custom = [o for o in objects if o["kind"] in CRD_KINDS]
-    failures = [f"{o['kind']}/{o['metadata']['name']}: {r}" for o, r in zip(custom, validate_custom_resources(custom))
-                if r]
-    for obj in objects:
-        if obj["kind"] in CRD_KINDS:
-            continue
-        try:
-            kubernetes_validate.validate(obj, K8S_VERSION, strict=True)
-        except kubernetes_validate.ValidationError as err:
-            failures.append(f"{obj['kind']}/{obj['metadata']['name']}: {err.message} at {list(err.path)}")
+    failures = validation_failures(objects)
     assert not failures, "\n".join(failures)
     assert {o["kind"] for o in objects} >= {"Gateway", "HTTPRoute"}
 
