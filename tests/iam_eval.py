@@ -10,7 +10,7 @@ allow the account root and the identity policy allow as well
 Supported: Effect, Principal/NotPrincipal, Action/NotAction and Resource/NotResource with ``*``/``?``
 wildcards (actions case-insensitive), and the condition operators String(Not)Equals, String(Not)Like,
 Arn(Not)Equals, Arn(Not)Like and Bool, each also as ``...IfExists`` and with the ``ForAllValues:`` /
-``ForAnyValue:`` set qualifiers (a context value may then be a list, e.g. ``aws:TagKeys``); a key absent
+``ForAnyValue:`` set qualifiers (a context value may then be a list, e.g. ``aws:TagKeys``), and ``Null``; a key absent
 from the request makes a positive operator false and a negated one true
 (https://docs.aws.amazon.com/IAM/latest/UserGuide/reference_policies_elements_condition_operators.html).
 Anything else raises, so a policy using an operator this evaluator does not know fails the tests.
@@ -78,6 +78,11 @@ _OPERATORS = {
 
 def _conditions_hold(conditions: dict, context: dict[str, str | list[str]]) -> bool:
     for operator, keys in conditions.items():
+        if operator == "Null":
+            # "true": the key must be absent from the request; "false": present (Conditions_Null).
+            if any((key not in context) != (str(value).lower() == "true") for key, value in keys.items()):
+                return False
+            continue
         qualifier, _, base = operator.rpartition(":")
         if_exists = base.endswith("IfExists")
         base = base.removesuffix("IfExists")
