@@ -19,8 +19,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-POOL_LABEL = "tfplatform.io/node-pool"
-COMPUTE_CLASS_LABEL = "cloud.google.com/compute-class"
+# The cost estimate imports this module only inside estimate(), so the import goes one way at load time.
+from stacks.cost import AWS_PRICES, COMPUTE_CLASS_LABEL, GCP_PRICES, POOL_LABEL, _region
+
 PRICE_KEY = "tfplatform.io/hourly-price"
 """Tag (EKS) / annotation (Kubernetes objects) carrying a configured ``hourlyPrice`` (capacity blocks)."""
 NODE_GROUP = "aws:eks/nodeGroup:NodeGroup"
@@ -76,19 +77,10 @@ class PoolCapacity:
 
 
 def _price(instance_type: str, region: str | None, cloud: str, configured: Any = None) -> float | None:
-    from stacks.cost import AWS_PRICES, GCP_PRICES
-
     if configured not in (None, ""):
         return float(configured)
     table = AWS_PRICES if cloud == "aws" else GCP_PRICES
     return table.get(region or "", {}).get(instance_type)
-
-
-def _region(resources: list[dict[str, Any]], provider_type: str) -> str | None:
-    for r in resources:
-        if r["type"] == provider_type:
-            return r["inputs"].get("region")
-    return None
 
 
 def pools(plan: dict[str, Any]) -> dict[str, PoolCapacity]:
