@@ -46,7 +46,12 @@ REPLACE_ON_CHANGE: dict[str, tuple[str, ...]] = {
                                         "nodeConfig.guestAccelerators", "nodeConfig.spot",
                                         "nodeConfig.serviceAccount",
                                         # ForceNew (terraform-provider-google node_config.go, secondary_boot_disks)
-                                        "nodeConfig.secondaryBootDisks"),
+                                        "nodeConfig.secondaryBootDisks",
+                                        # ForceNew there too: reservation_affinity, flex_start, max_run_duration
+                                        # (capacityType RESERVED / FLEX_START; a GPU pool's MIG partition size
+                                        # and sharing sit under guestAccelerators, already listed)
+                                        "nodeConfig.reservationAffinity", "nodeConfig.flexStart",
+                                        "nodeConfig.maxRunDuration"),
     "gcp:storage/bucket:Bucket": ("name", "location", "project"),
     "gcp:compute/network:Network": ("name", "project", "autoCreateSubnetworks"),
     "gcp:compute/subnetwork:Subnetwork": ("name", "network", "region", "project"),

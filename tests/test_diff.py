@@ -155,6 +155,14 @@ def test_gke_gpu_pool_replacement_and_in_place_update(gke, plan_with):
         "review diff would be a false alarm")
 
 
+def test_gke_gpu_pool_reservation_change_is_a_replacement(gke, plan_with):
+    # reservation_affinity is ForceNew in terraform-provider-google node_config.go (as are flex_start and
+    # max_run_duration): turning a GPU pool onto a reservation recreates the pool and its GPU nodes.
+    pool, fields = gke_gpu_pool_change(gke, plan_with, capacityType="RESERVED", reservation="l4-serving")
+    forcing = {path.split(".")[1] for path, change in fields.items() if change[2]}
+    assert pool.op == "replace" and "reservationAffinity" in forcing, (pool.op, fields)
+
+
 def test_gke_gpu_pool_machine_type_change_is_an_in_place_node_rollout(gke, plan_with):
     # terraform-provider-google updates machineType in place since v5.10.0 (hashicorp/terraform-provider-
     # google#16724, GoogleCloudPlatform/magic-modules#9575: UpdateNodePoolRequest.machine_type migrates the
