@@ -22,6 +22,7 @@ help:
 	@echo "make mutate MODULE=path [MUTATE_ARGS=...]  mutation run (mutmut) over modules/folders: score and survivors (docs/testing.md)"
 	@echo "make docs              regenerate docs/configuration.md's tables and Pulumi.yaml's config block"
 	@echo "make bench [BENCH_ARGS=\"--runs 3\"]  wall time and peak RSS of the plans vs importing the SDK modules they load"
+	@echo "make bench-cold-start  scale-up estimate and monthly cost of dev, prod, gke-dev with the cold-start settings off and on"
 	@echo "make clean             remove the virtualenvs, tool stamp and build output"
 
 $(VENV)/.runtime: requirements.txt
@@ -97,6 +98,12 @@ docs: $(VENV)/.runtime
 .PHONY: bench
 bench: $(VENV)/.runtime
 	$(PY) -m bench.plan_bench $(BENCH_ARGS)
+
+# One more replica (new node, warm node) and the monthly cost, before and after the cold-start settings
+# (fastImagePull / imageStreaming, the Docker Hub mirror, the model cache, scale to zero): bench/cold_start.py.
+.PHONY: bench-cold-start
+bench-cold-start: $(VENV)/.runtime
+	$(PY) -m bench.cold_start --json $(BUILD)/cold-start.json
 
 clean:
 	rm -rf $(VENV) .venv-checkov .venv-trivy .stamps $(BUILD) .pytest_cache tests/crd_validator/node_modules

@@ -261,3 +261,59 @@ def test_run_once_records_the_child_and_reports_failure():
     assert run.max_rss_kib > 0 and run.wall_s > 0 and "offline in 0.25s" in run.stdout
     with pytest.raises(pb.CommandFailed, match="exited 3"):
         pb.run_once([sys.executable, "-c", "import sys; sys.stderr.write('boom'); sys.exit(3)"])
+
+
+# --------------------------------------------------------------------------- cold start, before and after
+def test_cold_start_before_turns_off_every_cold_start_setting_and_nothing_else():
+    from bench import cold_start
+
+    dev = dev_data()
+    gke = yaml.safe_load((ROOT / "Pulumi.gke-dev.yaml").read_text())
+    was_dev, was_gke = cold_start.before(dev), cold_start.before(gke)
+    key = cold_start.KEY
+    assert all(p["fastImagePull"] is False for p in was_dev["config"][f"{key}nodePools"].values())
+    assert all(p["imageStreaming"] is False for p in was_gke["config"][f"{key}nodePools"].values())
+    assert was_gke["config"][f"{key}dockerHubMirror"] is False and f"{key}dockerHubMirror" not in was_dev["config"]
+    servers = was_dev["config"][f"{key}servers"]
+    assert all(s["modelCache"] is False for s in servers.values())
+    # dev's GPU server slept outside office hours; before, it held the schedule's replica all the time.
+    assert "scaleToZero" not in servers["default"] and servers["default"]["replicas"] == 1
+    assert servers["cpu"]["replicas"] == 1
+    assert dev["config"][f"{key}servers"]["default"]["replicas"] == 0  # the input is not edited
+    # Nothing else changes: drop the switched keys and the two files agree.
+    def strip(data):
+        data = yaml.safe_load(yaml.safe_dump(data))
+        for pool in data["config"][f"{key}nodePools"].values():
+            pool.pop("fastImagePull", None), pool.pop("imageStreaming", None)
+        for server in data["config"][f"{key}servers"].values():
+            server.pop("modelCache", None), server.pop("scaleToZero", None), server.pop("replicas", None)
+        data["config"].pop(f"{key}dockerHubMirror", None)
+        return data
+    assert strip(was_dev) == strip(dev) and strip(was_gke) == strip(gke)
+
+
+def test_cold_start_bench_reports_dev_before_and_after(tmp_path, capsys):
+    """The bench plans dev twice; the figures are the estimates' (dev's GPU server: a faster image pull,
+    a scale-to-zero wake, no GPU node held when idle), written as JSON and printed as a table."""
+    from bench import cold_start
+
+    assert cold_start.main(["--stacks", "dev", "--json", str(tmp_path / "out.json")]) == 0
+    result = json.loads((tmp_path / "out.json").read_text())["dev"]
+    before, after = result["before"], result["after"]
+    gpu_before, gpu_after = before["servers"]["default"], after["servers"]["default"]
+    assert "serving image 60s" in gpu_before["cold_node"] and "serving image 41s" in gpu_after["cold_node"]
+    assert "wake from zero" in gpu_after["cold_node"] and "wake from zero" not in gpu_before["cold_node"]
+    assert gpu_after["cold_node_s"] < gpu_before["cold_node_s"]
+    # Idle, dev holds no GPU node after; before, the stable and the canary pod held a g5.xlarge each all
+    # month (2 x $1.006/h x 730 h = $1,469).
+    assert round(before["monthly_idle"] - after["monthly_idle"]) == 1469
+    assert after["monthly_typical"] is not None and before["monthly_typical"] is None
+    table = capsys.readouterr().out
+    assert f"{before['monthly_idle']:,.0f} -> {after['monthly_idle']:<14,.0f}" in table
+
+
+def test_cold_start_bench_names_a_missing_stack(capsys):
+    from bench import cold_start
+
+    assert cold_start.main(["--stacks", "nope"]) == 2
+    assert "--stacks: no stack file Pulumi.nope.yaml" in capsys.readouterr().err
