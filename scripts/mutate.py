@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import gc
 import json
 import math
 import os
@@ -121,7 +122,7 @@ def _names(module: str, root: Path = ROOT) -> set[str]:
     dotted = module.removesuffix(".py").replace("/", ".")
     stem = Path(module).stem
     names = {dotted, stem, "".join(part.capitalize() for part in stem.split("_"))}
-    tree = ast.parse((root / module).read_text())
+    tree = _parse((root / module).read_text())
     for node in tree.body:
         if isinstance(node, (ast.FunctionDef, ast.ClassDef)) and not node.name.startswith("_"):
             names.add(node.name)
@@ -142,9 +143,15 @@ def _test_functions(tree: ast.Module) -> list[tuple[str, ast.AST]]:
 
 
 def _parse(text: str) -> ast.Module:
-    """``ast.parse``, or, when CPython 3.11 raises "SystemError: AST constructor recursion depth mismatch"
-    (python/cpython#106905: seen in the test process after tests/test_multi_region.py, in a new thread and
-    with the garbage collector held off alike), the same parse in a fresh interpreter, pickled back."""
+    """``ast.parse`` with the garbage collector held off. CPython 3.11 keeps one AST recursion counter per
+    interpreter (python/cpython#106905): a finalizer that parses while ``ast.parse`` builds its tree resets
+    it, and the outer parse fails with "SystemError: AST constructor recursion depth mismatch". In the test
+    process such a finalizer exists: asyncio logs "Future exception was never retrieved" when the collector
+    frees a failed Pulumi RPC future of an earlier test, and 3.11's traceback formatting calls
+    ``ast.parse`` (tests/test_mutation_tooling.py reproduces it). Should it still happen, the parse is done
+    again in a fresh interpreter and the tree pickled back."""
+    enabled = gc.isenabled()
+    gc.disable()
     try:
         return ast.parse(text)
     except SystemError:
@@ -153,6 +160,9 @@ def _parse(text: str) -> ast.Module:
                                    "sys.stdout.buffer.write(pickle.dumps(ast.parse(sys.stdin.read())))"],
             input=text.encode(), capture_output=True, check=True, timeout=60)
         return pickle.loads(done.stdout)
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def select_tests(modules: list[str], with_snapshots: bool = False, root: Path = ROOT) -> list[str]:

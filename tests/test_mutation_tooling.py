@@ -56,6 +56,54 @@ def test_a_bad_module_is_one_error_line_before_anything_runs():
     assert not (ROOT / "build/mutate/components-serving-no-such").exists()
 
 
+def test_a_finalizer_that_parses_cannot_break_the_selection(monkeypatch):
+    """The flake behind python/cpython#106905, made certain: cyclic garbage whose finalizer parses (as
+    asyncio's "Future exception was never retrieved" log does through 3.11's traceback formatting) and a
+    collector that runs every few allocations. A bare ``ast.parse`` fails; ``_parse`` holds the collector
+    off. And were the counter broken anyway, the parse is done again in a fresh interpreter."""
+    import ast
+    import gc
+
+    class ParsesWhenFreed:
+        def __del__(self):
+            ast.parse("x = f(a, (b + c) * d)")
+
+    source = (ROOT / "components/serving/network_policy.py").read_text()
+    fresh_interpreters = []
+    monkeypatch.setattr(mutate.subprocess, "run", lambda *a, **k: fresh_interpreters.append(a))
+    threshold = gc.get_threshold()
+    gc.set_threshold(50)
+    try:
+        def garbage():
+            cycle = ParsesWhenFreed()
+            cycle.me = cycle
+
+        garbage()
+        with pytest.raises(SystemError, match="AST constructor recursion depth mismatch"):
+            ast.parse(source)
+        garbage()
+        assert "NetworkPolicy" in mutate._names("components/serving/network_policy.py")
+        garbage()
+        tree = mutate._parse(source)
+    finally:
+        gc.set_threshold(*threshold)
+        gc.collect()  # the last cycle goes here, outside any parse
+    assert fresh_interpreters == []  # the collector held off was enough
+    assert ast.dump(tree) == ast.dump(ast.parse(source))
+    monkeypatch.undo()
+
+    calls = []
+
+    def broken(text):
+        calls.append(text)
+        raise SystemError("AST constructor recursion depth mismatch (before=1, after=2)")
+
+    monkeypatch.setattr(mutate.ast, "parse", broken)
+    tree = mutate._parse(source)
+    monkeypatch.undo()
+    assert calls == [source] and ast.dump(tree) == ast.dump(ast.parse(source))
+
+
 def test_network_policy_is_judged_by_the_tests_that_name_it():
     tests = mutate.select_tests(["components/serving/network_policy.py"])
     assert "tests/test_serving.py::test_network_policy_default_deny_and_narrow_allow" in tests
