@@ -3,10 +3,11 @@
 ``python -m bench.cold_start`` (``make bench-cold-start``) plans each stack twice on the mock engine:
 
 - **after**: the committed stack file (fast image pull / image streaming and the Docker Hub mirror on by
-  default, the node-local model cache on by default, dev's GPU server scaling to zero);
+  default, the node-local model cache and the image pre-pull on by default, dev's GPU server scaling to
+  zero);
 - **before**: the same file with those settings off: ``fastImagePull: false`` on EKS pools,
-  ``imageStreaming: false`` on GKE pools and ``dockerHubMirror: false``, ``modelCache: false`` on every
-  server, and a server that scales to zero held at its office-hours replicas all the time (what dev did
+  ``imageStreaming: false`` on GKE pools and ``dockerHubMirror: false``, ``modelCache: false`` and
+  ``imagePrePull: false`` on every server, and a server that scales to zero held at its office-hours replicas all the time (what dev did
   before: ``replicas: 1``).
 
 For each it prints the scale-up estimate of one more replica of every server (``stacks/scale_up.py``: a
@@ -45,6 +46,7 @@ def before(data: dict[str, Any]) -> dict[str, Any]:
         config[f"{KEY}dockerHubMirror"] = False
     for server in (config.get(f"{KEY}servers") or {}).values():
         server["modelCache"] = False
+        server["imagePrePull"] = False
         zero = server.pop("scaleToZero", None)
         if zero is not None:
             server["replicas"] = max(server.get("replicas", 0), (zero.get("schedule") or {}).get("replicas", 1))

@@ -112,6 +112,21 @@ def is_tf_serving(image: Image) -> bool:
     return image.repository == TF_SERVING or image.repository.endswith("/" + TF_SERVING)
 
 
+SERVER_PROGRAMS = ("tensorflow_model_server", "tf_serving_entrypoint")
+"""The server binary, and the image's entrypoint script that starts it (tools/docker/Dockerfile*)."""
+
+
+def runs_model_server(container: Mapping[str, Any]) -> bool:
+    """Whether a TF Serving container starts the server: with no ``command`` the image's entrypoint does; a
+    ``command`` does when it (or its arguments) names the binary. A container that only holds the image
+    (components/serving/image_prepull.py: ``/bin/sh -c 'sleep ...'``) uses no GPU."""
+    command = [str(part) for part in _seq(container.get("command"))]
+    if not command:
+        return True
+    words = command + [str(part) for part in _seq(container.get("args"))]
+    return any(program in word for word in words for program in SERVER_PROGRAMS)
+
+
 def _kind(resource_type: str) -> str:
     return resource_type.rsplit(":", 1)[-1]
 
@@ -183,7 +198,7 @@ def validate_gpu_workloads(args: ResourceValidationArgs, report_violation: Repor
         tf_serving = image is not None and is_tf_serving(image)
         gpu_image = tf_serving and GPU_TAG_MARK in (image.tag or "")
         if requested is None and limited is None:
-            if gpu_image:
+            if gpu_image and runs_model_server(container):
                 report_violation(
                     f"{who}: {label} runs the GPU image {image_ref} but requests no {GPU}: it would run "
                     f"without a GPU (or on a CPU node). Request {GPU} (requests = limits) or use the CPU "
@@ -449,7 +464,8 @@ def validate_image_digests(args: ResourceValidationArgs, report_violation: Repor
 gpu_workloads_consistent = ResourceValidationPolicy(
     name="gpu-workloads-consistent",
     description="A container requesting nvidia.com/gpu runs the tensorflow/serving -gpu image, tolerates the "
-                "GPU taint and has GPU requests = limits; a -gpu TF Serving image requests a GPU.",
+                "GPU taint and has GPU requests = limits; a -gpu TF Serving image that runs the server "
+                "requests a GPU.",
     validate=validate_gpu_workloads,
     severity=Severity.HIGH,
 )

@@ -355,7 +355,8 @@ def build_servers(settings: StackSettings, namespace: ServingNamespace, models_u
             proxy_namespaces=list(settings.exposure.proxy_namespaces),
             proxy_cidrs=list(settings.exposure.proxy_cidrs),
             monitoring_namespace=settings.monitoring_namespace,
-            gke_metadata_server=settings.cloud == "gcp", scale_to_zero=server_scale_to_zero(settings, server, keda)),
+            gke_metadata_server=settings.cloud == "gcp", scale_to_zero=server_scale_to_zero(settings, server, keda),
+            image_pre_pull=image_pre_pull(settings, server, images.servers[key])),
             opts=pulumi.ResourceOptions.merge(opts, deployments_wait_for(pool_dependencies(server.node_pool))))
         endpoints[key] = {"grpc": serving.grpc_endpoint, "rest": serving.rest_endpoint,
                           "models": list(server.models)}
@@ -374,6 +375,20 @@ def build_servers(settings: StackSettings, namespace: ServingNamespace, models_u
     return {"servingEndpoints": endpoints, "externalUrl": gateway.url,
             "regionalEndpoint": regional_endpoint(settings.region, settings.exposure.hostname, first_model,
                                                   settings.exposure.authentication)}
+
+
+def image_pre_pull(settings: StackSettings, server: Server, image: str) -> bool:
+    """``imagePrePull``, or its default: on for a GPU server whose pool pulls its image whole. Not where
+    GKE streams it (image streaming reads an Artifact Registry image on demand: a pre-pull would fetch
+    little) or a secondary boot disk already holds the images."""
+    if server.image_pre_pull is not None:
+        return server.image_pre_pull
+    if not server.gpus:
+        return False
+    pool = settings.node_pools[server.node_pool]
+    if settings.cloud == "gcp":
+        return not (pool.secondary_boot_disk_image or (pool.resolved_image_streaming and ".pkg.dev/" in image))
+    return True
 
 
 def cold_starts(settings: StackSettings) -> tuple[tuple[str, int], ...]:

@@ -14,6 +14,11 @@ starts, and pulls the image of, the regular containers; so the steps add up rath
 5. **load**: TF Serving loads the versions (and, on a GPU, initialises CUDA);
 6. **ready**: the startup probe's and the readiness probe's next period.
 
+With an image pre-pull DaemonSet (``<deployment>-prepull``, components/serving/image_prepull.py) a new
+node pulls the server's images from the moment it is Ready, while the serving pod still waits for the
+node's GPUs, pulls the sync image and copies the models: steps 2 and 4 count only what is left of their
+pull after what ran before them (this ignores that the overlapping steps share the node's network and disk).
+
 A server that scales to zero (a KEDA ScaledObject with ``minReplicaCount: 0``) first waits for KEDA to
 wake it: the HTTP add-on's push for a held request, else KEDA's next poll. Every figure is in :data:`FIGURES` with its source; those marked *estimate* are this
 project's assumptions, stated so that a measurement can replace them. docs/cold-start.md explains them.
@@ -28,6 +33,7 @@ from typing import Any
 
 from components.node_labels import POOL_LABEL
 from components.serving.batching import cpu_cores
+from components.serving.image_prepull import COMPONENT as PREPULL_COMPONENT
 from components.serving.model_server import SERVER_LABEL, TRACK_LABEL, quantity_bytes
 from stacks.config import parse_settings
 from stacks.plan import ROOT
@@ -228,7 +234,7 @@ def _container(spec: dict, name: str) -> dict:
 
 
 def estimate_server(server: str, deployment: dict, pool: Pool, model_bytes: float,
-                    scales_from_zero: float | None) -> ServerEstimate:
+                    scales_from_zero: float | None, prepulled: frozenset[str] = frozenset()) -> ServerEstimate:
     spec = deployment["spec"]["template"]["spec"]
     serving = _container(spec, "tfserving")
     sync = next((c for c in spec.get("initContainers") or [] if c.get("image")), {})
@@ -247,24 +253,32 @@ def estimate_server(server: str, deployment: dict, pool: Pool, model_bytes: floa
         out = Steps()
         if scales_from_zero is not None:
             out.add("wake from zero", scales_from_zero)
+        # Seconds a pre-pull has been running when the serving pod needs an image: from node Ready, while
+        # the pod waits for the GPUs, then through the steps before that image's.
+        head_start = f(f"{pool.cloud_key}_gpu_ready_s") if pool.gpu else 0.0
         if new_node:
-            out.add("node", f("autoscaler_scan_s") + f(f"{pool.cloud_key}_node_s")
-                    + (f(f"{pool.cloud_key}_gpu_ready_s") if pool.gpu else 0))
+            out.add("node", f("autoscaler_scan_s") + f(f"{pool.cloud_key}_node_s") + head_start)
             sync_pull, note = pull_seconds(sync.get("image", ""), pool)
+            if sync.get("image") in prepulled:
+                sync_pull = max(0.0, sync_pull - head_start)
             out.add("sync image", sync_pull)
+            head_start += sync_pull
         # With the cache, a new node's first pod downloads into the cache (checked in full) and copies from
         # there (sizes checked); a warm node's pod copies the cached entry and checks it in full
         # (components/serving/model_sync.py, docs/model-cache.md).
         if not cached:
-            out.add("models", bucket_copy + verify)
+            models = bucket_copy + verify
         elif new_node:
-            out.add("models", bucket_copy + verify + local_copy)
+            models = bucket_copy + verify + local_copy
         else:
-            out.add("models", local_copy + verify)
+            models = local_copy + verify
+        out.add("models", models)
         if new_node:
             serving_pull, note = pull_seconds(serving.get("image", ""), pool)
             if note:
                 notes.append(note)
+            if serving.get("image") in prepulled:
+                serving_pull = max(0.0, serving_pull - head_start - models)
             out.add("serving image", serving_pull)
         out.add("load", load)
         out.add("ready", ready)
@@ -290,6 +304,12 @@ def estimate(plan: dict[str, Any], model_bytes: dict[str, float]) -> list[Server
                 pushed = any(t.get("type") == "external-push" for t in spec.get("triggers") or [])
                 zero[(spec.get("scaleTargetRef") or {}).get("name")] = (
                     f("keda_push_s") if pushed else float(spec.get("pollingInterval", f("keda_polling_s"))))
+    # Images each pre-pull DaemonSet pulls, by its name (``<deployment>-prepull``).
+    prepull = {((r.get("inputs") or {}).get("metadata") or {}).get("name"):
+               frozenset(c.get("image") for c in r["inputs"]["spec"]["template"]["spec"].get("containers") or [])
+               for r in resources if r["type"] == "kubernetes:apps/v1:DaemonSet"
+               and (((r.get("inputs") or {}).get("metadata") or {}).get("labels") or {}).get(
+                   "app.kubernetes.io/component") == PREPULL_COMPONENT}
     estimates = []
     for r in resources:
         if r["type"] != "kubernetes:apps/v1:Deployment":
@@ -304,7 +324,8 @@ def estimate(plan: dict[str, Any], model_bytes: dict[str, float]) -> list[Server
         if pool is None:
             continue
         name = (inputs.get("metadata") or {}).get("name")
-        estimates.append(estimate_server(server, inputs, pool, model_bytes.get(server, GIB), zero.get(name)))
+        estimates.append(estimate_server(server, inputs, pool, model_bytes.get(server, GIB), zero.get(name),
+                                         prepull.get(f"{name}-prepull", frozenset())))
     return sorted(estimates, key=lambda e: e.server)
 
 

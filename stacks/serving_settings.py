@@ -248,6 +248,12 @@ class Server(Strict):
                                                 "warm node starts without a bucket request. It holds at most "
                                                 "modelsVolumeSize per node: count it into the node's disk "
                                                 "(docs/model-cache.md).")
+    image_pre_pull: bool | None = Field(
+        None, description="Pull the server's images (TF Serving's, the sync image) onto each of its nodes as "
+                          "soon as the node is Ready, by a DaemonSet that only sleeps: a new GPU node pulls "
+                          "TF Serving's image while it waits for its GPUs and the models download, instead of "
+                          "after (docs/cold-start.md). Default on for GPU servers whose images the pool pulls "
+                          "whole (not streamed from Artifact Registry, no secondary boot disk).")
     startup_timeout_seconds: int = Field(600, ge=30, le=7200,
                                          description="Time allowed for the first model load before "
                                                      "the pod is restarted.")

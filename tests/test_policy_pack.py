@@ -231,6 +231,25 @@ def test_gpu_image_without_a_gpu_request_is_a_violation(dev):
     assert CPU_DEPLOYMENT in report.messages and "requests no nvidia.com/gpu" in report.messages
 
 
+def test_a_gpu_image_that_only_sleeps_needs_no_gpu_but_one_running_the_server_does(dev):
+    """The image pre-pull (components/serving/image_prepull.py) holds the -gpu image without a GPU: it never
+    starts the server. The same container is a violation once its command (or no command: the image's
+    entrypoint) runs tensorflow_model_server."""
+    daemon_set = find(copied(dev), DAEMONSET, "tfserving-default-prepull-daemonset")
+    (held,) = [c for c in daemon_set.inputs["spec"]["template"]["spec"]["containers"] if "-gpu" in c["image"]]
+    assert not validate_resource("gpu-workloads-consistent", daemon_set)
+    for command in (["/bin/sh", "-c", "exec tensorflow_model_server --port=8500"], None,
+                    ["/usr/bin/tf_serving_entrypoint.sh"]):
+        if command is None:
+            held.pop("command")
+        else:
+            held["command"] = command
+        report = validate_resource("gpu-workloads-consistent", daemon_set)
+        assert len(report) == 1 and "requests no nvidia.com/gpu" in report.messages, command
+    held["command"], held["args"] = ["/bin/sh", "-c"], ["tensorflow_model_server --port=8500"]
+    assert len(validate_resource("gpu-workloads-consistent", daemon_set)) == 1
+
+
 @pytest.mark.parametrize("requests, limits", [("1", "2"), (None, "1"), ("1", None)])
 def test_gpu_requests_must_equal_limits(dev, requests, limits):
     deployment = find(copied(dev), DEPLOYMENT, GPU_DEPLOYMENT)
@@ -386,7 +405,7 @@ def test_only_restricted_namespaces_with_workloads_need_it(dev):
     labels["pod-security.kubernetes.io/enforce"] = "baseline"
     assert not validate_stack("serving-namespace-default-deny", resources)
     labels["pod-security.kubernetes.io/enforce"] = "restricted"
-    empty = [r for r in resources if r.type != DEPLOYMENT]
+    empty = [r for r in resources if r.type not in (DEPLOYMENT, DAEMONSET)]
     assert not validate_stack("serving-namespace-default-deny", empty)
 
 

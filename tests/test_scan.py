@@ -15,6 +15,7 @@ import sys
 
 import pytest
 
+from components.serving.image_prepull import SCAN_SKIPS as PREPULL_SCAN_SKIPS
 from components.serving.model_cache import PREP_NAME, PREP_SCAN_SKIPS
 from stacks import scan as scan_module
 from stacks.mock_engine import Recording, RecordedResource
@@ -109,21 +110,29 @@ def test_every_cloud_resource_was_mapped(stack_scan):
     assert stack_scan.frameworks[TERRAFORM_PLAN].resource_count > 15
 
 
-# The one set of inline skips: the model-cache prep DaemonSet's annotations (PREP_SCAN_SKIPS). checkov does not
+# Inline skips: the model-cache prep DaemonSet's annotations (PREP_SCAN_SKIPS). checkov does not
 # honour a path-scoped .checkov.yaml skip for Kubernetes manifests, and skipping its three root checks for
 # every workload would hide a root container anywhere else.
 INLINE_SKIPS = {(text.split("=")[0], f"DaemonSet.model-cache.{PREP_NAME}") for text in PREP_SCAN_SKIPS.values()}
+# And the image pre-pull DaemonSets' two probe checks (their containers only sleep): one per GPU server whose
+# images are pulled whole, so on the EKS stacks (tests/test_image_prepull.py says which servers get one).
+PREPULLED = {"dev": ["tfserving-default-prepull"], "prod": ["tfserving-default-prepull"], "gke-dev": []}
+
+
+def inline_skips(stack: str) -> set[tuple[str, str]]:
+    return INLINE_SKIPS | {(text.split("=")[0], f"DaemonSet.serving.{name}")
+                           for name in PREPULLED[stack] for text in PREPULL_SCAN_SKIPS.values()}
 
 
 def test_skipped_checks_never_run(stack_scan):
     # Skips from .checkov.yaml are not run at all (so not even counted as skipped); inline skips are exactly
-    # INLINE_SKIPS (every stack caches models on its serving pools).
+    # inline_skips(stack) (every stack caches models on its serving pools).
     skipped = {entry for entry in stack_scan.skip_config if ":" not in entry}
     for name, fw in stack_scan.frameworks.items():
         ran = {c.check_id for c in fw.passed_checks + fw.failed_checks}
         assert not ran & skipped, f"{name}: skipped checks ran: {sorted(ran & skipped)}"
         inline = {(c.check_id, c.resource) for c in fw.skipped_checks}
-        assert inline == (INLINE_SKIPS if name == KUBERNETES else set()), inline
+        assert inline == (inline_skips(stack_scan.stack) if name == KUBERNETES else set()), inline
 
 
 def test_markdown_and_json_carry_the_counts(stack_scan):

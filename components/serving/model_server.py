@@ -154,6 +154,18 @@ def serving_image(version: str, gpus: int) -> str:
     return f"docker.io/tensorflow/serving:{version}{'-gpu' if gpus else ''}"
 
 
+def pod_images(args: ModelServerArgs) -> tuple[str, str]:
+    """The images a server's pods run: TF Serving's, and the model sync's."""
+    return (args.image or serving_image(args.image_version, args.gpus),
+            args.sync_image or SYNC_IMAGES[args.model_store])
+
+
+def pod_tolerations(args: ModelServerArgs) -> list[dict[str, str]]:
+    """The taints a server's pods tolerate: a GPU pool's ``nvidia.com/gpu``, and ``args.tolerations``."""
+    gpu = [{"key": GPU_TAINT_KEY, "operator": "Exists", "effect": "NoSchedule"}] if args.gpus else []
+    return [*gpu, *args.tolerations]
+
+
 def pull_policy(image: str) -> str:
     """``IfNotPresent`` for an image pinned by digest, ``Always`` for a tag alone.
 
@@ -347,7 +359,7 @@ class ModelServer(pulumi.ComponentResource):
                                   "persistentVolumeClaim": {"claimName": args.model_cache_claim}})
         sync_resources = {"requests": {"cpu": args.sync_cpu, "memory": args.sync_memory},
                           "limits": {"cpu": args.sync_cpu, "memory": args.sync_memory}}
-        sync_image = args.sync_image or SYNC_IMAGES[args.model_store]
+        _, sync_image = pod_images(args)
 
         def sync_container(container_name: str, mode: str) -> dict:
             return {"name": container_name, "image": sync_image, "imagePullPolicy": pull_policy(sync_image),
@@ -361,7 +373,7 @@ class ModelServer(pulumi.ComponentResource):
             # Extended resources: request must equal limit.
             server_resources["requests"][args.gpu_resource] = str(args.gpus)
             server_resources["limits"][args.gpu_resource] = str(args.gpus)
-        server_image = args.image or serving_image(args.image_version, args.gpus)
+        server_image, _ = pod_images(args)
         server = {
             "name": SERVER_CONTAINER,
             "image": server_image,
@@ -408,8 +420,7 @@ class ModelServer(pulumi.ComponentResource):
                         {"name": "config", "configMap": {"name": config.metadata.name}},
                         {"name": "tmp", "emptyDir": {"sizeLimit": "1Gi"}}, *cache_volumes],
             "nodeSelector": args.node_selector or None,
-            "tolerations": [{"key": GPU_TAINT_KEY, "operator": "Exists", "effect": "NoSchedule"},
-                            *args.tolerations] if args.gpus else (list(args.tolerations) or None),
+            "tolerations": pod_tolerations(args) or None,
             # Zones first (a zone outage), then nodes (a node drain); ScheduleAnyway so a scale-up
             # is never blocked when a zone has no GPU capacity.
             "topologySpreadConstraints": [{**spread, "topologyKey": "topology.kubernetes.io/zone"},

@@ -16,11 +16,14 @@ from components.serving.model_server import (
     SERVER_LABEL,
     ModelServer,
     ModelServerArgs,
+    pod_images,
+    pod_tolerations,
     server_selector,
     SKIP_AWAIT,
     serving_service,
     skip_await_annotations,
 )
+from components.serving.image_prepull import ImagePrePull, ImagePrePullArgs
 from components.serving.network_policy import InterceptorPeer, ServingNetworkPolicy, ServingNetworkPolicyArgs
 from components.serving.routing import ExternalGateway, ServingRoute, ServingRouteArgs
 from components.serving.scale_to_zero import (
@@ -62,6 +65,9 @@ class TfServingArgs:
     scale_to_zero: ServerScaleToZero | None = None
     """Scale both tracks to zero pods with KEDA instead of the HPA (``server.replicas`` 0); with
     ``hold_requests`` the router always runs and sends requests through KEDA's interceptor."""
+    image_pre_pull: bool = False
+    """Pull the server's images onto each of its nodes as soon as the node is Ready
+    (:class:`ImagePrePull`), so a new GPU node's first pod does not pull TF Serving's image last."""
 
 
 class TfServing(pulumi.ComponentResource):
@@ -71,6 +77,7 @@ class TfServing(pulumi.ComponentResource):
     then selects (so callers keep one address while the canary comes and goes), a
     :class:`ServingAutoscaling` (HPA on CPU and requests per second, PDB) for the stable Deployment,
     a :class:`ServingNetworkPolicy` and, for the mesh routers or exposure, a :class:`ServingRoute`.
+    With ``image_pre_pull`` an :class:`ImagePrePull` DaemonSet on the server's nodes.
     With ``scale_to_zero``: a :class:`ScaleToZero` (KEDA ScaledObject; for held requests a hold Service
     and InterceptorRoutes) per track instead of the HPA, and, holding requests, the router even without
     a canary, sending every request through KEDA's interceptor.
@@ -108,6 +115,13 @@ class TfServing(pulumi.ComponentResource):
             canary = ModelServer(f"{name}-canary", dataclasses.replace(
                 server, track="canary", replicas=0 if stz else args.canary_replicas, autoscaled=stz is not None,
                 models=[m.canary_view() for m in server.models]), opts=model_opts)
+        if args.image_pre_pull:
+            # Both tracks run the same images (the canary is the stable arguments with other models).
+            ImagePrePull(f"{name}-prepull", ImagePrePullArgs(
+                namespace=server.namespace, server=server.server, images=pod_images(server),
+                node_selector=dict(server.node_selector or {}), tolerations=tuple(pod_tolerations(server)),
+                await_rollout=server.await_rollout),
+                opts=child)
         scalers = self._scale_to_zero(name, args, stable, canary)
         held = stz is not None and stz.hold_requests
         router = None

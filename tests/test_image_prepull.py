@@ -1,0 +1,167 @@
+"""Image pre-pull (components/serving/image_prepull.py): a DaemonSet that pulls a server's images onto each
+of its nodes once the node is Ready, and what the scale-up estimate credits it with.
+
+Resources: the DaemonSet runs exactly where the server's pods may (same node selector and tolerations),
+pulls exactly their images, meets Pod Security ``restricted``, is selected by nothing of the server's and
+is not awaited. Defaults: on for GPU servers whose pool pulls the image whole (EKS; GKE without streaming
+from Artifact Registry), off for CPU servers; ``imagePrePull`` overrides both ways. The pods' script is run
+with a real ``/bin/sh``: it sleeps, and leaves at once on SIGTERM. The estimate: the pull overlaps the GPU
+wait and the steps before it, and nothing else changes.
+"""
+
+from __future__ import annotations
+
+import copy
+import signal
+import subprocess
+import time
+
+import pytest
+
+from components.serving.image_prepull import COMPONENT, SLEEP
+from components.serving.model_server import APP_LABEL, RUN_AS
+from stacks import scale_up
+from stacks.plan import to_json
+from tests.conftest import k8s_object, k8s_objects
+from tests.test_serving import dev_servers
+
+PREPULL = "tfserving-default-prepull"
+
+
+def pod(deployment: dict) -> dict:
+    return deployment["spec"]["template"]["spec"]
+
+
+def prepulls(recording) -> dict[str, dict]:
+    return {d["metadata"]["name"]: d for d in k8s_objects(recording, "DaemonSet")
+            if d["metadata"]["labels"].get("app.kubernetes.io/component") == COMPONENT}
+
+
+def selects(selector: dict[str, str], labels: dict[str, str]) -> bool:
+    return bool(selector) and all(labels.get(k) == v for k, v in selector.items())
+
+
+def test_the_daemonset_pulls_the_servers_images_where_its_pods_run(dev):
+    daemon_set, deployment = k8s_object(dev, "DaemonSet", PREPULL), k8s_object(dev, "Deployment", "tfserving-default")
+    spec, serving = pod(daemon_set), pod(deployment)
+    images = [c["image"] for c in serving["containers"] + serving["initContainers"]]
+    assert [c["image"] for c in spec["containers"]] == list(dict.fromkeys(images))
+    assert len(spec["containers"]) == 2  # TF Serving's GPU image and the sync image
+    assert spec["nodeSelector"] == serving["nodeSelector"] == {"tfplatform.io/node-pool": "gpu"}
+    assert spec["tolerations"] == serving["tolerations"]
+    assert daemon_set["metadata"]["namespace"] == deployment["metadata"]["namespace"]
+    # Awaited exactly when the server's Deployment is (dev's first up: not; a later up: both).
+    assert (daemon_set["metadata"]["annotations"].get("pulumi.com/skipAwait")
+            == deployment["metadata"].get("annotations", {}).get("pulumi.com/skipAwait"))
+    # The GPU servers of dev only: the CPU server runs on the system pool.
+    assert set(prepulls(dev)) == {PREPULL}
+
+
+def test_the_pods_meet_restricted_and_ask_for_almost_nothing(dev):
+    spec = pod(k8s_object(dev, "DaemonSet", PREPULL))
+    assert spec["securityContext"] == {"runAsNonRoot": True, "runAsUser": RUN_AS, "runAsGroup": RUN_AS,
+                                       "seccompProfile": {"type": "RuntimeDefault"}}
+    assert spec["automountServiceAccountToken"] is False and "serviceAccountName" not in spec
+    for container in spec["containers"]:
+        assert container["securityContext"] == {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
+                                                "runAsNonRoot": True, "capabilities": {"drop": ["ALL"]}}
+        assert container["command"] == ["/bin/sh", "-c", SLEEP]
+        assert "ports" not in container and "volumeMounts" not in container
+        assert container["resources"]["requests"] == {"cpu": "1m", "memory": "8Mi"}
+        assert "nvidia.com/gpu" not in container["resources"]["limits"]  # placed before the GPUs are advertised
+
+
+def test_nothing_of_the_server_selects_the_prepull_pods(dev):
+    """Services, PodDisruptionBudgets, ScaledObjects' targets and the server's NetworkPolicies select by label:
+    none may pick a pod that only sleeps (a Service would send it requests, a PDB would count it)."""
+    pod_labels = k8s_object(dev, "DaemonSet", PREPULL)["spec"]["template"]["metadata"]["labels"]
+    assert pod_labels[APP_LABEL] == PREPULL
+    for service in k8s_objects(dev, "Service"):
+        assert not selects(service["spec"].get("selector") or {}, pod_labels), service["metadata"]["name"]
+    for kind in ("PodDisruptionBudget", "NetworkPolicy"):
+        for obj in k8s_objects(dev, kind):
+            selector = (obj["spec"].get("selector") or obj["spec"].get("podSelector") or {}).get("matchLabels") or {}
+            assert not selects(selector, pod_labels), obj["metadata"]["name"]
+
+
+@pytest.mark.parametrize("server_key, expected", [
+    ({}, {PREPULL}),                                    # default: the GPU server only
+    ({"imagePrePull": False}, set()),                   # switched off
+])
+def test_image_pre_pull_setting_on_the_gpu_server(plan_with, server_key, expected):
+    assert set(prepulls(plan_with(**dev_servers(**server_key)))) == expected
+
+
+def test_a_cpu_server_may_ask_for_it(plan_with):
+    import yaml
+
+    from stacks.plan import ROOT
+    data = yaml.safe_load((ROOT / "Pulumi.dev.yaml").read_text())["config"]["tfserving-platform:servers"]
+    data["cpu"]["imagePrePull"] = True
+    recording = plan_with(servers=data)
+    assert set(prepulls(recording)) == {PREPULL, "tfserving-cpu-prepull"}
+    cpu = pod(k8s_object(recording, "DaemonSet", "tfserving-cpu-prepull"))
+    assert cpu["nodeSelector"] == {"tfplatform.io/node-pool": "system"} and cpu.get("tolerations") is None
+    assert cpu["containers"][0]["image"].split("@")[0] == "docker.io/tensorflow/serving:2.18.0"
+
+
+def test_gke_streams_from_artifact_registry_so_no_prepull_unless_pulled_whole(gke, plan_with):
+    assert prepulls(gke) == {}
+    # Without the Docker Hub mirror the image is not in Artifact Registry: pulled whole, so pre-pulled.
+    whole = plan_with("gke-dev", dockerHubMirror=False)
+    (daemon_set,) = prepulls(whole).values()
+    assert pod(daemon_set)["containers"][0]["image"].startswith("docker.io/tensorflow/serving:2.18.0-gpu")
+
+
+def test_the_pods_script_sleeps_and_leaves_at_once_on_sigterm():
+    process = subprocess.Popen(["/bin/sh", "-c", SLEEP])
+    try:
+        time.sleep(0.5)
+        assert process.poll() is None  # still sleeping
+        started = time.monotonic()
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=5) == 0
+        assert time.monotonic() - started < 2  # not the whole sleep: the trap ends it
+    finally:
+        process.kill()
+
+
+# --- the estimate ---------------------------------------------------------------------------------
+def steps(s: scale_up.Steps) -> dict[str, float]:
+    return dict(s.parts)
+
+
+def estimate(plan: dict) -> scale_up.ServerEstimate:
+    return {e.server: e for e in scale_up.estimate(plan, {})}["default"]
+
+
+def test_the_estimate_overlaps_the_pull_with_the_gpu_wait_and_the_steps_before_it(dev):
+    f = scale_up.f
+    plan = to_json(dev)
+    with_prepull = estimate(plan)
+    without = copy.deepcopy(plan)
+    without["resources"] = [r for r in without["resources"]
+                            if ((r.get("inputs") or {}).get("metadata") or {}).get("name") != PREPULL]
+    plain = estimate(without)
+    before, after = steps(plain.cold_node), steps(with_prepull.cold_node)
+    gpu_wait = f("eks_gpu_ready_s")
+    sync = max(0.0, before["sync image"] - gpu_wait)
+    assert after["sync image"] == pytest.approx(sync) == 0
+    assert after["serving image"] == pytest.approx(
+        max(0.0, before["serving image"] - gpu_wait - sync - before["models"]))
+    assert 0 < after["serving image"] < before["serving image"]
+    # Only the two pulls change; a warm node pulls nothing either way.
+    assert {k: v for k, v in after.items() if "image" not in k} == {k: v for k, v in before.items() if "image" not in k}
+    assert steps(with_prepull.warm_node) == steps(plain.warm_node)
+
+
+def test_a_prepull_of_other_images_is_no_credit(dev):
+    plan = copy.deepcopy(to_json(dev))
+    for r in plan["resources"]:
+        if ((r.get("inputs") or {}).get("metadata") or {}).get("name") == PREPULL:
+            for container in r["inputs"]["spec"]["template"]["spec"]["containers"]:
+                container["image"] = "docker.io/library/busybox:1.36"
+    edited = steps(estimate(plan).cold_node)
+    f = scale_up.f
+    whole = scale_up.IMAGE_BYTES["-gpu"].value / f("pull_bytes_per_s") * f("parallel_pull_factor")  # FastImagePull
+    assert edited["serving image"] == pytest.approx(whole) and edited["sync image"] > 0
