@@ -154,6 +154,10 @@ class TfServingArgs(TypedDict):
     """Allow the GKE metadata server (Workload Identity) in the NetworkPolicy; default false."""
     await_rollout: NotRequired[bool]
     """Let ``pulumi up`` wait for the rollout (false only where the models cannot exist yet); default true."""
+    image_pre_pull: NotRequired[bool]
+    """Pull the server's images onto each of its nodes as soon as the node is Ready (a DaemonSet
+    ``<name>-prepull`` whose containers only sleep), so a new GPU node does not pull TF Serving's image
+    after the models; default false (the platform's stacks turn it on for GPU servers)."""
 
 
 def served_model(spec: ServedModelSpec) -> ServedModel:
@@ -244,7 +248,8 @@ class TfServing(pulumi.ComponentResource):
         for key, convert in (("max_replicas", int), ("target_requests_per_second", float),
                              ("cpu_utilization", int), ("canary_weight", int), ("canary_replicas", int),
                              ("router", value_of), ("allowed_namespaces", list), ("allowed_pod_labels", dict),
-                             ("monitoring_namespace", str), ("gke_metadata_server", bool)):
+                             ("monitoring_namespace", str), ("gke_metadata_server", bool),
+                             ("image_pre_pull", bool)):
             if args.get(key) is not None:
                 serving_optional[key] = convert(plain(args[key], key, component))
         serving = Serving(name, ServingArgs(

@@ -409,6 +409,19 @@ def test_tfserving_in_an_existing_namespace_creates_neither_namespace_nor_accoun
     assert state["namespace"] == "serving" and state["serviceAccount"] == "shared"
 
 
+def test_tfserving_pre_pulls_its_images_only_when_asked(serving, host):
+    rec, _ = serving
+    assert not _k8s(rec, "DaemonSet")  # off by default in the package
+    inputs = {**SERVING_INPUTS, "gpus": 1.0, "nodeSelector": {"pool": "gpu"}, "imagePrePull": True}
+    rec, _ = construct(host, "gpu", "TfServing", inputs)
+    (daemon_set,) = _k8s(rec, "DaemonSet")
+    (deployment,) = [d for d in _k8s(rec, "Deployment") if d["metadata"]["name"] == "gpu"]
+    held, pod = daemon_set["spec"]["template"]["spec"], deployment["spec"]["template"]["spec"]
+    assert daemon_set["metadata"]["name"] == "gpu-prepull"
+    assert [c["image"] for c in held["containers"]] == [c["image"] for c in pod["containers"] + pod["initContainers"][:1]]
+    assert held["nodeSelector"] == pod["nodeSelector"] == {"pool": "gpu"} and held["tolerations"] == pod["tolerations"]
+
+
 def test_tfserving_refuses_what_it_cannot_build(host):
     bad_version = {**SERVING_INPUTS,
                    "models": [{"name": "m", "versionPolicy": "specific", "versions": [1.5]}]}
