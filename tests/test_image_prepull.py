@@ -66,6 +66,8 @@ def test_the_pods_meet_restricted_and_ask_for_almost_nothing(dev):
         assert container["securityContext"] == {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
                                                 "runAsNonRoot": True, "capabilities": {"drop": ["ALL"]}}
         assert container["command"] == ["/bin/sh", "-c", SLEEP]
+        # The -gpu image says NVIDIA_VISIBLE_DEVICES=all and EKS GPU nodes run the NVIDIA runtime by default.
+        assert container["env"] == [{"name": "NVIDIA_VISIBLE_DEVICES", "value": "void"}]
         assert "ports" not in container and "volumeMounts" not in container
         assert container["resources"]["requests"] == {"cpu": "1m", "memory": "8Mi"}
         assert "nvidia.com/gpu" not in container["resources"]["limits"]  # placed before the GPUs are advertised

@@ -12,8 +12,8 @@ own steps (EKS AL2023 nodes pull in parallel: nodeadm's kubelet config sets ``se
 false``, amazon-eks-ami nodeadm/internal/kubelet/config.go). When the serving pod gets to its TF Serving
 container, the image is on the node (or half pulled: containerd downloads each layer once).
 
-The pods only sleep: non-root, read-only root filesystem, every capability dropped, no service account
-token, no network (the namespace's default deny holds; no policy admits them). They carry their own labels,
+The pods only sleep: non-root, read-only root filesystem, every capability dropped, no GPU device
+(:data:`NO_GPU`), no service account token, no network (the namespace's default deny holds; no policy admits them). They carry their own labels,
 so no Service, NetworkPolicy, PodDisruptionBudget or ScaledObject of the server selects them, and neither
 cluster-autoscaler nor Karpenter keeps a node up for a DaemonSet pod: a pool still scales to zero.
 
@@ -37,6 +37,12 @@ SLEEP = "trap 'exit 0' TERM; while :; do sleep 3600 & wait $!; done"
 """What each container runs: ``/bin/sh`` (TF Serving's image is Ubuntu, and its readiness probe already
 needs bash; the sync images run ``/bin/sh`` scripts) sleeping, and leaving at once on SIGTERM (a shell as
 PID 1 without a trap would ignore it and be killed at the end of the grace period)."""
+NO_GPU = {"name": "NVIDIA_VISIBLE_DEVICES", "value": "void"}
+"""On every container. EKS's NVIDIA nodes make ``nvidia`` containerd's default runtime (amazon-eks-ami
+nodeadm/internal/containerd/runtime_config_nvidia.go), and TF Serving's ``-gpu`` image inherits
+``NVIDIA_VISIBLE_DEVICES=all`` from its nvidia/cuda base: without this, a container that asks for no GPU
+would see every GPU of the node. ``void`` makes the NVIDIA runtime behave as runc (NVIDIA container
+toolkit, "Environment variables")."""
 SCAN_SKIPS = {
     "checkov.io/skip1": "CKV_K8S_8=the containers only sleep: there is nothing to probe for liveness",
     "checkov.io/skip2": "CKV_K8S_9=the containers only sleep and no Service selects them: no readiness",
@@ -77,6 +83,7 @@ class ImagePrePull(pulumi.ComponentResource):
         containers = [{
             "name": f"image-{index}", "image": image, "imagePullPolicy": pull_policy(image),
             "command": ["/bin/sh", "-c", SLEEP],
+            "env": [NO_GPU],
             "resources": {"requests": {"cpu": "1m", "memory": "8Mi"}, "limits": {"cpu": "10m", "memory": "16Mi"}},
             "securityContext": restricted(),
         } for index, image in enumerate(images)]
