@@ -107,6 +107,22 @@ IMAGE_BYTES: dict[str, Figure] = {
 }
 DEFAULT_IMAGE_BYTES = Figure(0.2 * GB, "estimate: an image of unknown size")
 
+# A node's network bandwidth, a ceiling on every pull and download. AWS's figure is the instance's
+# *baseline* (the "up to" burst runs out during a multi-GB pull), which applies to inbound traffic too
+# (EC2 User Guide, "Amazon EC2 instance network bandwidth"); GCP documents egress caps, used here for
+# ingress as an estimate. With the defaults the per-stream pull rate stays below these, so they bind only
+# on smaller types.
+NODE_NETWORK_BYTES_PER_S: dict[str, Figure] = {
+    "m6i.large": Figure(0.781e9 / 8, "EC2 general purpose network specifications: m6i.large baseline 0.781 Gbps"),
+    "g5.xlarge": Figure(2.5e9 / 8, "EC2 accelerated computing network specifications: g5.xlarge baseline 2.5 Gbps"),
+    "g6.xlarge": Figure(2.5e9 / 8, "EC2 accelerated computing network specifications: g6.xlarge baseline 2.5 Gbps"),
+    "p4d.24xlarge": Figure(400e9 / 8, "EC2 accelerated computing network specifications: p4d.24xlarge 4 x 100 Gbps"),
+    "e2-standard-4": Figure(8e9 / 8, "estimate: Compute Engine 'Network bandwidth': 2 Gbps egress per vCPU (4)"),
+    "g2-standard-8": Figure(16e9 / 8, "estimate: Compute Engine G2 machine types: g2-standard-8 egress 16 Gbps"),
+}
+DEFAULT_NODE_NETWORK_BYTES_PER_S = Figure(0.5e9 / 8, "estimate: an instance type not in the table (below "
+                                                     "every baseline listed)")
+
 
 def f(key: str) -> float:
     return FIGURES[key].value
@@ -135,6 +151,11 @@ class Pool:
     @property
     def cloud_key(self) -> str:
         return "eks" if self.cloud == "aws" else "gke"
+
+    @property
+    def network_bytes_per_s(self) -> float:
+        """The node's network bandwidth (:data:`NODE_NETWORK_BYTES_PER_S`)."""
+        return NODE_NETWORK_BYTES_PER_S.get(self.machine, DEFAULT_NODE_NETWORK_BYTES_PER_S).value
 
 
 @dataclass
@@ -215,15 +236,17 @@ def pull_seconds(image: str, pool: Pool) -> tuple[float, str | None]:
     size = image_bytes(image)
     if pool.image_cache_disk:
         return 0.0, None
+    network = pool.network_bytes_per_s
     if pool.image_streaming:
         if ".pkg.dev/" in image:
-            return f("stream_start_s") + size * f("stream_read_fraction") / f("stream_bytes_per_s"), None
+            return (f("stream_start_s")
+                    + size * f("stream_read_fraction") / min(f("stream_bytes_per_s"), network)), None
         note = f"image streaming is on, but {image.split('@')[0]} is not in Artifact Registry: pulled whole"
-        return size / f("pull_bytes_per_s"), note
-    seconds = size / f("pull_bytes_per_s")
+        return size / min(f("pull_bytes_per_s"), network), note
+    seconds = size / min(f("pull_bytes_per_s"), network)
     if pool.fast_image_pull:
         if pool.root_volume_mib_s >= f("parallel_pull_min_throughput"):
-            return seconds * f("parallel_pull_factor"), None
+            return max(seconds * f("parallel_pull_factor"), size / network), None
         return seconds, (f"fastImagePull with a {pool.root_volume_mib_s:.0f} MiB/s root volume: no faster "
                          f"(nodeadm advises {f('parallel_pull_min_throughput'):.0f})")
     return seconds, None
@@ -242,7 +265,9 @@ def estimate_server(server: str, deployment: dict, pool: Pool, model_bytes: floa
     cached = any(e.get("name") == "MODEL_CACHE_DIR" for e in sync.get("env") or [])
     notes: list[str] = []
 
-    bucket_copy = model_bytes / GIB * f("sync_cpu_s_per_gib") / sync_cores
+    # The AWS CLI's CPU bounds a download (10 concurrent requests: far below S3's per-prefix request
+    # rates), unless the node's network is slower.
+    bucket_copy = max(model_bytes / GIB * f("sync_cpu_s_per_gib") / sync_cores, model_bytes / pool.network_bytes_per_s)
     verify = model_bytes / (f("sha256_bytes_per_core_s") * sync_cores)
     local_copy = model_bytes / (pool.root_volume_mib_s * MIB / 2)  # read and write on the same disk
     load = (f("load_fixed_gpu_s") if pool.gpu else f("load_fixed_cpu_s")) + model_bytes / f("load_bytes_per_s")
