@@ -19,7 +19,7 @@ import time
 import pytest
 
 from components.serving.image_prepull import COMPONENT, SLEEP
-from components.serving.model_server import APP_LABEL, RUN_AS
+from components.serving.model_server import APP_LABEL, RUN_AS, pull_policy
 from stacks import scale_up
 from stacks.plan import to_json
 from tests.conftest import k8s_object, k8s_objects
@@ -55,6 +55,15 @@ def test_the_daemonset_pulls_the_servers_images_where_its_pods_run(dev):
             == deployment["metadata"].get("annotations", {}).get("pulumi.com/skipAwait"))
     # The GPU servers of dev only: the CPU server runs on the system pool.
     assert set(prepulls(dev)) == {PREPULL}
+
+
+def test_a_later_up_awaits_it_like_the_deployment():
+    from stacks.plan import plan_stack
+
+    later = plan_stack("dev", previous_outputs={"stackDeployed": True})
+    for name in (PREPULL, "tfserving-default"):
+        kind = "DaemonSet" if name == PREPULL else "Deployment"
+        assert "pulumi.com/skipAwait" not in (k8s_object(later, kind, name)["metadata"].get("annotations") or {})
 
 
 def test_the_pods_meet_restricted_and_ask_for_almost_nothing(dev):
@@ -167,3 +176,42 @@ def test_a_prepull_of_other_images_is_no_credit(dev):
     f = scale_up.f
     whole = scale_up.IMAGE_BYTES["-gpu"].value / f("pull_bytes_per_s") * f("parallel_pull_factor")  # FastImagePull
     assert edited["serving image"] == pytest.approx(whole) and edited["sync image"] > 0
+
+
+# --- what the API server and Pulumi make of it --------------------------------------------------------
+def test_the_daemonset_is_valid_selects_its_own_pods_and_rolls_all_at_once(dev):
+    """The strict Kubernetes schema; the API server refuses a DaemonSet whose selector misses its template's
+    labels; a new image is pulled on every node at once; a pod leaves within its short grace period."""
+    from tests.test_manifests import validation_failures
+
+    daemon_set = k8s_object(dev, "DaemonSet", PREPULL)
+    assert validation_failures([daemon_set]) == []
+    spec = daemon_set["spec"]
+    template = spec["template"]
+    assert spec["selector"] == {"matchLabels": {"app.kubernetes.io/name": PREPULL}}
+    assert spec["selector"]["matchLabels"].items() <= template["metadata"]["labels"].items()
+    assert template["metadata"]["labels"] == daemon_set["metadata"]["labels"] == {
+        "app.kubernetes.io/name": PREPULL, "app.kubernetes.io/component": COMPONENT,
+        "app.kubernetes.io/part-of": "default"}
+    assert spec["updateStrategy"] == {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": "100%"}}
+    pod = template["spec"]
+    assert pod["terminationGracePeriodSeconds"] == 5 and pod["enableServiceLinks"] is False
+    for index, container in enumerate(pod["containers"]):
+        assert container["name"] == f"image-{index}"
+        assert container["imagePullPolicy"] == pull_policy(container["image"])
+        assert container["resources"]["limits"] == {"cpu": "10m", "memory": "16Mi"}
+
+
+def test_the_component_is_a_child_of_its_server_and_owns_the_daemonset(dev):
+    (component,) = [r for r in dev.resources if r.type == "tfplatform:serving:ImagePrePull"]
+    (server,) = [r for r in dev.resources if r.urn == component.parent]
+    assert component.name == PREPULL and server.type == "tfplatform:serving:TfServing"
+    (daemon_set,) = [r for r in dev.resources if r.parent == component.urn]
+    assert daemon_set.type == "kubernetes:apps/v1:DaemonSet" and daemon_set.name == f"{PREPULL}-daemonset"
+
+
+def test_no_image_no_daemonset():
+    from components.serving.image_prepull import ImagePrePull, ImagePrePullArgs
+
+    with pytest.raises(ValueError, match="ImagePrePull x: images must not be empty"):
+        ImagePrePull("x", ImagePrePullArgs(namespace="serving", server="s", images=(), node_selector={}))

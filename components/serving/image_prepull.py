@@ -74,10 +74,10 @@ class ImagePrePull(pulumi.ComponentResource):
     daemon_set_name: pulumi.Output[str]
 
     def __init__(self, name: str, args: ImagePrePullArgs, opts: pulumi.ResourceOptions | None = None):
-        super().__init__("tfplatform:serving:ImagePrePull", name, None, opts)
         images = list(dict.fromkeys(args.images))
-        if not images:
+        if not images:  # refused before anything is registered
             raise ValueError(f"ImagePrePull {name}: images must not be empty")
+        super().__init__("tfplatform:serving:ImagePrePull", name, None, opts)
         labels = {"app.kubernetes.io/name": name, "app.kubernetes.io/component": COMPONENT,
                   "app.kubernetes.io/part-of": args.server}
         containers = [{
