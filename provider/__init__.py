@@ -8,6 +8,7 @@ evaluating strings, so postponed annotations would reach it as bare strings.
 """
 
 from provider.buckets import ModelBucket, ModelReader
+from provider.gcs_buckets import GcsModelBucket, GcsModelPublisher, GcsModelReader
 from provider.platforms import EksPlatform, GkePlatform
 from provider.shared import PACKAGE
 from provider.workloads import ServingMonitoring, TfServing
@@ -15,8 +16,9 @@ from provider.workloads import ServingMonitoring, TfServing
 VERSION = "0.1.0"
 """The package version SDKs are generated with (the project's, pyproject.toml)."""
 
-COMPONENTS = [EksPlatform, GkePlatform, ModelBucket, ModelReader, TfServing, ServingMonitoring]
+COMPONENTS = [EksPlatform, GkePlatform, ModelBucket, ModelReader, GcsModelBucket, GcsModelReader, GcsModelPublisher,
+              TfServing, ServingMonitoring]
 """Every component the package offers, in the order the schema lists them."""
 
-__all__ = ["COMPONENTS", "PACKAGE", "VERSION", "EksPlatform", "GkePlatform", "ModelBucket", "ModelReader",
-           "ServingMonitoring", "TfServing"]
+__all__ = ["COMPONENTS", "PACKAGE", "VERSION", "EksPlatform", "GcsModelBucket", "GcsModelPublisher", "GcsModelReader",
+           "GkePlatform", "ModelBucket", "ModelReader", "ServingMonitoring", "TfServing"]

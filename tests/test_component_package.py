@@ -34,7 +34,8 @@ from stacks.mock_engine import ACCOUNT_ID, DEPLOY_ROLE, SECRET, PlanMocks, Recor
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "provider" / "examples" / "yaml-tfserving" / "Pulumi.yaml"
-NAMES = ["EksPlatform", "GkePlatform", "ModelBucket", "ModelReader", "TfServing", "ServingMonitoring"]
+NAMES = ["EksPlatform", "GkePlatform", "ModelBucket", "ModelReader", "GcsModelBucket", "GcsModelReader",
+         "GcsModelPublisher", "TfServing", "ServingMonitoring"]
 TOKENS = {name: f"tfplatform:index:{name}" for name in NAMES}
 
 # What each component must be given (the schema's requiredInputs); everything else has a default.
@@ -44,6 +45,9 @@ REQUIRED = {
     "ModelBucket": {"region"},
     "ModelReader": {"oidcProviderArn", "oidcIssuerUrl", "namespace", "serviceAccount", "bucketArn",
                     "kmsKeyArn", "region"},
+    "GcsModelBucket": {"project", "location"},
+    "GcsModelReader": {"project", "bucketName", "workloadPool", "namespace", "serviceAccount"},
+    "GcsModelPublisher": {"project", "bucketName"},
     "TfServing": {"namespace", "server", "models", "modelSourceUri"},
     "ServingMonitoring": {"servingNamespace", "servers", "environment"},
 }
@@ -323,6 +327,49 @@ def test_model_reader_trusts_one_service_account_through_the_endpoint(host):
     policy = rec.one("aws:iam/rolePolicy:RolePolicy", "reader-role-read-models").inputs["policy"]
     assert "vpce-0123" in policy and "arn:aws:s3:::models/models/*" in policy
     assert state["serviceAccountAnnotations"] == {"eks.amazonaws.com/role-arn": state["roleArn"]}
+
+
+def test_gcs_model_bucket_is_private_versioned_and_encrypted_with_the_given_key(host):
+    key = "projects/p/locations/us-central1/keyRings/r/cryptoKeys/models"
+    rec, state = construct(host, "gmodels", "GcsModelBucket", {
+        "project": "example-project", "location": "us-central1", "kmsKey": key, "noncurrentVersionDays": 14.0,
+        "protect": True, "prefix": "serving"})
+    wrapper = the_wrapper(rec, "GcsModelBucket", "gmodels")
+    assert rec.one("tfplatform:gcp:GcsModelBucket", "gmodels-bucket").parent == wrapper.urn
+    bucket = rec.one("gcp:storage/bucket:Bucket", "gmodels-bucket")
+    assert bucket.inputs["uniformBucketLevelAccess"] is True and bucket.inputs["publicAccessPrevention"] == "enforced"
+    assert bucket.inputs["versioning"] == {"enabled": True} and bucket.inputs["encryption"] == {"defaultKmsKeyName": key}
+    # An integer on the wire (14.0 -> 14) and protection on the bucket itself.
+    assert bucket.inputs["lifecycleRules"][0]["condition"]["daysSinceNoncurrentTime"] == 14
+    assert bucket.protect and bucket.retain_on_delete
+    assert rec.one("gcp:kms/cryptoKeyIAMMember:CryptoKeyIAMMember", "gmodels-bucket-cmek").inputs["cryptoKeyId"] == key
+    assert re.fullmatch(r"gs://[a-z0-9._-]+/serving", state["modelsUri"])
+
+
+def test_gcs_reader_reads_one_prefix_for_one_kubernetes_service_account(host):
+    rec, state = construct(host, "greader", "GcsModelReader", {
+        "project": "example-project", "bucketName": "models-bucket", "workloadPool": "example-project.svc.id.goog",
+        "namespace": "serving", "serviceAccount": "tfserving", "accountId": "tfs-models-reader"})
+    (binding,) = of(rec, "gcp:storage/bucketIAMMember:BucketIAMMember")
+    assert binding.inputs["role"] == "roles/storage.objectViewer" and binding.inputs["bucket"] == "models-bucket"
+    assert "projects/_/buckets/models-bucket/objects/models/" in binding.inputs["condition"]["expression"]
+    (identity,) = of(rec, "gcp:serviceaccount/iAMMember:IAMMember")
+    assert identity.inputs["role"] == "roles/iam.workloadIdentityUser"
+    assert identity.inputs["member"] == "serviceAccount:example-project.svc.id.goog[serving/tfserving]"
+    assert rec.one("gcp:serviceaccount/account:Account", "greader-reader-sa").inputs["accountId"] == "tfs-models-reader"
+    assert state["serviceAccountAnnotations"] == {"iam.gke.io/gcp-service-account": state["email"]}
+
+
+def test_gcs_publisher_writes_one_prefix_and_names_who_may_act_as_it(host):
+    ci = "principalSet://iam.googleapis.com/projects/1/locations/global/workloadIdentityPools/ci/attribute.repository/o/r"
+    rec, state = construct(host, "gpublisher", "GcsModelPublisher", {
+        "project": "example-project", "bucketName": "models-bucket", "members": ["user:ml@example.com", ci]})
+    (binding,) = of(rec, "gcp:storage/bucketIAMMember:BucketIAMMember")
+    assert binding.inputs["role"] == "roles/storage.objectAdmin"
+    roles = {m.inputs["member"]: m.inputs["role"] for m in of(rec, "gcp:serviceaccount/iAMMember:IAMMember")}
+    assert roles == {"user:ml@example.com": "roles/iam.serviceAccountTokenCreator",
+                     ci: "roles/iam.workloadIdentityUser"}
+    assert state["email"]
 
 
 def _k8s(rec: Recording, kind: str) -> list[dict]:
@@ -616,6 +663,10 @@ def test_all_wrappers_in_one_program_follow_the_component_conventions(host):
         "ModelReader": {"oidcProviderArn": "arn:aws:iam::1:oidc-provider/x", "oidcIssuerUrl": "https://x",
                         "namespace": "serving", "serviceAccount": "tfserving", "bucketArn": "arn:aws:s3:::b",
                         "kmsKeyArn": "arn:aws:kms:us-east-1:1:key/k", "region": "us-east-1"},
+        "GcsModelBucket": {"project": "example-project", "location": "us-central1"},
+        "GcsModelReader": {"project": "example-project", "bucketName": "b", "workloadPool": "p.svc.id.goog",
+                           "namespace": "serving", "serviceAccount": "tfserving"},
+        "GcsModelPublisher": {"project": "example-project", "bucketName": "b", "members": ["user:a@example.com"]},
         "TfServing": SERVING_INPUTS,
         "ServingMonitoring": {"servingNamespace": "serving", "servers": ["resnet"], "environment": "dev"},
     }
