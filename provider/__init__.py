@@ -10,6 +10,7 @@ evaluating strings, so postponed annotations would reach it as bare strings.
 from provider.buckets import ModelBucket, ModelReader
 from provider.gcs_buckets import GcsModelBucket, GcsModelPublisher, GcsModelReader
 from provider.platforms import EksPlatform, GkePlatform
+from provider.scale_to_zero import Keda
 from provider.shared import PACKAGE
 from provider.workloads import ServingMonitoring, TfServing
 
@@ -17,8 +18,8 @@ VERSION = "0.1.0"
 """The package version SDKs are generated with (the project's, pyproject.toml)."""
 
 COMPONENTS = [EksPlatform, GkePlatform, ModelBucket, ModelReader, GcsModelBucket, GcsModelReader, GcsModelPublisher,
-              TfServing, ServingMonitoring]
+              Keda, TfServing, ServingMonitoring]
 """Every component the package offers, in the order the schema lists them."""
 
 __all__ = ["COMPONENTS", "PACKAGE", "VERSION", "EksPlatform", "GcsModelBucket", "GcsModelPublisher", "GcsModelReader",
-           "GkePlatform", "ModelBucket", "ModelReader", "ServingMonitoring", "TfServing"]
+           "GkePlatform", "Keda", "ModelBucket", "ModelReader", "ServingMonitoring", "TfServing"]

@@ -90,3 +90,11 @@ def kubernetes_options(parent: pulumi.Resource, name: str,
     provider = k8s.Provider(f"{name}-k8s", kubeconfig=pulumi.Output.secret(kubeconfig),
                             enable_config_map_mutable=True, opts=pulumi.ResourceOptions(parent=parent))
     return pulumi.ResourceOptions(parent=parent, providers={"kubernetes": provider})
+
+
+def depends_on_of(opts: pulumi.ResourceOptions | None) -> list[pulumi.Resource]:
+    """The resources a component was given in ``dependsOn``. Children do not inherit a component's
+    ``dependsOn`` (pulumi/resource.py, Resource.__init__ copies only protect and providers from the parent),
+    so a wrapper hands them down to the inner components that must wait for them."""
+    depends_on = opts.depends_on if opts is not None else None
+    return [depends_on] if isinstance(depends_on, pulumi.Resource) else list(depends_on or [])

@@ -16,7 +16,8 @@ from components.serving.namespace import ServingNamespace, ServingNamespaceArgs
 from components.serving.tfserving import TfServing as Serving
 from components.serving.tfserving import TfServingArgs as ServingArgs
 from components.serving.tfserving_config import ServedModel
-from provider.shared import int_map, ints, kubernetes_options, plain, token, value_of
+from provider.scale_to_zero import ScaleToZeroSpec, server_scale_to_zero
+from provider.shared import depends_on_of, int_map, ints, kubernetes_options, plain, token, value_of
 
 
 class VersionPolicy(Enum):
@@ -154,6 +155,9 @@ class TfServingArgs(TypedDict):
     """Allow the GKE metadata server (Workload Identity) in the NetworkPolicy; default false."""
     await_rollout: NotRequired[bool]
     """Let ``pulumi up`` wait for the rollout (false only where the models cannot exist yet); default true."""
+    scale_to_zero: NotRequired[ScaleToZeroSpec]
+    """Scale to zero pods with KEDA instead of an HPA (``replicas`` then 0); pass the ``Keda`` component in
+    ``dependsOn``. Default: an HPA between ``replicas`` and ``maxReplicas``."""
     image_pre_pull: NotRequired[bool]
     """Pull the server's images onto each of its nodes as soon as the node is Ready (a DaemonSet
     ``<name>-prepull`` whose containers only sleep), so a new GPU node does not pull TF Serving's image
@@ -252,6 +256,14 @@ class TfServing(pulumi.ComponentResource):
                              ("image_pre_pull", bool)):
             if args.get(key) is not None:
                 serving_optional[key] = convert(plain(args[key], key, component))
+        stz = None
+        if args.get("scale_to_zero") is not None:
+            if server_optional.get("replicas", 0) != 0:
+                raise ValueError(f"TfServing: replicas {server_optional['replicas']} with scaleToZero: leave it out "
+                                 "or set 0 (KEDA keeps the pods, between 0 and maxReplicas)")
+            # The ScaledObjects and InterceptorRoutes wait for KEDA's charts (CRDs, webhook): dependsOn.
+            stz = server_scale_to_zero(args["scale_to_zero"], tuple(depends_on_of(opts)))
+            server_optional["replicas"] = 0
         serving = Serving(name, ServingArgs(
             server=ModelServerArgs(
                 namespace=namespace, server=plain(args["server"], "server", component),
@@ -259,7 +271,7 @@ class TfServing(pulumi.ComponentResource):
                 model_source_uri=args["model_source_uri"], model_store=model_store_of(args),
                 service_account_name=service_account, batching=batching_config(args.get("batching")),
                 **server_optional),
-            **serving_optional), opts=k8s_opts)
+            scale_to_zero=stz, **serving_optional), opts=k8s_opts)
 
         self.grpc_endpoint = serving.grpc_endpoint
         self.rest_endpoint = serving.rest_endpoint
@@ -341,12 +353,9 @@ class ServingMonitoring(pulumi.ComponentResource):
                       for key, v in plain(args.get("thresholds") or {}, "thresholds", component).items()
                       if v is not None}
         servers = [plain(s, "servers", component) for s in plain(args["servers"], "servers", component)]
-        # The custom resources must wait for their CRDs. Children do not inherit a component's dependsOn
-        # (pulumi/resource.py, Resource.__init__ copies only protect and providers from the parent), so it is
-        # handed down as the inner component's monitoring_ready, what its ServiceMonitors, PrometheusRule and
-        # dashboards wait for.
-        depends_on = opts.depends_on if opts is not None else None
-        ready = [depends_on] if isinstance(depends_on, pulumi.Resource) else list(depends_on or [])
+        # The custom resources must wait for their CRDs: dependsOn is handed down as the inner component's
+        # monitoring_ready, what its ServiceMonitors, PrometheusRule and dashboards wait for.
+        ready = depends_on_of(opts)
         inner = Monitoring(name, MonitoringArgs(
             serving_namespace=plain(args["serving_namespace"], "servingNamespace", component),
             monitoring_namespace=plain(args.get("monitoring_namespace") or "monitoring",

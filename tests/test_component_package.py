@@ -35,7 +35,7 @@ from stacks.mock_engine import ACCOUNT_ID, DEPLOY_ROLE, SECRET, PlanMocks, Recor
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "provider" / "examples" / "yaml-tfserving" / "Pulumi.yaml"
 NAMES = ["EksPlatform", "GkePlatform", "ModelBucket", "ModelReader", "GcsModelBucket", "GcsModelReader",
-         "GcsModelPublisher", "TfServing", "ServingMonitoring"]
+         "GcsModelPublisher", "Keda", "TfServing", "ServingMonitoring"]
 TOKENS = {name: f"tfplatform:index:{name}" for name in NAMES}
 
 # What each component must be given (the schema's requiredInputs); everything else has a default.
@@ -48,6 +48,7 @@ REQUIRED = {
     "GcsModelBucket": {"project", "location"},
     "GcsModelReader": {"project", "bucketName", "workloadPool", "namespace", "serviceAccount"},
     "GcsModelPublisher": {"project", "bucketName"},
+    "Keda": set(),
     "TfServing": {"namespace", "server", "models", "modelSourceUri"},
     "ServingMonitoring": {"servingNamespace", "servers", "environment"},
 }
@@ -469,6 +470,43 @@ def test_tfserving_pre_pulls_its_images_only_when_asked(serving, host):
     assert held["nodeSelector"] == pod["nodeSelector"] == {"pool": "gpu"} and held["tolerations"] == pod["tolerations"]
 
 
+def test_tfserving_scales_to_zero_with_the_package_keda(host):
+    """Keda, then a TfServing that sleeps outside office hours and holds requests, depending on it: KEDA's
+    ScaledObjects replace the HPA, start at zero pods, wait for KEDA's charts and pass their CRD schemas."""
+    from tests.test_manifests import validation_failures
+
+    inputs = {**SERVING_INPUTS, "targetRequestsPerSecond": 20.0, "scaleToZero": {
+        "schedule": {"start": "0 8 * * 1-5", "end": "0 19 * * 1-5", "timezone": "Europe/Berlin", "replicas": 1.0},
+        "idleAfterSeconds": 600.0, "coldStartTimeoutSeconds": 300.0}}
+    rec, _ = construct(host, "sleepy", "TfServing", inputs,
+                       before=lambda: provider.Keda("keda", {"http_add_on": True}))
+    keda = the_wrapper(rec, "Keda", "keda")
+    charts = {r.inputs["chart"] for r in rec.resources if r.type == "kubernetes:helm.sh/v4:Chart"}
+    assert charts == {"keda", "keda-add-ons-http"}
+    scaled = {r.inputs["metadata"]["name"]: r for r in rec.resources if r.type.endswith(":ScaledObject")}
+    assert set(scaled) == {"sleepy", "sleepy-canary"}
+    stable = scaled["sleepy"].inputs["spec"]
+    assert stable["minReplicaCount"] == 0 and stable["cooldownPeriod"] == 600
+    triggers = {t["type"]: t for t in stable["triggers"]}
+    assert triggers["cron"]["metadata"]["timezone"] == "Europe/Berlin" and "external-push" in triggers
+    # dependsOn a component waits for its custom resources: here KEDA's charts (CRDs, webhook) among them.
+    chart_urns = {r.urn for r in rec.resources if r.type == "kubernetes:helm.sh/v4:Chart"}
+    assert all(chart_urns <= set(r.dependencies) for r in scaled.values()), [r.dependencies for r in scaled.values()]
+    assert keda.type == TOKENS["Keda"]
+    assert not _k8s(rec, "HorizontalPodAutoscaler")
+    (deployment,) = [d for d in _k8s(rec, "Deployment") if d["metadata"]["name"] == "sleepy"]
+    assert deployment["spec"]["replicas"] == 0
+    routes = [r for r in rec.resources if r.type.endswith(":InterceptorRoute")]
+    assert len(routes) == 4  # REST and gRPC, stable and canary
+    assert validation_failures([r.inputs for r in rec.resources if r.inputs.get("kind") in
+                                ("ScaledObject", "InterceptorRoute", "Deployment", "Namespace")]) == []
+
+
+def test_tfserving_refuses_replicas_with_scale_to_zero(host):
+    with pytest.raises(Exception, match="replicas 2 with scaleToZero"):
+        construct(host, "both", "TfServing", {**SERVING_INPUTS, "replicas": 2.0, "scaleToZero": {}})
+
+
 def test_tfserving_refuses_what_it_cannot_build(host):
     bad_version = {**SERVING_INPUTS,
                    "models": [{"name": "m", "versionPolicy": "specific", "versions": [1.5]}]}
@@ -667,6 +705,7 @@ def test_all_wrappers_in_one_program_follow_the_component_conventions(host):
         "GcsModelReader": {"project": "example-project", "bucketName": "b", "workloadPool": "p.svc.id.goog",
                            "namespace": "serving", "serviceAccount": "tfserving"},
         "GcsModelPublisher": {"project": "example-project", "bucketName": "b", "members": ["user:a@example.com"]},
+        "Keda": {"httpAddOn": True, "namespace": "keda-system"},
         "TfServing": SERVING_INPUTS,
         "ServingMonitoring": {"servingNamespace": "serving", "servers": ["resnet"], "environment": "dev"},
     }
