@@ -230,7 +230,7 @@ def test_a_new_node_costs_the_node_and_the_images_a_warm_one_does_not(dev):
     assert cold["wake from zero"] == warm["wake from zero"] == 0.7
     assert "node" not in warm and "serving image" not in warm and "sync image" not in warm
     assert cold["node"] == 10 + 60 + 20  # scan + EC2 + device plugin (a GPU pool)
-    assert warm["load"] == cold["load"] and warm["ready"] == cold["ready"] == 20  # startup + readiness periods
+    assert warm["load"] == cold["load"] and warm["ready"] == cold["ready"] == 2 + 10  # startup + readiness periods
     assert default.cold_node.total > default.warm_node.total
 
 
@@ -329,8 +329,8 @@ def test_each_step_is_its_documented_formula(dev):
         "sync image": scale_up.IMAGE_BYTES["aws-cli"].value / f("pull_bytes_per_s"),
         "models": bucket + verify + local,
         "serving image": scale_up.IMAGE_BYTES["tensorflow/serving:"].value / f("pull_bytes_per_s"),
-        "load": load, "ready": 20})
-    assert steps(cpu.warm_node) == pytest.approx({"models": local + verify, "load": load, "ready": 20})
+        "load": load, "ready": 2 + 10})
+    assert steps(cpu.warm_node) == pytest.approx({"models": local + verify, "load": load, "ready": 2 + 10})
     assert cpu.notes == ()
     # Without the cache every start copies from the bucket, and the plan says so.
     for r in plan["resources"]:

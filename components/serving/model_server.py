@@ -48,7 +48,11 @@ PRE_STOP_SECONDS = 15
 # After the pause TF Serving gets SIGTERM, ignores it, and in-flight requests finish; the kubelet
 # then kills it. Bounded so a node drain never waits minutes per pod.
 TERMINATION_GRACE_SECONDS = 45
-STARTUP_PROBE_PERIOD = 10
+STARTUP_PROBE_PERIOD = 2
+"""Seconds between the startup probe's TCP connects to the REST port (which opens once the first models
+are AVAILABLE: server_core.cc WaitUntilModelsAvailable). A connect is cheap, and the period is time a loaded
+replica may sit unnoticed before the readiness probe takes over: 2 s instead of Kubernetes' usual 10 takes
+up to 8 s off every start (stacks/scale_up.py counts it in "ready")."""
 FILE_SYSTEM_POLL_SECONDS = 5
 """``--file_system_poll_wait_seconds``: how often TF Serving lists each model's base path for new or
 removed versions (sources/storage_path/file_system_storage_path_source.cc). It lists the pod's local
