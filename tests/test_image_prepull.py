@@ -215,3 +215,19 @@ def test_no_image_no_daemonset():
 
     with pytest.raises(ValueError, match="ImagePrePull x: images must not be empty"):
         ImagePrePull("x", ImagePrePullArgs(namespace="serving", server="s", images=(), node_selector={}))
+
+
+def test_a_sync_image_pulled_by_the_pod_itself_adds_to_the_head_start(dev):
+    """Only TF Serving's image in the DaemonSet: the pod pulls the sync image itself, after the GPU wait, and
+    the pre-pull keeps running through that pull too."""
+    f = scale_up.f
+    plan = copy.deepcopy(to_json(dev))
+    for r in plan["resources"]:
+        if ((r.get("inputs") or {}).get("metadata") or {}).get("name") == PREPULL:
+            spec = r["inputs"]["spec"]["template"]["spec"]
+            spec["containers"] = [c for c in spec["containers"] if "-gpu" in c["image"]]
+    partial = steps(estimate(plan).cold_node)
+    whole = scale_up.IMAGE_BYTES["-gpu"].value / f("pull_bytes_per_s") * f("parallel_pull_factor")
+    assert partial["sync image"] > 1
+    assert partial["serving image"] == pytest.approx(
+        max(0.0, whole - f("eks_gpu_ready_s") - partial["sync image"] - partial["models"]))
