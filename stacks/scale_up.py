@@ -111,7 +111,8 @@ DEFAULT_IMAGE_BYTES = Figure(0.2 * GB, "estimate: an image of unknown size")
 # *baseline* (the "up to" burst runs out during a multi-GB pull), which applies to inbound traffic too
 # (EC2 User Guide, "Amazon EC2 instance network bandwidth"); GCP documents egress caps, used here for
 # ingress as an estimate. With the defaults the per-stream pull rate stays below these, so they bind only
-# on smaller types.
+# on smaller types. Typed from the providers' instance tables: botocore's EC2 model has no bandwidths, so
+# nothing here checks them (docs/known-gaps.md).
 NODE_NETWORK_BYTES_PER_S: dict[str, Figure] = {
     "m6i.large": Figure(0.781e9 / 8, "EC2 general purpose network specifications: m6i.large baseline 0.781 Gbps"),
     "g5.xlarge": Figure(2.5e9 / 8, "EC2 accelerated computing network specifications: g5.xlarge baseline 2.5 Gbps"),
