@@ -19,7 +19,11 @@ cluster-autoscaler nor Karpenter keeps a node up for a DaemonSet pod: a pool sti
 
 Creates: a ``DaemonSet`` ``<name>`` in the server's namespace, on the nodes the server's pods may use (its
 node selector and tolerations), with one container per distinct image. ``pulumi up`` awaits its rollout
-as it awaits the server's Deployment (``await_rollout``): quick, the pods need no GPU and only start.
+as it awaits the server's Deployment (``await_rollout``): until every node due a pod runs an up-to-date one
+(pulumi-kubernetes provider/pkg/await/daemonset.go, kstatus, 10 min by default). After an image change that
+includes the new image's pull, about a minute on a GPU node, which the serving rollout needs anyway. A
+NotReady node carries the ``not-ready:NoSchedule`` taint, which DaemonSet pods do not tolerate, so it is not
+due a pod and cannot hold the await.
 """
 
 from __future__ import annotations
