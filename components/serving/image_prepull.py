@@ -22,8 +22,10 @@ node selector and tolerations), with one container per distinct image. ``pulumi 
 as it awaits the server's Deployment (``await_rollout``): until every node due a pod runs an up-to-date one
 (pulumi-kubernetes provider/pkg/await/daemonset.go, kstatus, 10 min by default). After an image change that
 includes the new image's pull, about a minute on a GPU node, which the serving rollout needs anyway. A
-NotReady node carries the ``not-ready:NoSchedule`` taint, which DaemonSet pods do not tolerate, so it is not
-due a pod and cannot hold the await.
+NotReady node carries the ``not-ready:NoSchedule`` taint: DaemonSet pods tolerate ``not-ready`` only as
+``NoExecute`` (kubernetes pkg/controller/daemon/util/daemonset_util.go ``AddOrUpdateDaemonPodTolerations``)
+and the controller skips nodes with an untolerated NoSchedule taint (daemon_controller.go ``predicates``), so
+such a node is not due a pod and cannot hold the await.
 """
 
 from __future__ import annotations
