@@ -30,21 +30,14 @@ from bootstrap.state_backend import (  # noqa: E402
     AwsStateBackend, AwsStateBackendArgs, GcpStateBackend, GcpStateBackendArgs, gcs_backend_url, s3_backend_url)
 from bootstrap.settings import (  # noqa: E402
     DEFAULT_KEYS, PROJECT, BootstrapConfigError, BootstrapSettings, parse, preview_slug)
+from stacks.settings_base import raw_config  # noqa: E402
 
 READ_ONLY = "arn:aws:iam::aws:policy/ReadOnlyAccess"
 
 
 def read_settings() -> BootstrapSettings:
-    config = pulumi.Config(PROJECT)
-    raw: dict[str, object] = {}
-    for key in DEFAULT_KEYS:
-        value = config.get(key)
-        if value is None:
-            continue
-        try:
-            raw[key] = json.loads(value) if key in ("stacks", "aws", "gcp", "operators") else value
-        except json.JSONDecodeError:
-            raise BootstrapConfigError(f"{PROJECT}:{key}: {value!r} is not allowed: expected a mapping") from None
+    raw = raw_config(pulumi.Config(PROJECT), PROJECT, DEFAULT_KEYS, ("stacks", "aws", "gcp", "operators"),
+                     BootstrapConfigError, lambda key: "a mapping")
     if "githubRepository" not in raw:
         raise BootstrapConfigError(f"{PROJECT}:githubRepository: missing: expected owner/name of the repository")
     return parse(raw)

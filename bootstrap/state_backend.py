@@ -23,8 +23,9 @@ import pulumi_aws as aws
 import pulumi_gcp as gcp
 
 from bootstrap import policies
+from components.aws.model_bucket import abort_uploads_rule, kms_encryption
+from components.gcp.model_bucket import versioned_lifecycle_rules
 
-ABORT_MULTIPART_DAYS = 7
 """Days before S3/GCS drop an unfinished multipart upload (a `pulumi up` killed mid-write)."""
 LOG_NONCURRENT_DAYS = 30
 
@@ -130,7 +131,7 @@ class AwsStateBackend(pulumi.ComponentResource):
                        noncurrent_version_expiration=aws.s3.
                        BucketLifecycleConfigurationRuleNoncurrentVersionExpirationArgs(
                            noncurrent_days=LOG_NONCURRENT_DAYS)),
-                   self._abort_uploads()],
+                   abort_uploads_rule()],
             opts=child)
         log_policy = aws.s3.BucketPolicy(
             f"{name}-access-logs-policy", bucket=logs.id,
@@ -139,17 +140,7 @@ class AwsStateBackend(pulumi.ComponentResource):
 
         bucket = aws.s3.Bucket(name, bucket=args.bucket_name, opts=keep)
         public_block = self._private(name, bucket, child)
-        aws.s3.BucketServerSideEncryptionConfiguration(
-            f"{name}-sse", bucket=bucket.id,
-            rules=[aws.s3.BucketServerSideEncryptionConfigurationRuleArgs(
-                apply_server_side_encryption_by_default=aws.s3.
-                BucketServerSideEncryptionConfigurationRuleApplyServerSideEncryptionByDefaultArgs(
-                    sse_algorithm="aws:kms", kms_master_key_id=key.arn),
-                # One data key per bucket instead of a KMS call per object: fewer KMS requests, and the
-                # encryption context becomes the bucket ARN (AWS S3 "Reducing the cost of SSE-KMS with
-                # Amazon S3 Bucket Keys").
-                bucket_key_enabled=True)],
-            opts=child)
+        kms_encryption(f"{name}-sse", bucket, key, child)
         # After the public access block, or S3 may take the policy for a public one and refuse it.
         aws.s3.BucketPolicy(
             f"{name}-policy", bucket=bucket.id,
@@ -164,7 +155,7 @@ class AwsStateBackend(pulumi.ComponentResource):
                        noncurrent_version_expiration=aws.s3.
                        BucketLifecycleConfigurationRuleNoncurrentVersionExpirationArgs(
                            noncurrent_days=args.noncurrent_version_days)),
-                   self._abort_uploads()],
+                   abort_uploads_rule()],
             opts=child)
         aws.s3.BucketLogging(f"{name}-logging", bucket=bucket.id, target_bucket=logs.id,
                              target_prefix=f"{args.bucket_name}/",
@@ -192,14 +183,6 @@ class AwsStateBackend(pulumi.ComponentResource):
             opts=child)
         return block
 
-    @staticmethod
-    def _abort_uploads() -> aws.s3.BucketLifecycleConfigurationRuleArgs:
-        return aws.s3.BucketLifecycleConfigurationRuleArgs(
-            id="abort-incomplete-uploads", status="Enabled",
-            filter=aws.s3.BucketLifecycleConfigurationRuleFilterArgs(prefix=""),
-            abort_incomplete_multipart_upload=aws.s3.
-            BucketLifecycleConfigurationRuleAbortIncompleteMultipartUploadArgs(
-                days_after_initiation=ABORT_MULTIPART_DAYS))
 
 
 @dataclass(frozen=True)
@@ -268,14 +251,7 @@ class GcpStateBackend(pulumi.ComponentResource):
             storage_class="STANDARD", uniform_bucket_level_access=True, public_access_prevention="enforced",
             versioning=gcp.storage.BucketVersioningArgs(enabled=True),
             encryption=gcp.storage.BucketEncryptionArgs(default_kms_key_name=key.id),
-            lifecycle_rules=[
-                gcp.storage.BucketLifecycleRuleArgs(
-                    action=gcp.storage.BucketLifecycleRuleActionArgs(type="Delete"),
-                    condition=gcp.storage.BucketLifecycleRuleConditionArgs(
-                        days_since_noncurrent_time=args.noncurrent_version_days, with_state="ARCHIVED")),
-                gcp.storage.BucketLifecycleRuleArgs(
-                    action=gcp.storage.BucketLifecycleRuleActionArgs(type="AbortIncompleteMultipartUpload"),
-                    condition=gcp.storage.BucketLifecycleRuleConditionArgs(age=ABORT_MULTIPART_DAYS))],
+            lifecycle_rules=versioned_lifecycle_rules(args.noncurrent_version_days),
             soft_delete_policy=gcp.storage.BucketSoftDeletePolicyArgs(
                 retention_duration_seconds=args.soft_delete_days * 86400),
             force_destroy=False,

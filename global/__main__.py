@@ -13,7 +13,6 @@ preview naming the config key, and no record depends on an unchecked value.
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
@@ -27,23 +26,15 @@ sys.path[:0] = [str(HERE.parent), str(HERE)]
 from components.aws.global_endpoint import (  # noqa: E402
     GlobalEndpoint, GlobalEndpointArgs, HealthCheckSpec, RegionTarget)
 from global_settings import PROJECT, GlobalConfigError, GlobalSettings, check_region, parse  # noqa: E402
+from stacks.settings_base import raw_config  # noqa: E402
 
 KEYS = ("zoneId", "zoneName", "name", "routing", "ttl", "regions", "healthCheck")
 OBJECT_KEYS = ("regions", "healthCheck", "ttl")
 
 
 def read_settings() -> GlobalSettings:
-    config = pulumi.Config(PROJECT)
-    raw: dict[str, object] = {}
-    for key in KEYS:
-        value = config.get(key)
-        if value is None:
-            continue
-        try:
-            raw[key] = json.loads(value) if key in OBJECT_KEYS else value
-        except json.JSONDecodeError:
-            raise GlobalConfigError(f"{PROJECT}:{key}: {value!r} is not allowed: expected "
-                                    f"{'a number' if key == 'ttl' else 'a list or mapping'}") from None
+    raw = raw_config(pulumi.Config(PROJECT), PROJECT, KEYS, OBJECT_KEYS, GlobalConfigError,
+                     lambda key: "a number" if key == "ttl" else "a list or mapping")
     return parse(raw)
 
 

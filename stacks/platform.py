@@ -18,7 +18,8 @@ from components.aws.network import Vpc, VpcArgs
 from components.gcp.compute_class import (GpuComputeClass, GpuComputeClassArgs, class_node_selector, class_toleration,
                                           compute_class_name)
 from components.gcp.gke_cluster import GkeCluster, GkeClusterArgs, GkeNodePoolSpec
-from components.gcp.image_mirror import DockerHubMirror, DockerHubMirrorArgs, repository_id
+from components.gcp.image_mirror import (DockerHubMirror, DockerHubMirrorArgs, in_artifact_registry,
+                                         repository_id)
 from components.gcp.model_bucket import (GcsModelBucket, GcsModelBucketArgs, GcsModelPublisher,
                                         GcsModelPublisherArgs, GcsModelReader, GcsModelReaderArgs)
 from components.aws.cluster_autoscaler import ClusterAutoscaler, ClusterAutoscalerArgs
@@ -387,7 +388,8 @@ def image_pre_pull(settings: StackSettings, server: Server, image: str) -> bool:
         return False
     pool = settings.node_pools[server.node_pool]
     if settings.cloud == "gcp":
-        return not (pool.secondary_boot_disk_image or (pool.resolved_image_streaming and ".pkg.dev/" in image))
+        streamed = pool.resolved_image_streaming and in_artifact_registry(image)
+        return not (pool.secondary_boot_disk_image or streamed)
     return True
 
 

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from components.gcp.image_mirror import in_artifact_registry
 from components.node_labels import POOL_LABEL
 from components.serving.batching import cpu_cores
 from components.serving.image_prepull import COMPONENT as PREPULL_COMPONENT
@@ -239,7 +240,7 @@ def pull_seconds(image: str, pool: Pool) -> tuple[float, str | None]:
         return 0.0, None
     network = pool.network_bytes_per_s
     if pool.image_streaming:
-        if ".pkg.dev/" in image:
+        if in_artifact_registry(image):
             return (f("stream_start_s")
                     + size * f("stream_read_fraction") / min(f("stream_bytes_per_s"), network)), None
         note = f"image streaming is on, but {image.split('@')[0]} is not in Artifact Registry: pulled whole"

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import ipaddress
+import json
 import re
+from collections.abc import Callable, Iterable
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
@@ -159,3 +162,21 @@ def check_node_labels(labels: dict[str, str]) -> dict[str, str]:
                                          "refuses to start with those, except node.kubernetes.io/* and "
                                          "kubelet.kubernetes.io/*)")
     return labels
+
+
+def raw_config(config: Any, project: str, keys: Iterable[str], json_keys: Iterable[str],
+               error: type[Exception], expected: Callable[[str], str]) -> dict[str, object]:
+    """The values ``config`` (a ``pulumi.Config`` of ``project``) holds for ``keys``, absent ones left out;
+    ``json_keys`` are structured values, which Pulumi hands over as JSON text. One that is not JSON raises
+    ``error`` naming the key, its value and ``expected(key)``: before any resource is registered."""
+    structured = set(json_keys)
+    raw: dict[str, object] = {}
+    for key in keys:
+        value = config.get(key)
+        if value is None:
+            continue
+        try:
+            raw[key] = json.loads(value) if key in structured else value
+        except json.JSONDecodeError:
+            raise error(f"{project}:{key}: {value!r} is not allowed: expected {expected(key)}") from None
+    return raw

@@ -39,6 +39,12 @@ def mirror_prefix(args: DockerHubMirrorArgs) -> str:
     return f"{args.region}-docker.pkg.dev/{args.project}/{args.repository_id}/"
 
 
+def in_artifact_registry(reference: str) -> bool:
+    """Whether an image is in Artifact Registry (``<location>-docker.pkg.dev/...``): the only images GKE image
+    streaming streams; any other is pulled whole."""
+    return ".pkg.dev/" in reference
+
+
 def through_mirror(reference: str, prefix: str) -> str:
     """A ``docker.io/...`` reference pulled through the mirror; any other registry's is left as is."""
     return prefix + reference.removeprefix(DOCKER_HUB) if reference.startswith(DOCKER_HUB) else reference

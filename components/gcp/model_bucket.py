@@ -62,6 +62,20 @@ def _account_id(key: str, suffix: str) -> str:
     return f"{head}-{digest}{suffix}"
 
 
+
+def versioned_lifecycle_rules(noncurrent_version_days: int, abort_multipart_days: int = 7
+                              ) -> list[gcp.storage.BucketLifecycleRuleArgs]:
+    """Lifecycle of a versioned bucket: replaced or deleted versions go after ``noncurrent_version_days``,
+    parts of unfinished multipart uploads after ``abort_multipart_days``."""
+    return [
+        gcp.storage.BucketLifecycleRuleArgs(
+            action=gcp.storage.BucketLifecycleRuleActionArgs(type="Delete"),
+            condition=gcp.storage.BucketLifecycleRuleConditionArgs(
+                days_since_noncurrent_time=noncurrent_version_days, with_state="ARCHIVED")),
+        gcp.storage.BucketLifecycleRuleArgs(
+            action=gcp.storage.BucketLifecycleRuleActionArgs(type="AbortIncompleteMultipartUpload"),
+            condition=gcp.storage.BucketLifecycleRuleConditionArgs(age=abort_multipart_days))]
+
 @dataclass(frozen=True)
 class GcsModelBucketArgs:
     """Inputs of :class:`GcsModelBucket`."""
@@ -106,14 +120,7 @@ class GcsModelBucket(pulumi.ComponentResource):
             name, project=args.project, location=args.location, storage_class="STANDARD",
             uniform_bucket_level_access=True, public_access_prevention="enforced",
             versioning=gcp.storage.BucketVersioningArgs(enabled=True), encryption=encryption,
-            lifecycle_rules=[
-                gcp.storage.BucketLifecycleRuleArgs(
-                    action=gcp.storage.BucketLifecycleRuleActionArgs(type="Delete"),
-                    condition=gcp.storage.BucketLifecycleRuleConditionArgs(
-                        days_since_noncurrent_time=args.noncurrent_version_days, with_state="ARCHIVED")),
-                gcp.storage.BucketLifecycleRuleArgs(
-                    action=gcp.storage.BucketLifecycleRuleActionArgs(type="AbortIncompleteMultipartUpload"),
-                    condition=gcp.storage.BucketLifecycleRuleConditionArgs(age=7))],
+            lifecycle_rules=versioned_lifecycle_rules(args.noncurrent_version_days),
             force_destroy=args.force_destroy, labels=args.labels,
             opts=pulumi.ResourceOptions(parent=self, protect=args.protect, retain_on_delete=args.protect,
                                         depends_on=depends))
