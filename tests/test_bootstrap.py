@@ -372,6 +372,21 @@ def test_secrets_provider_lines_of_the_stack_files_match_the_bootstrap(boot):
 
 # --- config errors ---------------------------------------------------------------------------
 
+def refusal(tmp_path, edit) -> str:
+    """The bootstrap's ci stack planned with ``edit`` applied to its config: the error it must raise, one
+    line, with no resource registered."""
+    data = yaml.safe_load((BOOTSTRAP / "Pulumi.ci.yaml").read_text())
+    edit(data["config"])
+    path = tmp_path / "Pulumi.ci.yaml"
+    path.write_text(yaml.safe_dump(data))
+    cfg = load_stack_config(BOOTSTRAP / "Pulumi.yaml", path, "ci")
+    into = Recording(stack="ci", project=cfg.project)
+    with pytest.raises(pulumi.RunError) as error:
+        run_program(BOOTSTRAP / "__main__.py", "ci", cfg.project, cfg.config, cfg.secret_keys, into=into)
+    assert "\n" not in str(error.value) and into.resources == []
+    return str(error.value)
+
+
 @pytest.mark.parametrize(("overrides", "message"), [
     ({"githubRepository": "not a repo"}, "tfserving-bootstrap:githubRepository: 'not a repo'"),
     ({"stacks": {"dev": {"cloud": "aws", "environment": "dev"},
@@ -409,16 +424,21 @@ def test_secrets_provider_lines_of_the_stack_files_match_the_bootstrap(boot):
     ({"operators": {"dev": ADMIN}}, "tfserving-bootstrap:operators.dev"),
 ])
 def test_bad_config_is_one_line_before_any_resource(tmp_path, overrides, message):
-    stack_file = BOOTSTRAP / "Pulumi.ci.yaml"
-    data = yaml.safe_load(stack_file.read_text())
-    for key, value in overrides.items():
-        data["config"][f"tfserving-bootstrap:{key}"] = value
-    path = tmp_path / "Pulumi.ci.yaml"
-    path.write_text(yaml.safe_dump(data))
-    cfg = load_stack_config(BOOTSTRAP / "Pulumi.yaml", path, "ci")
-    into = Recording(stack="ci", project=cfg.project)
-    with pytest.raises(pulumi.RunError) as error:
-        run_program(BOOTSTRAP / "__main__.py", "ci", cfg.project, cfg.config, cfg.secret_keys, into=into)
-    assert str(error.value).startswith(message), str(error.value)
-    assert "\n" not in str(error.value)
-    assert into.resources == []
+    error = refusal(tmp_path, lambda config: config.update(
+        {f"tfserving-bootstrap:{key}": value for key, value in overrides.items()}))
+    assert error.startswith(message), error
+
+
+def test_raw_config_parses_structured_keys_and_names_one_that_is_not_json():
+    """What bootstrap/ and global/ read their config with (stacks/settings_base.py raw_config)."""
+    from stacks.settings_base import raw_config
+
+    class Config(dict):
+        pass
+
+    config = Config({"name": "api", "regions": '[{"stack": "a"}]'})
+    raw = raw_config(config, "p", ("name", "regions", "ttl"), ("regions", "ttl"), ValueError, lambda key: "a list")
+    assert raw == {"name": "api", "regions": [{"stack": "a"}]}  # ttl absent: left out, not None
+    config["ttl"] = "sixty"
+    with pytest.raises(ValueError, match=r"^p:ttl: 'sixty' is not allowed: expected a number$"):
+        raw_config(config, "p", ("ttl",), ("ttl",), ValueError, lambda key: "a number")

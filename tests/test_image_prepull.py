@@ -23,6 +23,7 @@ from components.serving.model_server import APP_LABEL, RUN_AS, pull_policy
 from stacks import scale_up
 from stacks.plan import to_json
 from tests.conftest import k8s_object, k8s_objects
+from tests.test_cold_start import steps
 from tests.test_serving import dev_servers
 
 PREPULL = "tfserving-default-prepull"
@@ -138,10 +139,6 @@ def test_the_pods_script_sleeps_and_leaves_at_once_on_sigterm():
 
 
 # --- the estimate ---------------------------------------------------------------------------------
-def steps(s: scale_up.Steps) -> dict[str, float]:
-    return dict(s.parts)
-
-
 def estimate(plan: dict) -> scale_up.ServerEstimate:
     return {e.server: e for e in scale_up.estimate(plan, {})}["default"]
 

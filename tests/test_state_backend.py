@@ -20,15 +20,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-import pulumi
 from bootstrap import policies
 from bootstrap.state_backend import gcs_backend_url, s3_backend_url
-from stacks.mock_engine import Recording, run_program
+from stacks.mock_engine import Recording
 from stacks.scan import (DEFAULT_TRIVY_IGNORE, TERRAFORM_PLAN, scan_recording, trivy_ignore_entries,
                          write_trivy_ignore)
-from stacks.stack_files import load_stack_config
 from tests.iam_eval import GcsRequest, Request, gcs_allows, kms_allows, s3_allows
-from tests.test_bootstrap import BOOTSTRAP, identity_policies, plan
+from tests.test_bootstrap import BOOTSTRAP, identity_policies, plan, refusal
 
 ACCOUNT = "123456789012"
 REGION = "us-east-1"
@@ -469,16 +467,9 @@ def test_gcs_data_access_audit_logs(boot, tmp_path):
     ("gcp", {"stateBucketLocation": "global"}, "tfserving-bootstrap:gcp.stateBucketLocation: 'global'"),
 ])
 def test_bad_state_config_is_one_line_before_any_resource(tmp_path, cloud, extra, message):
-    data = yaml.safe_load((BOOTSTRAP / "Pulumi.ci.yaml").read_text())
-    data["config"][f"tfserving-bootstrap:{cloud}"] = {**data["config"][f"tfserving-bootstrap:{cloud}"], **extra}
-    path = tmp_path / "Pulumi.ci.yaml"
-    path.write_text(yaml.safe_dump(data))
-    cfg = load_stack_config(BOOTSTRAP / "Pulumi.yaml", path, "ci")
-    into = Recording(stack="ci", project=cfg.project)
-    with pytest.raises(pulumi.RunError) as error:
-        run_program(BOOTSTRAP / "__main__.py", "ci", cfg.project, cfg.config, cfg.secret_keys, into=into)
-    assert str(error.value).startswith(message), str(error.value)
-    assert "\n" not in str(error.value) and into.resources == []
+    key = f"tfserving-bootstrap:{cloud}"
+    error = refusal(tmp_path, lambda config: config.update({key: {**config[key], **extra}}))
+    assert error.startswith(message), error
 
 
 # --- checkov and trivy on the bootstrap's plan ------------------------------------------------------------
