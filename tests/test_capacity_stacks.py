@@ -165,3 +165,25 @@ def test_a_capacity_block_node_group_is_confined_to_its_zone(plan_with):
     assert group.inputs["subnetIds"] == [f"subnet-{subnet}"]
     assert group.inputs["capacityType"] == "CAPACITY_BLOCK"
     assert len(rec.one("aws:eks/nodeGroup:NodeGroup", "eks-gpu").inputs["subnetIds"]) == 2
+
+
+@pytest.mark.parametrize("name, expected", [
+    ("capacity-eks", {"tfserving-default-prepull", "tfserving-small-prepull"}),
+    ("capacity-gke", set()),
+])
+def test_image_prepulls_run_where_their_servers_run(recordings, name, expected):
+    """Karpenter's and ComputeClass nodes carry the serving pods' own labels and taints: a pre-pull placed by
+    anything else would pull on nodes the server never uses, or miss its nodes. GKE streams the images (the
+    Artifact Registry mirror), so it pre-pulls nothing by default."""
+    from components.serving.image_prepull import COMPONENT
+
+    prepulls = [d for d in k8s_objects(recordings[name], "DaemonSet")
+                if d["metadata"]["labels"].get("app.kubernetes.io/component") == COMPONENT]
+    assert {d["metadata"]["name"] for d in prepulls} == expected
+    for daemon_set in prepulls:
+        held = daemon_set["spec"]["template"]["spec"]
+        pod = k8s_object(recordings[name], "Deployment", daemon_set["metadata"]["name"].removesuffix("-prepull"))
+        pod = pod["spec"]["template"]["spec"]
+        assert held["nodeSelector"] == pod["nodeSelector"] and held["tolerations"] == pod["tolerations"]
+        images = {c["image"] for c in pod["containers"] + pod["initContainers"]}
+        assert {c["image"] for c in held["containers"]} == images
